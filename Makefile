@@ -1,0 +1,50 @@
+# Everything installs itself: `make demo` and `make test` work on a fresh machine with Python 3.10+.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONUNBUFFERED = 1
+
+.PHONY: demo test test-slow bench bench-image bench-text bench-serve bench-scale venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+## The main job on the embedded default (offline): train, export, predict.
+demo: $(STAMP)
+	$(VENV)/bin/cnnapp train-image --epochs 8 --name digits
+	$(VENV)/bin/cnnapp predict saved_models/digits $$($(PY) -m cnnapp.data.digits --write-samples runs/digits-samples)
+	$(VENV)/bin/cnnapp train-text --epochs 6 --name demo-sentences
+	$(VENV)/bin/cnnapp predict saved_models/demo-sentences "a moving and beautifully acted film" "dull , lifeless and far too long"
+
+## The test suite (fast contract tests; real training on shared data is opt-in via test-slow).
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+bench: bench-image bench-text bench-serve bench-scale
+
+## Full Fashion-MNIST from Debian (needs root for apt-get), cnnapp vs the keras-io peer.
+bench-image: $(STAMP)
+	@test -d /usr/share/datasets/fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)
+	$(PY) benchmarks/bench_image.py
+
+bench-text: $(STAMP)
+	$(PY) benchmarks/bench_text.py
+
+bench-serve: $(STAMP)
+	$(PY) benchmarks/bench_serve.py
+
+bench-scale: $(STAMP)
+	$(PY) benchmarks/bench_scale.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

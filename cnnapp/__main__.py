@@ -1,0 +1,3 @@
+from cnnapp.cli import main
+
+main()

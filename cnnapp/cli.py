@@ -1,0 +1,373 @@
+"""The cnnapp command line: thin click commands that build a config and call one library function.
+
+TensorFlow is imported inside the commands, never at module import, so `cnnapp --help` is instant.
+Library errors (`CnnappError`) become one-line `Error: ...` messages with exit code 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from cnnapp import __version__
+
+
+# ---------------------------------------------------------------------------- option types
+
+class IntList(click.ParamType):
+    """Comma-separated positive integers: `32,64` -> (32, 64)."""
+
+    name = "INTS"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            out = tuple(int(v) for v in str(value).split(",") if v.strip())
+        except ValueError:
+            self.fail(f"expected comma-separated integers. Received: {value!r}", param, ctx)
+        if not out or any(v < 1 for v in out):
+            self.fail(f"expected positive integers. Received: {value!r}", param, ctx)
+        return out
+
+
+class NameList(click.ParamType):
+    name = "NAMES"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        return tuple(v.strip() for v in str(value).split(",") if v.strip())
+
+
+class ImageSize(click.ParamType):
+    """`28` or `32x48` (height x width)."""
+
+    name = "HxW"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple) or value is None:
+            return value
+        parts = str(value).lower().split("x")
+        try:
+            size = tuple(int(p) for p in parts)
+        except ValueError:
+            self.fail(f"expected N or HxW. Received: {value!r}", param, ctx)
+        if len(size) == 1:
+            size = size * 2
+        if len(size) != 2 or min(size) < 1:
+            self.fail(f"expected N or HxW with positive sides. Received: {value!r}", param, ctx)
+        return size
+
+
+INTS, NAMES = IntList(), NameList()
+
+
+def fraction(ctx, param, value):
+    if value is not None and not 0.0 <= value < 1.0:
+        raise click.BadParameter(f"must be in [0, 1). Received: {value}")
+    return value
+
+
+# ---------------------------------------------------------------------------- shared option sets
+
+def options(*decorators):
+    def wrap(fn):
+        for d in reversed(decorators):
+            fn = d(fn)
+        return fn
+    return wrap
+
+
+train_options = options(
+    click.option("--name", default=None, help="Model name: runs/<name>/ and saved_models/<name>/ (default: from the data)."),
+    click.option("--epochs", type=click.IntRange(min=1), default=15, show_default=True),
+    click.option("--batch-size", type=click.IntRange(min=1), default=None,
+                 help="Per replica; the global batch is batch-size x replicas. Under several replicas, "
+                      "scale --learning-rate linearly with the global batch (Goyal et al. 2017). "
+                      "[default: 128 images, 50 sentences]"),
+    click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None,
+                 help="Default: the optimizer's (Adam 1e-3, Adadelta 1.0)."),
+    click.option("--optimizer", type=click.Choice(["adam", "adamw", "adadelta", "sgd", "rmsprop"]), default=None,
+                 help="[default: adam]"),
+    click.option("--seed", type=int, default=1337, show_default=True, help="Seeds data splits, shuffling, init."),
+    click.option("--deterministic/--no-deterministic", default=False, show_default=True,
+                 help="Deterministic TF ops: bit-identical reruns, slower."),
+    click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True,
+                 help="Early stopping patience (epochs without a better val_accuracy)."),
+    click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multi-worker"]), default="auto",
+                 show_default=True, help="auto: multi-worker when TF_CONFIG names a cluster, mirrored over "
+                                         "several GPUs, else default."),
+    click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16", "mixed_bfloat16"]),
+                 default="auto", show_default=True, help="auto: mixed_float16 on tensor-core GPUs, float32 on CPU."),
+    click.option("--jit", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+                 help="XLA compilation; auto: on with a GPU."),
+    click.option("--run-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
+                 help="Runs go to RUN_DIR/<name>/ (config, history, metrics, plots, checkpoints)."),
+    click.option("--export-base", default="saved_models", show_default=True, type=click.Path(file_okay=False)),
+    click.option("--export/--no-export", default=True, show_default=True),
+)
+
+
+def train_config(kw: dict, *, batch_size: int, optimizer: str):
+    from cnnapp.config import TrainConfig
+    return TrainConfig(
+        name=kw["name"], epochs=kw["epochs"], batch_size=kw["batch_size"] or batch_size,
+        learning_rate=kw["learning_rate"], optimizer=kw["optimizer"] or optimizer, seed=kw["seed"],
+        deterministic=kw["deterministic"], patience=kw["patience"], strategy=kw["strategy"],
+        precision=kw["precision"], jit=kw["jit"], run_dir=kw["run_dir"], export_base=kw["export_base"],
+        export=kw["export"])
+
+
+image_model_options = options(
+    click.option("--image-size", type=ImageSize(), default=None,
+                 help="N or HxW. Default: the data's own size (image folders: 128)."),
+    click.option("--channels", type=click.Choice(["1", "3"]), default=None,
+                 help="Default: the data's own (folders: 3 unless all grayscale)."),
+    click.option("--filters", type=INTS, default=None,
+                 help="Filters per conv block. Default: 32,64 (32,64,128 above 32x32)."),
+    click.option("--kernel-sizes", type=INTS, default="3", show_default=True, help="One, or one per block."),
+    click.option("--strides", type=INTS, default="1", show_default=True, help="One, or one per block."),
+    click.option("--padding", type=click.Choice(["same", "valid"]), default="same", show_default=True),
+    click.option("--pool-sizes", type=INTS, default="2", show_default=True, help="One, or one per block."),
+    click.option("--batch-norm/--no-batch-norm", default=True, show_default=True),
+    click.option("--conv-dropout", type=float, default=0.0, show_default=True, callback=fraction),
+    click.option("--dense-units", type=INTS, default="128", show_default=True),
+    click.option("--dropout", type=float, default=0.5, show_default=True, callback=fraction),
+    click.option("--augment", type=NAMES, default="", help="Comma list of flip,translate,rotate,zoom,contrast."),
+)
+
+
+def image_model_config(kw: dict):
+    from cnnapp.config import ImageModelConfig
+    return ImageModelConfig(
+        image_size=kw["image_size"], channels=int(kw["channels"]) if kw["channels"] else None,
+        filters=kw["filters"] or (), kernel_sizes=kw["kernel_sizes"], strides=kw["strides"],
+        padding=kw["padding"], pool_sizes=kw["pool_sizes"], batch_norm=kw["batch_norm"],
+        conv_dropout=kw["conv_dropout"], dense_units=kw["dense_units"], dropout=kw["dropout"],
+        augment=kw["augment"])
+
+
+text_model_options = options(
+    click.option("--region-sizes", type=INTS, default="3,4,5", show_default=True, help="Filter widths, one branch each."),
+    click.option("--feature-maps", type=click.IntRange(min=1), default=100, show_default=True, help="Filters per region size."),
+    click.option("--embedding-dim", type=click.IntRange(min=1), default=128, show_default=True,
+                 help="For rand; pretrained vectors set their own size."),
+    click.option("--embedding-mode", type=click.Choice(["rand", "static", "non-static", "multichannel"]),
+                 default="rand", show_default=True),
+    click.option("--embeddings", "embeddings_path", type=click.Path(dir_okay=False), default=None,
+                 help="word2vec .bin, word2vec text or GloVe text vectors (for static/non-static/multichannel)."),
+    click.option("--dropout", type=float, default=0.5, show_default=True, callback=fraction),
+    click.option("--max-norm", type=float, default=3.0, show_default=True, help="0 turns the constraint off."),
+    click.option("--max-tokens", type=click.IntRange(min=2), default=30000, show_default=True, help="Vocabulary cap."),
+    click.option("--sequence-length", type=click.IntRange(min=1), default=None,
+                 help="Default: the longest training sentence (at most 400 tokens)."),
+)
+
+
+def text_model_config(kw: dict):
+    from cnnapp.config import TextModelConfig
+    return TextModelConfig(
+        region_sizes=kw["region_sizes"], feature_maps=kw["feature_maps"], embedding_dim=kw["embedding_dim"],
+        embedding_mode=kw["embedding_mode"], embeddings_path=kw["embeddings_path"], dropout=kw["dropout"],
+        max_norm=kw["max_norm"] or None, max_tokens=kw["max_tokens"], sequence_length=kw["sequence_length"])
+
+
+# ---------------------------------------------------------------------------- plumbing
+
+def quiet_tensorflow() -> None:
+    """Before TensorFlow is imported: keep its C++ info logs out of the user's terminal."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def library_errors(fn):
+    """Turn the library's CnnappError into a one-line click error (exit 1)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from cnnapp.errors import CnnappError
+        try:
+            return fn(*args, **kwargs)
+        except CnnappError as e:
+            raise click.ClickException(str(e)) from None
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="cnnapp")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def cli(verbose: bool):
+    """Train, inspect and serve convolutional classifiers for images and sentences."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s")
+    quiet_tensorflow()
+
+
+def main():
+    cli(prog_name="cnnapp")
+
+
+# ---------------------------------------------------------------------------- commands
+
+@cli.command("train-image")
+@click.option("--data", type=click.Path(), default=None,
+              help="A folder of class subfolders (train/ + validation/ or test/ used when present), "
+                   "or a folder of IDX files.")
+@click.option("--dataset", default=None,
+              help="digits (embedded, the default), fashion_mnist (Debian's files when installed), or any TFDS name.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="TFDS data directory.")
+@click.option("--skip-bad-images", is_flag=True, help="Skip (and count) unreadable image files instead of stopping.")
+@image_model_options
+@train_options
+@library_errors
+def train_image(data, dataset, data_dir, skip_bad_images, **kw):
+    """Train the 2-D CNN on images, evaluate it, and export a SavedModel."""
+    from cnnapp.pipelines.image import train_image as run
+    result, export_dir = run(data=data, dataset=dataset, data_dir=data_dir, skip_bad_images=skip_bad_images,
+                             model_cfg=image_model_config(kw),
+                             train_cfg=train_config(kw, batch_size=128, optimizer="adam"))
+    report_result(result, export_dir)
+
+
+@cli.command("train-text")
+@click.option("--data", type=click.Path(), default=None,
+              help="Labelled lines `LABEL sentence` (default: the embedded demo corpus).")
+@click.option("--dev", type=click.Path(dir_okay=False), default=None, help="Dev file (else 10% of train).")
+@click.option("--test", type=click.Path(dir_okay=False), default=None, help="Test file.")
+@click.option("--encoding", default="utf-8", show_default=True, help="File encoding (MR needs latin-1).")
+@click.option("--standardize", type=click.Choice(["kim", "lower", "lower_and_strip_punctuation", "none"]),
+              default="kim", show_default=True, help="Text clean-up before splitting on whitespace.")
+@text_model_options
+@train_options
+@library_errors
+def train_text(data, dev, test, encoding, standardize, **kw):
+    """Train the Kim / Zhang & Wallace sentence CNN, evaluate it, and export a SavedModel."""
+    from cnnapp.pipelines.text import train_text as run
+    result, export_dir = run(data=data, dev=dev, test=test, encoding=encoding, standardize=standardize,
+                             model_cfg=text_model_config(kw),
+                             train_cfg=train_config(kw, batch_size=50, optimizer="adam"))
+    report_result(result, export_dir)
+
+
+def report_result(result, export_dir) -> None:
+    m = result.metrics
+    ev = m["evaluated_on"]
+    click.echo(f"{ev} accuracy: {m[ev]['accuracy']:.4f} (macro F1 {m[ev]['macro_f1']:.4f}, "
+               f"{m[ev]['count']} examples; {m['evaluation_source']})")
+    click.echo(f"run directory: {result.run_dir}")
+    if export_dir:
+        click.echo(f"exported: {export_dir}")
+
+
+def expand_image_paths(items) -> list[Path]:
+    paths = []
+    for item in items:
+        matches = sorted(glob.glob(item)) if glob.has_magic(item) else [item]
+        if not matches:
+            paths.append(Path(item))  # reported as unreadable below
+        for m in matches:
+            p = Path(m)
+            paths += sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    return paths
+
+
+@cli.command()
+@click.argument("model", type=click.Path())
+@click.argument("inputs", nargs=-1)
+@click.option("--file", "input_file", type=click.File("r", encoding="utf-8"), default=None,
+              help="Text models: one sentence per line ('-' for standard input).")
+@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on standard output.")
+@library_errors
+def predict(model, inputs, input_file, top_k, as_json):
+    """Answer from an exported model: image files/folders/globs, or sentences.
+
+    MODEL is a version folder or saved_models/<name> (its latest version). Sentences come from
+    the arguments, --file, or standard input when neither is given.
+    """
+    from cnnapp.inference import Predictor
+    predictor = Predictor(model)
+    if predictor.kind == "image":
+        paths = expand_image_paths(inputs)
+        if not paths:
+            raise click.UsageError("give image files, folders or globs to predict.")
+        values, labels, errors = [], [], []
+        for p in paths:
+            try:
+                values.append(p.read_bytes())
+                labels.append(str(p))
+            except OSError as e:
+                errors.append({"input": str(p), "error": f"cannot read file ({e.strerror})"})
+        predictions = predictor.predict(values, labels) if values else []
+    else:
+        sentences = list(inputs)
+        if input_file is not None:
+            sentences += [line.rstrip("\n") for line in input_file]
+        if not sentences and input_file is None:
+            if sys.stdin.isatty():
+                raise click.UsageError("give sentences as arguments, with --file, or on standard input.")
+            sentences = [line.rstrip("\n") for line in sys.stdin]
+        predictions, errors = predictor.predict(sentences, sentences), []
+
+    rows = errors + [
+        {"input": p.input, "error": p.error} if p.error else
+        {"input": p.input, "top": [{"class": c, "probability": round(s, 6)} for c, s in p.top(top_k)]}
+        for p in predictions]
+    if as_json:
+        click.echo(json.dumps({"model": str(predictor.model_dir), "kind": predictor.kind, "predictions": rows},
+                              indent=2))
+    else:
+        for row in rows:
+            if "error" in row:
+                click.echo(f"{row['input']}: error: {row['error']}", err=True)
+            else:
+                click.echo(f"{row['input']}: " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in row["top"]))
+    if any("error" in row for row in rows):
+        sys.exit(1)
+
+
+@cli.group()
+def summary():
+    """Print a model's layers, output shapes, activations, parameters and cost, without training."""
+
+
+@summary.command("image")
+@click.option("--num-classes", type=click.IntRange(min=2), default=10, show_default=True)
+@image_model_options
+@library_errors
+def summary_image(num_classes, **kw):
+    """The image CNN for the given architecture options (default input 28x28x1)."""
+    from cnnapp.models.image_cnn import build_image_cnn
+    from cnnapp.models.summary import format_summary
+    from cnnapp.pipelines.image import image_model_kwargs, resolve_image_model
+    cfg = image_model_config(kw)
+    cfg = resolve_image_model(cfg, cfg.image_size or (28, 28), cfg.channels or 1)
+    model = build_image_cnn(input_shape=(*cfg.image_size, cfg.channels), num_classes=num_classes,
+                            **image_model_kwargs(cfg))
+    click.echo(format_summary(model))
+
+
+@summary.command("text")
+@click.option("--num-classes", type=click.IntRange(min=2), default=2, show_default=True)
+@click.option("--vocab-size", type=click.IntRange(min=2), default=20000, show_default=True)
+@text_model_options
+@library_errors
+def summary_text(num_classes, vocab_size, **kw):
+    """The sentence CNN for the given architecture options (default sequence length 50)."""
+    import numpy as np
+    from cnnapp.models.summary import format_summary
+    from cnnapp.models.text_cnn import build_text_cnn
+    from cnnapp.pipelines.text import text_model_kwargs
+    cfg = text_model_config(kw)
+    kwargs = text_model_kwargs(cfg)
+    if cfg.embedding_mode != "rand":  # shapes only: stand-in vectors of the chosen size
+        kwargs["embedding_matrix"] = np.zeros((vocab_size, cfg.embedding_dim), "float32")
+    model = build_text_cnn(sequence_length=cfg.sequence_length or 50, vocab_size=vocab_size,
+                           num_classes=num_classes, **kwargs)
+    click.echo(format_summary(model))

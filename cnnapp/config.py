@@ -1,0 +1,77 @@
+"""Configuration as frozen dataclasses of plain values.
+
+The CLI builds these from its options; the library takes them as arguments (no hidden environment
+reads); the resolved config is written to every run directory as config.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What the shared training loop needs, for any model."""
+
+    name: str
+    epochs: int = 15
+    batch_size: int = 128                 # per replica; the global batch is batch_size * replicas
+    learning_rate: float | None = None    # None: the optimizer's default
+    optimizer: str = "adam"
+    seed: int = 1337
+    deterministic: bool = False           # tf.config.experimental.enable_op_determinism()
+    patience: int = 5                     # early stopping on the validation metric
+    lr_patience: int = 2                  # ReduceLROnPlateau
+    monitor: str = "val_accuracy"
+    strategy: str = "auto"                # auto | default | mirrored | multi-worker
+    precision: str = "auto"               # auto | float32 | mixed_float16 | mixed_bfloat16
+    jit: str = "auto"                     # auto | on | off
+    run_dir: str = "runs"
+    export_base: str = "saved_models"
+    export: bool = True
+    verbose: int | None = None            # None: progress bar on a terminal, one line per epoch otherwise
+
+
+@dataclass(frozen=True)
+class ImageModelConfig:
+    """Architecture of the 2-D CNN (see cnnapp.models.image_cnn.build_image_cnn)."""
+
+    image_size: tuple[int, int] | None = None    # None: the data's own size (folders: 128x128)
+    channels: int | None = None                   # None: the data's own channels
+    filters: tuple[int, ...] = ()               # (): (32, 64) up to 32x32 inputs, (32, 64, 128) above
+    kernel_sizes: tuple[int, ...] = (3,)
+    strides: tuple[int, ...] = (1,)
+    padding: str = "same"
+    pool_sizes: tuple[int, ...] = (2,)
+    batch_norm: bool = True
+    conv_dropout: float = 0.0
+    dense_units: tuple[int, ...] = (128,)
+    dropout: float = 0.5
+    augment: tuple[str, ...] = ()                # names from cnnapp.preprocessing.image.AUGMENTATIONS
+
+
+@dataclass(frozen=True)
+class TextModelConfig:
+    """Architecture of the sentence CNN (see cnnapp.models.text_cnn.build_text_cnn)."""
+
+    region_sizes: tuple[int, ...] = (3, 4, 5)
+    feature_maps: int = 100
+    embedding_dim: int = 128
+    embedding_mode: str = "rand"          # rand | static | non-static | multichannel
+    embeddings_path: str | None = None
+    dropout: float = 0.5
+    max_norm: float | None = 3.0
+    max_tokens: int | None = 30000
+    sequence_length: int | None = None    # None: from the data (95th percentile, at least the widest region)
+
+
+def to_dict(*configs: Any, **extra: Any) -> dict:
+    """Merge dataclass configs into one JSON-ready dict (tuples become lists)."""
+    out: dict[str, Any] = {}
+    for cfg in configs:
+        out[type(cfg).__name__] = dataclasses.asdict(cfg)
+    out.update(extra)
+    return json.loads(json.dumps(out, default=str))

@@ -1,0 +1,88 @@
+"""IDX files: the MNIST / Fashion-MNIST format, gzipped or not."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from cnnapp.data import Splits, make_splits
+from cnnapp.errors import CnnappError
+
+# Magic numbers are 0x00 0x00 <dtype> <ndim>; MNIST uses unsigned bytes (0x08).
+IMAGES_MAGIC = 0x00000803
+LABELS_MAGIC = 0x00000801
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def read_idx(path: str | Path, *, expect_magic: int | None = None, arg: str = "--data") -> np.ndarray:
+    """Read one IDX file into a uint8 array; a wrong magic number or size is a CnnappError."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:
+        raise CnnappError(f"{arg}: cannot read IDX file ({e}). Received: {path}") from None
+    if len(data) < 4:
+        raise CnnappError(f"{arg}: not an IDX file (only {len(data)} bytes). Received: {path}")
+    (magic,) = struct.unpack(">I", data[:4])
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08 or (expect_magic is not None and magic != expect_magic):
+        want = f" (expected {expect_magic:#010x})" if expect_magic is not None else ""
+        raise CnnappError(
+            f"{arg}: wrong IDX magic number {magic:#010x}{want}. Received: {path}")
+    header = 4 + 4 * ndim
+    shape = struct.unpack(">" + "I" * ndim, data[4:header])
+    if len(data) - header != int(np.prod(shape)):
+        raise CnnappError(
+            f"{arg}: IDX file is truncated: header says {shape}, "
+            f"found {len(data) - header} bytes of data. Received: {path}")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def find_idx_files(folder: Path) -> dict[str, Path]:
+    """Map train/test images/labels to files named like `train-images-idx3-ubyte[.gz]`."""
+    found = {}
+    for split in ("train", "t10k", "test"):
+        for part, pattern in (("images", "idx3"), ("labels", "idx1")):
+            for p in sorted(folder.glob(f"{split}-{part}-{pattern}-ubyte*")):
+                key = f"{'train' if split == 'train' else 'test'}_{part}"
+                found.setdefault(key, p)
+    return found
+
+
+def has_idx_files(folder: Path) -> bool:
+    return "train_images" in find_idx_files(folder)
+
+
+def load_idx_folder(folder: str | Path, *, class_names: list[str] | None = None, seed: int = 1337,
+                    arg: str = "--data") -> Splits:
+    """Splits from a folder holding train-*/t10k-* IDX files (test files optional)."""
+    folder = Path(folder)
+    files = find_idx_files(folder)
+    if "train_images" not in files or "train_labels" not in files:
+        raise CnnappError(
+            f"{arg}: no train-images-idx3-ubyte / train-labels-idx1-ubyte files. Received: {folder}")
+    x = read_idx(files["train_images"], expect_magic=IMAGES_MAGIC, arg=arg)
+    y = read_idx(files["train_labels"], expect_magic=LABELS_MAGIC, arg=arg).astype(np.int64)
+    if len(x) != len(y):
+        raise CnnappError(f"{arg}: {len(x)} train images but {len(y)} labels. Received: {folder}")
+    x_test = y_test = None
+    if "test_images" in files and "test_labels" in files:
+        x_test = read_idx(files["test_images"], expect_magic=IMAGES_MAGIC, arg=arg)
+        y_test = read_idx(files["test_labels"], expect_magic=LABELS_MAGIC, arg=arg).astype(np.int64)
+    num_classes = int(max(y.max(), y_test.max() if y_test is not None else 0)) + 1
+    if class_names is None:
+        class_names = (FASHION_MNIST_CLASSES if "fashion" in str(folder).lower() and num_classes == 10
+                       else [str(i) for i in range(num_classes)])
+    x, x_test = x[..., None], (x_test[..., None] if x_test is not None else None)
+    return make_splits(x, y, class_names, x_test=x_test, y_test=y_test, seed=seed,
+                       description={"source": f"IDX files in {folder}",
+                                    "test": "the t10k files" if x_test is not None else None})

@@ -1,0 +1,121 @@
+"""A folder with one subfolder per class of JPEG/PNG/BMP/GIF images.
+
+With `train/` and `validation/` (or `test/`) subfolders, those are used: the validation/test
+folder is the held-out evaluation set and 10% of train drives early stopping. Without them, a
+seeded stratified split is made. Every file is decoded once when loaded, through the same
+`ImageDecoder` the export uses, so a corrupt file is named here rather than failing mid-epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from cnnapp.data import Splits, make_splits
+from cnnapp.errors import CnnappError, tf_error_reason
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif"}
+DEFAULT_FOLDER_SIZE = (128, 128)
+
+
+def class_folders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def list_images(folder: Path, class_names: list[str] | None = None):
+    """(paths, labels, class_names) for one folder of class subfolders."""
+    classes = class_folders(folder)
+    if class_names is None:
+        class_names = [p.name for p in classes]
+    paths, labels = [], []
+    for p in classes:
+        if p.name not in class_names:
+            raise CnnappError(
+                f"--data: class folder {p.name!r} is not among the training classes {class_names}. "
+                f"Received: {folder}")
+        for f in sorted(p.rglob("*")):
+            if f.is_file() and not f.name.startswith("."):
+                paths.append(f)
+                labels.append(class_names.index(p.name))
+    return paths, np.asarray(labels, dtype=np.int64), class_names
+
+
+def peek_format(folder: Path) -> tuple[tuple[int, int], int]:
+    """Size and channels to use by default: 128x128, RGB unless every sampled file is grayscale."""
+    import tensorflow as tf
+    channels = 1
+    for path in sorted(folder.rglob("*"))[:200]:
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            try:
+                shape = tf.io.extract_jpeg_shape(tf.io.read_file(str(path))) if path.suffix.lower() in (
+                    ".jpg", ".jpeg") else tf.shape(tf.io.decode_image(tf.io.read_file(str(path)),
+                                                                      expand_animations=False))
+                if int(shape[-1]) >= 3:
+                    channels = 3
+                    break
+            except Exception:  # a bad file is reported properly by decode_files
+                continue
+    return DEFAULT_FOLDER_SIZE, channels
+
+
+def decode_files(paths, labels, *, decoder, skip_bad: bool, arg: str = "--data"):
+    """Decode every file through `decoder`; bad files raise (or are skipped and counted)."""
+    import tensorflow as tf
+    images, kept, skipped = [], [], []
+    for path, label in zip(paths, labels):
+        try:
+            data = tf.io.read_file(str(path))
+            images.append(decoder.decode_one(data).numpy().round().astype(np.uint8))
+            kept.append(label)
+        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, ValueError) as e:
+            reason = tf_error_reason(e)
+            if not skip_bad:
+                raise CnnappError(
+                    f"{arg}: not a readable image ({reason}); pass --skip-bad-images to skip such files. "
+                    f"Received: {path}") from None
+            skipped.append(str(path))
+    if skipped:
+        log.warning("skipped %d unreadable file(s), e.g. %s", len(skipped), skipped[0])
+    shape = (0, decoder.height, decoder.width, decoder.channels)
+    x = np.stack(images) if images else np.zeros(shape, np.uint8)
+    return x, np.asarray(kept, dtype=np.int64), skipped
+
+
+def load_image_folder(folder: str | Path, *, decoder_factory, image_size=None, channels=None,
+                      skip_bad: bool = False, seed: int = 1337, arg: str = "--data"):
+    """Return (splits, image_size, channels). `decoder_factory(h, w, c)` builds the ImageDecoder."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise CnnappError(f"{arg}: no such folder. Received: {folder}")
+    if not folder.is_dir():
+        raise CnnappError(f"{arg}: expected a folder of class subfolders. Received: {folder}")
+    names = {p.name.lower(): p for p in class_folders(folder)}
+    train_dir = names.get("train")
+    eval_dir = names.get("validation") or names.get("val") or names.get("test")
+    root = train_dir or folder
+    if not class_folders(root):
+        raise CnnappError(f"{arg}: no class subfolders (one folder per class). Received: {root}")
+    default_size, default_channels = peek_format(root)
+    image_size = tuple(image_size or default_size)
+    channels = channels or default_channels
+    decoder = decoder_factory(image_size[0], image_size[1], channels)
+
+    paths, labels, class_names = list_images(root)
+    if not paths:
+        raise CnnappError(f"{arg}: the class folders hold no files. Received: {root}")
+    x, y, skipped = decode_files(paths, labels, decoder=decoder, skip_bad=skip_bad, arg=arg)
+    description = {"source": f"image folder {folder}", "skipped_files": len(skipped)}
+    x_test = y_test = None
+    if train_dir is not None and eval_dir is not None:
+        test_paths, test_labels, _ = list_images(eval_dir, class_names)
+        x_test, y_test, skipped_test = decode_files(
+            test_paths, test_labels, decoder=decoder, skip_bad=skip_bad, arg=arg)
+        description["skipped_files"] += len(skipped_test)
+        description["test"] = f"the {eval_dir.name}/ folder"
+    splits = make_splits(x, y, class_names, x_test=x_test, y_test=y_test, seed=seed,
+                         description=description)
+    return splits, image_size, channels

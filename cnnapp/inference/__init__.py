@@ -1,0 +1,3 @@
+"""Answers from an exported SavedModel only: never imports models/, preprocessing/ or training/."""
+
+from cnnapp.inference.predictor import Predictor, resolve_model_dir  # noqa: F401

@@ -1,0 +1,88 @@
+"""The 2-D CNN: [Conv2D -> (BatchNorm) -> ReLU -> MaxPool -> (Dropout)] x N -> Flatten -> Dense -> softmax.
+
+The defaults (32 and 64 filters of 3x3, same padding, batch norm, Dense 128, dropout 0.5) are
+chosen for 28x28 grayscale data (see docs/BENCHMARKS.md for Fashion-MNIST); larger RGB photos get
+a third block by default (see `default_filters`).
+"""
+
+from __future__ import annotations
+
+import keras
+
+from cnnapp.errors import CnnappError
+from cnnapp.models import classifier_head, register
+
+
+def default_filters(image_size) -> tuple[int, ...]:
+    """Two conv blocks up to 32x32, three above (photos need more downsampling before Flatten)."""
+    return (32, 64) if min(image_size) <= 32 else (32, 64, 128)
+
+
+def _per_block(values, n: int, arg: str) -> list:
+    values = list(values)
+    if len(values) == 1:
+        return values * n
+    if len(values) != n:
+        raise CnnappError(f"--{arg}: give one value or one per conv block ({n}). Received: {values}")
+    return values
+
+
+def conv_output_side(side: int, kernel: int, stride: int, pool: int, padding: str) -> int:
+    side = -(-side // stride) if padding == "same" else (side - kernel) // stride + 1
+    return side // pool
+
+
+@register("image_cnn")
+def build_image_cnn(
+    *,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    filters=(32, 64),
+    kernel_sizes=(3,),
+    strides=(1,),
+    padding: str = "same",
+    pool_sizes=(2,),
+    batch_norm: bool = True,
+    conv_dropout: float = 0.0,
+    dense_units=(128,),
+    dropout: float = 0.5,
+    name: str = "image_cnn",
+) -> keras.Model:
+    """Build the image classifier; its input is float pixels in 0..255 of shape `input_shape`.
+
+    >>> model = build_image_cnn(input_shape=(28, 28, 1), num_classes=10)
+    >>> model.output_shape
+    (None, 10)
+    """
+    if padding not in ("same", "valid"):
+        raise CnnappError(f"--padding: choose same or valid. Received: padding={padding}")
+    n = len(filters)
+    kernels = _per_block(kernel_sizes, n, "kernel-sizes")
+    strides = _per_block(strides, n, "strides")
+    pools = _per_block(pool_sizes, n, "pool-sizes")
+    h, w = input_shape[0], input_shape[1]
+    for i, (k, s, p) in enumerate(zip(kernels, strides, pools), start=1):
+        h, w = conv_output_side(h, k, s, p, padding), conv_output_side(w, k, s, p, padding)
+        if h < 1 or w < 1:
+            raise CnnappError(
+                f"--filters: a {input_shape[0]}x{input_shape[1]} input shrinks to nothing at conv block {i} "
+                f"(kernel {k}, stride {s}, pool {p}, padding {padding}); use fewer blocks, smaller pools, "
+                f"padding same or a larger --image-size. Received: filters={','.join(map(str, filters))}")
+
+    inputs = keras.Input(shape=tuple(input_shape), name="pixels")
+    x = keras.layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    for i, (f, k, s, p) in enumerate(zip(filters, kernels, strides, pools), start=1):
+        x = keras.layers.Conv2D(f, k, strides=s, padding=padding, use_bias=not batch_norm,
+                                name=f"conv{i}")(x)
+        if batch_norm:
+            x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
+        x = keras.layers.Activation("relu", name=f"relu{i}")(x)
+        if p > 1:
+            x = keras.layers.MaxPooling2D(p, name=f"pool{i}")(x)
+        if conv_dropout:
+            x = keras.layers.Dropout(conv_dropout, name=f"conv_dropout{i}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    for j, units in enumerate(dense_units, start=1):
+        x = keras.layers.Dense(units, activation="relu", name=f"dense{j}")(x)
+    outputs = classifier_head(x, num_classes=num_classes, dropout=dropout)
+    return keras.Model(inputs, outputs, name=name)

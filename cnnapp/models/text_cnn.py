@@ -1,0 +1,76 @@
+"""The sentence CNN of Kim (2014), as studied by Zhang & Wallace (2015).
+
+token ids -> embedding (1 or 2 channels) -> one Conv1D per region size (ReLU) -> max over time
+-> concatenate -> dropout -> dense softmax with a max-norm constraint.
+
+Embedding modes (Kim's names): ``rand`` learns embeddings from scratch; ``static`` uses
+pretrained vectors frozen; ``non-static`` fine-tunes them; ``multichannel`` has one frozen and
+one fine-tuned channel, and every filter is applied to both and the results summed, as in Kim.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from cnnapp.errors import CnnappError
+from cnnapp.models import classifier_head, register
+
+EMBEDDING_MODES = ("rand", "static", "non-static", "multichannel")
+
+
+@register("text_cnn")
+def build_text_cnn(
+    *,
+    sequence_length: int,
+    vocab_size: int,
+    num_classes: int,
+    region_sizes=(3, 4, 5),
+    feature_maps: int = 100,
+    embedding_dim: int = 128,
+    embedding_mode: str = "rand",
+    embedding_matrix: np.ndarray | None = None,
+    dropout: float = 0.5,
+    max_norm: float | None = 3.0,
+    name: str = "text_cnn",
+) -> keras.Model:
+    """Build the sentence classifier; its input is int token ids of shape [batch, sequence_length].
+
+    >>> model = build_text_cnn(sequence_length=50, vocab_size=20000, num_classes=2)
+    >>> [layer.name for layer in model.layers if layer.name.startswith("conv_w")]
+    ['conv_w3', 'conv_w4', 'conv_w5']
+    """
+    if embedding_mode not in EMBEDDING_MODES:
+        raise CnnappError(f"--embedding-mode: choose from {', '.join(EMBEDDING_MODES)}. "
+                          f"Received: embedding_mode={embedding_mode}")
+    if embedding_mode != "rand" and embedding_matrix is None:
+        raise CnnappError(f"--embeddings: the {embedding_mode} mode needs pretrained vectors. "
+                          f"Received: embedding_mode={embedding_mode} with no --embeddings file")
+    if sequence_length < max(region_sizes):
+        raise CnnappError(f"--sequence-length: must be at least the widest region size {max(region_sizes)}. "
+                          f"Received: sequence_length={sequence_length}")
+    if embedding_matrix is not None:
+        embedding_dim = embedding_matrix.shape[1]
+
+    def embedding(trainable: bool, layer_name: str):
+        init = (keras.initializers.Constant(embedding_matrix) if embedding_matrix is not None
+                else keras.initializers.RandomUniform(-0.25, 0.25))  # Kim's range for random vectors
+        return keras.layers.Embedding(vocab_size, embedding_dim, embeddings_initializer=init,
+                                      trainable=trainable, name=layer_name)
+
+    token_ids = keras.Input(shape=(sequence_length,), dtype="int64", name="token_ids")
+    if embedding_mode == "multichannel":
+        channels = [embedding(False, "embedding_static")(token_ids),
+                    embedding(True, "embedding_non_static")(token_ids)]
+    else:
+        channels = [embedding(embedding_mode != "static", "embedding")(token_ids)]
+
+    pooled = []
+    for width in region_sizes:
+        conv = keras.layers.Conv1D(feature_maps, width, activation="relu", name=f"conv_w{width}")
+        maps = [conv(c) for c in channels]
+        x = maps[0] if len(maps) == 1 else keras.layers.Add(name=f"channels_w{width}")(maps)
+        pooled.append(keras.layers.GlobalMaxPooling1D(name=f"maxpool_w{width}")(x))
+    x = pooled[0] if len(pooled) == 1 else keras.layers.Concatenate(name="concat")(pooled)
+    outputs = classifier_head(x, num_classes=num_classes, dropout=dropout, max_norm=max_norm)
+    return keras.Model(token_ids, outputs, name=name)

@@ -1,0 +1,1 @@
+"""Preprocessing as Keras layers, used in tf.data for training AND inside the exported model."""

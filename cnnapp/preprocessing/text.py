@@ -1,0 +1,71 @@
+"""Text preprocessing: one `TextVectorization` layer, adapted on the training split only.
+
+It maps batches of raw sentences to token ids in tf.data while training, and the export runs the
+very same layer inside the SavedModel, so served sentences are tokenised exactly as training ones.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from cnnapp.errors import CnnappError
+
+STANDARDIZE = ("kim", "lower", "lower_and_strip_punctuation", "none")
+MAX_DEFAULT_LENGTH = 400
+
+
+@keras.saving.register_keras_serializable(package="cnnapp")
+def kim_standardize(sentences):
+    """Kim (2014)'s clean_str in graph ops: lower-case, punctuation and clitics as their own tokens.
+
+    Non-ASCII letters are kept (unlike clean_str), so accented words stay words.
+    """
+    s = tf.strings.lower(sentences, encoding="utf-8")
+    s = tf.strings.regex_replace(s, r"([.,!?()\";:])", r" \1 ")
+    s = tf.strings.regex_replace(s, r"('s|'ve|n't|'re|'d|'ll)\b", r" \1")
+    s = tf.strings.regex_replace(s, r"[^\pL\pN.,!?()\";:'`\s-]", " ")
+    return tf.strings.regex_replace(s, r"\s+", " ")
+
+
+def _standardize_arg(name: str):
+    if name not in STANDARDIZE:
+        raise CnnappError(f"--standardize: choose from {', '.join(STANDARDIZE)}. Received: {name}")
+    return {"kim": kim_standardize, "none": None}.get(name, name)
+
+
+def token_counts(sentences, standardize: str = "kim") -> np.ndarray:
+    """Tokens per sentence after standardisation (for the data-driven sequence length)."""
+    fn = _standardize_arg(standardize)
+    s = tf.constant(list(sentences), dtype=tf.string)
+    if fn == "lower":
+        s = tf.strings.lower(s)
+    elif callable(fn):
+        s = fn(s)
+    return tf.strings.split(s).row_lengths().numpy()
+
+
+def default_sequence_length(sentences, *, min_length: int, standardize: str = "kim") -> int:
+    """The longest training sentence (capped at 400 tokens), at least the widest filter."""
+    counts = token_counts(sentences, standardize)
+    longest = int(counts.max()) if len(counts) else 0
+    return max(min_length, min(longest, MAX_DEFAULT_LENGTH))
+
+
+def make_vectorizer(train_sentences, *, max_tokens: int | None, sequence_length: int,
+                    standardize: str = "kim", vocabulary=None) -> keras.layers.TextVectorization:
+    """A TextVectorization adapted on `train_sentences` (or given a fixed `vocabulary`).
+
+    Sentences shorter than `sequence_length` are padded with 0, longer ones truncated, so a
+    one-word sentence and the empty string both map to a valid [sequence_length] row.
+    """
+    vectorizer = keras.layers.TextVectorization(
+        max_tokens=max_tokens, standardize=_standardize_arg(standardize), split="whitespace",
+        output_mode="int", output_sequence_length=sequence_length, name="vectorizer")
+    if vocabulary is not None:
+        vectorizer.set_vocabulary(vocabulary)
+    else:
+        vectorizer.adapt(tf.data.Dataset.from_tensor_slices(np.asarray(train_sentences, dtype=object)
+                                                            .astype(str)).batch(1024))
+    return vectorizer
