@@ -68,4 +68,5 @@ def make_vectorizer(train_sentences, *, max_tokens: int | None, sequence_length:
     else:
         vectorizer.adapt(tf.data.Dataset.from_tensor_slices(np.asarray(train_sentences, dtype=object)
                                                             .astype(str)).batch(1024))
+    vectorizer(tf.constant([""]))  # builds the layer, so it can be tracked for export
     return vectorizer
