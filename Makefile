@@ -18,9 +18,9 @@ $(STAMP): pyproject.toml
 
 ## The main job on the embedded default (offline): train, export, predict.
 demo: $(STAMP)
-	$(VENV)/bin/cnnapp train-image --epochs 8 --name digits
+	$(VENV)/bin/cnnapp train-image --name digits
 	$(VENV)/bin/cnnapp predict saved_models/digits $$($(PY) -m cnnapp.data.digits --write-samples runs/digits-samples)
-	$(VENV)/bin/cnnapp train-text --epochs 6 --name demo-sentences
+	$(VENV)/bin/cnnapp train-text --name demo-sentences
 	$(VENV)/bin/cnnapp predict saved_models/demo-sentences "a moving and beautifully acted film" "dull , lifeless and far too long"
 
 ## The test suite (fast contract tests; real training on shared data is opt-in via test-slow).

@@ -75,7 +75,9 @@ def build_image_cnn(
         x = keras.layers.Conv2D(f, k, strides=s, padding=padding, use_bias=not batch_norm,
                                 name=f"conv{i}")(x)
         if batch_norm:
-            x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
+            # momentum 0.9, not Keras's 0.99: the moving statistics must settle within the few
+            # hundred steps a small data set gives, or validation in inference mode is noise.
+            x = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{i}")(x)
         x = keras.layers.Activation("relu", name=f"relu{i}")(x)
         if p > 1:
             x = keras.layers.MaxPooling2D(p, name=f"pool{i}")(x)

@@ -65,7 +65,9 @@ def make_dataset(x, y, *, batch_size: int, preprocess: Callable, augment=None,
     and augmentation happen every epoch, augmentation on training batches only.
     """
     ds = tf.data.Dataset.from_tensor_slices((x, y))
-    ds = ds.batch(1024).map(lambda a, b: (preprocess(a), b), num_parallel_calls=AUTOTUNE).unbatch().cache()
+    ds = ds.batch(1024).map(lambda a, b: (preprocess(a), b), num_parallel_calls=AUTOTUNE).unbatch()
+    # unbatch() loses the cardinality; restating it keeps Keras's progress bar and epoch end exact.
+    ds = ds.apply(tf.data.experimental.assert_cardinality(len(y))).cache()
     if shuffle_seed is not None:
         ds = ds.shuffle(len(y), seed=shuffle_seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
@@ -152,7 +154,7 @@ def train_classifier(
     callbacks = build_callbacks(config, run_dir, resuming=resuming) + [timer]
     start = time.perf_counter()
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
-              verbose=progress_verbosity(config))
+              shuffle=False, verbose=progress_verbosity(config))  # train_ds shuffles itself
     train_seconds = time.perf_counter() - start
 
     probs = model.predict(eval_ds, verbose=0)

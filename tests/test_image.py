@@ -1,0 +1,316 @@
+"""train-image end to end on data the tests make: folders, IDX, export parity, predict, bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import png_bytes, run_cli
+
+TINY = ["--filters", "4,8", "--dense-units", "8", "--epochs", "1", "--batch-size", "16"]
+
+
+def write_image_folder(root: Path, *, classes=("circle", "square"), per_class=12, sizes=((20, 30), (40, 24)),
+                       formats=("png", "jpeg", "bmp", "gif")) -> Path:
+    """Class subfolders of small real images of different sizes and formats."""
+    import tensorflow as tf
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            h, w = sizes[i % len(sizes)]
+            img = rng.integers(0, 60, (h, w, 3)).astype(np.uint8)
+            img[h // 4: 3 * h // 4, w // 4: 3 * w // 4, c] = 255  # a class-coloured block
+            fmt = formats[i % len(formats)]
+            if fmt == "png":
+                data = tf.io.encode_png(img).numpy()
+            elif fmt == "jpeg":
+                data = tf.io.encode_jpeg(img).numpy()
+            elif fmt == "bmp":
+                data = bmp_bytes(img)
+            else:
+                data = gif_bytes(img)
+            (root / name / f"{name}{i}.{fmt}").write_bytes(data)
+    return root
+
+
+def bmp_bytes(img: np.ndarray) -> bytes:
+    """A 24-bit uncompressed BMP (TensorFlow decodes BMP but cannot encode it)."""
+    h, w, _ = img.shape
+    row = (w * 3 + 3) & ~3
+    pixels = b"".join(img[y, :, ::-1].tobytes().ljust(row, b"\0") for y in range(h - 1, -1, -1))
+    header = struct.pack("<2sIHHI", b"BM", 54 + len(pixels), 0, 0, 54)
+    info = struct.pack("<IiiHHIIiiII", 40, w, h, 1, 24, 0, len(pixels), 2835, 2835, 0, 0)
+    return header + info + pixels
+
+
+def gif_bytes(img: np.ndarray) -> bytes:
+    """A GIF via matplotlib's Pillow (a dependency of matplotlib)."""
+    import io
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="GIF")
+    return buf.getvalue()
+
+
+def write_idx(path: Path, array: np.ndarray, *, gz: bool, magic: int | None = None) -> Path:
+    magic = magic if magic is not None else (0x0803 if array.ndim == 3 else 0x0801)
+    data = struct.pack(">I", magic) + struct.pack(">" + "I" * array.ndim, *array.shape) + array.astype(np.uint8).tobytes()
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(data))
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def make_idx_folder(root: Path, *, gz: bool = True, n_train=120, n_test=40) -> Path:
+    rng = np.random.default_rng(1)
+    root.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 3
+        images = rng.integers(0, 50, (n, 12, 12)).astype(np.uint8)
+        for i, label in enumerate(labels):
+            images[i, :, 4 * label: 4 * label + 4] = 250
+        write_idx(root / f"{split}-images-idx3-ubyte", images, gz=gz)
+        write_idx(root / f"{split}-labels-idx1-ubyte", labels, gz=gz)
+    return root
+
+
+# ---------------------------------------------------------------------------- model factory
+
+def test_image_cnn_contract():
+    from cnnapp.models.image_cnn import build_image_cnn
+    model = build_image_cnn(input_shape=(28, 28, 1), num_classes=10)
+    assert model.output_shape == (None, 10)
+    names = [layer.name for layer in model.layers]
+    assert {"rescale", "conv1", "pool1", "conv2", "pool2", "flatten", "dense1", "predictions"} <= set(names)
+    out = model(np.full((2, 28, 28, 1), 255.0, np.float32)).numpy()
+    assert np.allclose(out.sum(axis=1), 1.0, atol=1e-5) and not np.isnan(out).any()
+
+
+def test_image_cnn_rejects_an_input_too_small_for_its_blocks():
+    from cnnapp.errors import CnnappError
+    from cnnapp.models.image_cnn import build_image_cnn
+    with pytest.raises(CnnappError, match=r"--filters: a 8x8 input shrinks to nothing at conv block 2"):
+        build_image_cnn(input_shape=(8, 8, 1), num_classes=2, filters=(4, 4, 4), padding="valid")
+
+
+def test_summary_image_prints_shapes_params_and_totals():
+    out = run_cli(["summary", "image"]).output
+    assert "conv1" in out and "(N, 28, 28, 32)" in out and "(N, 7, 7, 64)" in out
+    assert "Total params: 421,930" in out  # conv 288+18,432, bn 384, dense 401,536, head 1,290
+
+
+def test_summary_text_shows_each_branch():
+    out = run_cli(["summary", "text", "--sequence-length", "40", "--vocab-size", "1000"]).output
+    for width in (3, 4, 5):
+        assert f"conv_w{width}" in out and f"(N, {40 - width + 1}, 100)" in out
+    assert "maxpool_w5" in out and "(N, 300)" in out
+
+
+# ---------------------------------------------------------------------------- sources
+
+def test_image_folder_trains_exports_and_numbers_versions(tmp_path):
+    data = write_image_folder(tmp_path / "shapes")
+    base, runs = tmp_path / "models", tmp_path / "runs"
+    args = ["train-image", "--data", data, "--image-size", "16", *TINY, "--export-base", base, "--run-dir", runs]
+    out = run_cli(args).output
+    assert "exported:" in out
+    run = runs / "shapes"
+    for f in ("config.json", "metrics.json", "history.csv", "learning_curves.png", "confusion_matrix.png",
+              "best.keras"):
+        assert (run / f).is_file(), f
+    metrics = json.loads((run / "metrics.json").read_text())
+    report = metrics[metrics["evaluated_on"]]
+    assert set(report["per_class"]) == {"circle", "square"}
+    assert np.asarray(report["confusion_matrix"]).sum() == report["count"] > 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["ImageModelConfig"]["image_size"] == [16, 16] and config["ImageModelConfig"]["channels"] == 3
+    run_cli(args)
+    assert sorted(p.name for p in (base / "shapes").iterdir()) == ["1", "2"]
+    meta = json.loads((base / "shapes" / "2" / "assets.extra" / "cnnapp.json").read_text())
+    assert meta["class_names"] == ["circle", "square"] and meta["kind"] == "image"
+
+
+def test_image_folder_uses_train_and_validation_subfolders(tmp_path):
+    write_image_folder(tmp_path / "set" / "train", per_class=10)
+    write_image_folder(tmp_path / "set" / "validation", per_class=4)
+    run_cli(["train-image", "--data", tmp_path / "set", "--image-size", "12", *TINY, "--no-export",
+             "--run-dir", tmp_path / "runs", "--name", "tv"])
+    config = json.loads((tmp_path / "runs" / "tv" / "config.json").read_text())
+    assert config["resolved"]["splits"]["test"] == 8
+    assert config["resolved"]["data"]["test"] == "the validation/ folder"
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_folder_gzipped_or_not(tmp_path, gz):
+    data = make_idx_folder(tmp_path / "idx", gz=gz)
+    run_cli(["train-image", "--data", data, *TINY, "--no-export", "--run-dir", tmp_path / "runs", "--name", "i"])
+    config = json.loads((tmp_path / "runs" / "i" / "config.json").read_text())
+    assert config["resolved"]["splits"]["test"] == 40
+    assert config["ImageModelConfig"]["image_size"] == [12, 12]
+
+
+def test_embedded_digits_default_needs_no_network(tmp_path):
+    from cnnapp.data.digits import load_digits_splits
+    splits = load_digits_splits(seed=3)
+    counts = splits.counts()
+    assert sum(counts.values()) == 1797 and splits.x_train.shape[1:] == (8, 8, 1)
+    assert splits.x_train.dtype == np.uint8 and splits.x_train.max() == 255
+
+
+# ---------------------------------------------------------------------------- export and predict
+
+def test_export_reloaded_in_a_fresh_process_matches_the_in_memory_model(tmp_path):
+    """Raw PNG bytes through the SavedModel in a new process == the Keras model on the same pixels."""
+    import keras
+    import tensorflow as tf
+    from cnnapp.export import export_image_classifier
+    from cnnapp.models.image_cnn import build_image_cnn
+    from cnnapp.preprocessing.image import ImageDecoder
+    keras.utils.set_random_seed(0)
+    model = build_image_cnn(input_shape=(10, 10, 1), num_classes=3, filters=(4, 8), dense_units=(8,))
+    decoder = ImageDecoder(height=10, width=10, channels=1)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (h, w, 1)).astype(np.uint8) for h, w in ((10, 10), (23, 17), (5, 9))]
+    blobs = [png_bytes(i) for i in images]
+    expected = model(decoder(tf.constant(blobs)), training=False).numpy()
+    export_dir = export_image_classifier(model, decoder=decoder, class_names=["a", "b", "c"],
+                                         export_base=tmp_path, name="m")
+    for i, blob in enumerate(blobs):
+        (tmp_path / f"{i}.png").write_bytes(blob)
+    script = textwrap.dedent(f"""
+        import json, tensorflow as tf
+        fn = tf.saved_model.load({str(export_dir)!r}).signatures["serving_default"]
+        blobs = [open({str(tmp_path)!r} + f"/{{i}}.png", "rb").read() for i in range(3)]
+        out = fn(image_bytes=tf.constant(blobs))
+        print(json.dumps({{"scores": out["scores"].numpy().tolist(),
+                          "classes": [[c.decode() for c in row] for row in out["classes"].numpy()]}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(np.asarray(got["scores"]), expected, atol=1e-5)
+    assert got["classes"] == [["a", "b", "c"]] * 3
+
+
+def test_export_has_bytes_and_pixels_signatures(model_base):
+    import tensorflow as tf
+    loaded = tf.saved_model.load(str(model_base / "tiny_image" / "1"))
+    assert {"serving_default", "serving_pixels"} <= set(loaded.signatures)
+    pixels = loaded.signatures["serving_pixels"](pixels=tf.zeros([2, 30, 30, 1]))
+    assert pixels["scores"].shape == (2, 3)
+    spec = loaded.signatures["serving_default"].structured_input_signature[1]["image_bytes"]
+    assert spec.dtype == tf.string and spec.shape.as_list() == [None]
+
+
+def test_export_never_leaves_a_half_written_version(tmp_path, monkeypatch):
+    """A failure while writing leaves neither a numbered folder nor the temporary one."""
+    import keras
+    from cnnapp.export import saved_model
+    archive = keras.export.ExportArchive()
+
+    def boom(path, verbose=False):
+        Path(path, "partial").write_text("x")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(archive, "write_out", boom)
+    with pytest.raises(OSError):
+        saved_model.write_version(archive, export_base=tmp_path, name="m", version=None, metadata={})
+    assert list((tmp_path / "m").iterdir()) == []
+
+
+def test_predict_images_text_and_json_with_a_bad_file(model_base, tmp_path):
+    good = tmp_path / "good.png"
+    good.write_bytes(png_bytes(np.zeros((8, 8, 1))))
+    folder = tmp_path / "more"
+    folder.mkdir()
+    (folder / "x.png").write_bytes(png_bytes(np.full((20, 9, 1), 200)))
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not an image")
+    result = run_cli(["predict", model_base / "tiny_image", good, folder, bad, "--json", "--top-k", "2"],
+                     expect_exit=1)
+    doc = json.loads(result.stdout)
+    by_input = {row["input"]: row for row in doc["predictions"]}
+    assert doc["kind"] == "image" and doc["model"].endswith("tiny_image/1")
+    assert len(by_input[str(good)]["top"]) == 2 and "probability" in by_input[str(good)]["top"][0]
+    assert "top" in by_input[str(folder / "x.png")]
+    assert "Unknown image file format" in by_input[str(bad)]["error"]
+    plain = run_cli(["predict", model_base / "tiny_image", str(tmp_path / "*.png")])
+    assert plain.output.startswith(f"{good}: ") and plain.output.count("\n") == 1
+
+
+# ---------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("case", ["missing", "empty", "one_class", "corrupt", "non_image", "idx_magic",
+                                  "size", "filters"])
+def test_bad_input_gets_one_line_error(tmp_path, case):
+    args = ["train-image", *TINY, "--run-dir", tmp_path / "runs", "--export-base", tmp_path / "models"]
+    if case == "missing":
+        args += ["--data", tmp_path / "nope"]
+        expect = f"--data: no such folder. Received: {tmp_path / 'nope'}"
+    elif case == "empty":
+        (tmp_path / "empty").mkdir()
+        args += ["--data", tmp_path / "empty"]
+        expect = "--data: no class subfolders"
+    elif case == "one_class":
+        write_image_folder(tmp_path / "one", classes=("only",))
+        args += ["--data", tmp_path / "one", "--image-size", "8"]
+        expect = "at least 2 classes"
+    elif case in ("corrupt", "non_image"):
+        data = write_image_folder(tmp_path / "d")
+        bad = data / "circle" / ("truncated.jpeg" if case == "corrupt" else "readme.txt")
+        bad.write_bytes((data / "circle" / "circle1.jpeg").read_bytes()[:200] if case == "corrupt" else b"hello")
+        args += ["--data", data, "--image-size", "8"]
+        expect = f"Received: {bad}"
+    elif case == "idx_magic":
+        data = make_idx_folder(tmp_path / "idx")
+        write_idx(data / "train-images-idx3-ubyte", np.zeros((3, 4, 4)), gz=True, magic=0x0801)
+        args += ["--data", data]
+        expect = "--data: wrong IDX magic number 0x00000801 (expected 0x00000803)"
+    elif case == "size":
+        args += ["--image-size", "0x4"]
+        expect = "Invalid value for '--image-size'"
+    else:
+        args += ["--filters", "4,four"]
+        expect = "Invalid value for '--filters'"
+    result = run_cli(args, expect_exit=1 if case not in ("size", "filters") else 2)
+    lines = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(lines) == 1 and expect in lines[0], result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "models").exists()
+
+
+def test_skip_bad_images_skips_and_counts(tmp_path):
+    data = write_image_folder(tmp_path / "d")
+    (data / "square" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    run_cli(["train-image", "--data", data, "--image-size", "8", *TINY, "--skip-bad-images", "--no-export",
+             "--run-dir", tmp_path / "runs", "--name", "s"])
+    config = json.loads((tmp_path / "runs" / "s" / "config.json").read_text())
+    assert config["resolved"]["data"]["skipped_files"] == 1
+    assert sum(config["resolved"]["splits"].values()) == 24
+
+
+def test_unknown_or_offline_tfds_dataset_is_one_line(tmp_path):
+    result = run_cli(["train-image", "--dataset", "no_such_dataset_xyz", "--data-dir", tmp_path], expect_exit=1)
+    assert result.output.startswith("Error: --dataset: unknown TFDS dataset") and "no_such_dataset_xyz" in result.output
+    assert result.output.count("\n") == 1
+
+
+def test_existing_versions_survive_a_failed_run(tmp_path, model_base):
+    """A run that fails on bad input leaves earlier exports untouched."""
+    import shutil
+    base = tmp_path / "models"
+    shutil.copytree(model_base / "tiny_image", base / "shapes")
+    before = sorted(p.relative_to(base).as_posix() for p in base.rglob("*"))
+    run_cli(["train-image", "--data", tmp_path / "missing", "--name", "shapes", "--export-base", base], expect_exit=1)
+    assert sorted(p.relative_to(base).as_posix() for p in base.rglob("*")) == before
