@@ -67,7 +67,16 @@ class ImageSize(click.ParamType):
         return size
 
 
-INTS, NAMES = IntList(), NameList()
+class OptionalIntList(IntList):
+    """Like IntList, but `none`, `0` or an empty string mean no values: `--dense-units none`."""
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, tuple) and str(value).strip().lower() in ("", "0", "none"):
+            return ()
+        return super().convert(value, param, ctx)
+
+
+INTS, NAMES, OPTIONAL_INTS = IntList(), NameList(), OptionalIntList()
 
 
 def fraction(ctx, param, value):
@@ -139,7 +148,8 @@ image_model_options = options(
     click.option("--pool-sizes", type=INTS, default="2", show_default=True, help="One, or one per block."),
     click.option("--batch-norm/--no-batch-norm", default=True, show_default=True),
     click.option("--conv-dropout", type=float, default=0.0, show_default=True, callback=fraction),
-    click.option("--dense-units", type=INTS, default="128", show_default=True),
+    click.option("--dense-units", type=OPTIONAL_INTS, default="128", show_default=True,
+                 help="Hidden dense widths after Flatten; 'none' for none (Flatten -> dropout -> softmax)."),
     click.option("--dropout", type=float, default=0.5, show_default=True, callback=fraction),
     click.option("--augment", type=NAMES, default="", help="Comma list of flip,translate,rotate,zoom,contrast."),
 )
@@ -184,7 +194,8 @@ def text_model_config(kw: dict):
 
 def quiet_tensorflow() -> None:
     """Before TensorFlow is imported: keep its C++ info logs out of the user's terminal."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Level 3 also hides libjpeg's C++ error lines: cnnapp reports bad files itself, by name.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def library_errors(fn):

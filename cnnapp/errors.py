@@ -6,6 +6,9 @@ Library code raises `CnnappError` with a message that names the argument and ech
 """
 
 
+import re
+
+
 class CnnappError(Exception):
     """Bad input from the user: the message is one line and says what was received."""
 
@@ -16,5 +19,7 @@ def tf_error_reason(error: Exception, limit: int = 160) -> str:
     for line in message.splitlines():
         line = line.strip()
         if line and not line.startswith(("Graph execution error", "Detected at node", "<stack traces", "[[")):
+            line = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", line)   # eager op-wrapper prefix
+            line = re.sub(r"\s*\[Op:.*$", "", line)                             # trailing op name
             return line[:limit]
     return type(error).__name__
