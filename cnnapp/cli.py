@@ -343,6 +343,59 @@ def predict(model, inputs, input_file, top_k, as_json):
         sys.exit(1)
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.argument("inputs", nargs=-1)
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Where image plots go [default: RUN_DIR/inspect].")
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="N-grams to show per sentence.")
+@click.option("--json", "as_json", is_flag=True)
+@library_errors
+def inspect(run_dir, inputs, out, top, as_json):
+    """See what a trained model learned (RUN_DIR is runs/<name>).
+
+    Images: writes the first layer's filters and each conv block's feature maps for every input
+    image as PNGs. Sentences: prints the n-grams whose filters won max-over-time pooling and
+    pushed the predicted class most.
+    """
+    from cnnapp.inspection import inspect_image, inspect_sentences, kind_of, load_run
+    model, config = load_run(run_dir)
+    if not inputs:
+        raise click.UsageError("give image files or sentences to inspect.")
+    if kind_of(model) == "image":
+        out_dir = Path(out or Path(run_dir) / "inspect")
+        class_names = config.get("resolved", {}).get("class_names")
+        results = {}
+        for path in expand_image_paths(inputs):
+            try:
+                data = path.read_bytes()
+            except OSError as e:
+                raise click.ClickException(f"INPUTS: cannot read file ({e.strerror}). Received: {path}")
+            res = inspect_image(model, data, out_dir, stem=path.stem)
+            best = int(max(range(len(res["probabilities"])), key=res["probabilities"].__getitem__))
+            res["predicted"] = class_names[best] if class_names else str(best)
+            results[str(path)] = res
+        if as_json:
+            click.echo(json.dumps(results, indent=2))
+            return
+        for path, res in results.items():
+            click.echo(f"{path}: predicted {res['predicted']}")
+            for name, layer in res["layers"].items():
+                click.echo(f"  {name:8s} {'x'.join(map(str, layer['shape'])):>10s}  "
+                           f"{layer['active_fraction']:.0%} active  -> {layer['plot']}")
+        click.echo(f"filters: {out_dir / 'filters.png'}")
+    else:
+        results = inspect_sentences(model, config, Path(run_dir), list(inputs), top=top)
+        if as_json:
+            click.echo(json.dumps(results, indent=2))
+            return
+        for res in results:
+            p = max(res["probabilities"])
+            click.echo(f"{res['sentence']!r}: {res['predicted']} {p:.3f}")
+            for g in res["ngrams"]:
+                click.echo(f"  {g['contribution']:+8.3f}  {g['ngram']!r} (width {g['width']}, {g['filters']} filter(s))")
+
+
 @cli.group()
 def summary():
     """Print a model's layers, output shapes, activations, parameters and cost, without training."""

@@ -1,0 +1,32 @@
+"""cnnapp inspect: filters and feature maps of a trained image run, n-gram evidence of a text run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from conftest import png_bytes, run_cli
+
+
+def test_inspect_image_run_writes_filters_and_feature_maps(tmp_path):
+    runs = tmp_path / "runs"
+    run_cli(["train-image", "--dataset", "digits", "--name", "d", "--epochs", "1", "--filters", "4,8",
+             "--dense-units", "8", "--no-export", "--run-dir", runs])
+    image = tmp_path / "seven.png"
+    pixels = np.zeros((8, 8, 1), np.uint8)
+    pixels[1, 1:7] = 255
+    pixels[2:7, 5] = 255
+    image.write_bytes(png_bytes(pixels))
+    doc = json.loads(run_cli(["inspect", runs / "d", image, "--json", "--out", tmp_path / "out"]).output)
+    res = doc[str(image)]
+    assert set(res["layers"]) == {"relu1", "relu2"}
+    assert res["layers"]["relu1"]["shape"] == [8, 8, 4] and res["layers"]["relu2"]["shape"] == [4, 4, 8]
+    assert abs(sum(res["probabilities"]) - 1) < 1e-5 and res["predicted"] in [str(i) for i in range(10)]
+    for path in [res["filters_plot"], *(layer["plot"] for layer in res["layers"].values())]:
+        assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_inspect_rejects_a_folder_that_is_not_a_run(tmp_path):
+    result = run_cli(["inspect", tmp_path, "x.png"], expect_exit=1)
+    assert result.output.startswith("Error: RUN_DIR: no best.keras checkpoint") and str(tmp_path) in result.output
