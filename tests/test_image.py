@@ -314,3 +314,12 @@ def test_existing_versions_survive_a_failed_run(tmp_path, model_base):
     before = sorted(p.relative_to(base).as_posix() for p in base.rglob("*"))
     run_cli(["train-image", "--data", tmp_path / "missing", "--name", "shapes", "--export-base", base], expect_exit=1)
     assert sorted(p.relative_to(base).as_posix() for p in base.rglob("*")) == before
+
+
+def test_tfds_dataset_offline_fails_fast_with_one_line(tmp_path):
+    from cnnapp.data.tfds_source import _online
+    if _online():
+        pytest.skip("this machine reaches the TFDS download host; the offline message cannot be shown")
+    result = run_cli(["train-image", "--dataset", "mnist", "--data-dir", tmp_path], expect_exit=1)
+    assert result.output == (f"Error: --dataset: TFDS dataset 'mnist' is not in {tmp_path} and cannot be "
+                             "downloaded (no network); prepare it elsewhere and pass --data-dir. Received: mnist\n")

@@ -32,6 +32,8 @@ def load_tfds_arrays(name: str, *, data_dir: str | None, feature: str, arg: str 
         import tensorflow_datasets as tfds
     except ImportError as e:  # pragma: no cover - installed with cnnapp
         raise CnnappError(f"{arg}: tensorflow-datasets is not importable ({e}). Received: {name}") from None
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.ERROR)  # tfds logs every folder it probes
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as e:  # tfds raises DatasetNotFoundError with a long listing
