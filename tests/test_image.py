@@ -323,3 +323,14 @@ def test_tfds_dataset_offline_fails_fast_with_one_line(tmp_path):
     result = run_cli(["train-image", "--dataset", "mnist", "--data-dir", tmp_path], expect_exit=1)
     assert result.output == (f"Error: --dataset: TFDS dataset 'mnist' is not in {tmp_path} and cannot be "
                              "downloaded (no network); prepare it elsewhere and pass --data-dir. Received: mnist\n")
+
+
+def test_seed_makes_runs_repeatable(tmp_path):
+    def history(seed, run):
+        run_cli(["train-image", "--dataset", "digits", "--name", "s", *TINY, "--epochs", "2", "--seed", seed,
+                 "--no-export", "--run-dir", tmp_path / run])
+        return (tmp_path / run / "s" / "history.csv").read_text()
+
+    first, again, other = history(7, "a"), history(7, "b"), history(8, "c")
+    assert first == again
+    assert first != other
