@@ -1,4 +1,5 @@
 # Everything installs itself: `make demo` and `make test` work on a fresh machine with Python 3.10+.
+# On a machine with NVIDIA GPUs: `make venv GPU=1` (CUDA build of TensorFlow; then training uses the GPUs).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -14,6 +15,11 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+ifeq ($(GPU),1)
+	# tensorflow-cpu and tensorflow share one import name: swap, don't stack.
+	$(PY) -m pip uninstall -y -q tensorflow-cpu
+	$(PY) -m pip install -q 'tensorflow[and-cuda]==2.21.0'
+endif
 	touch $(STAMP)
 
 ## The main job on the embedded default (offline): train, export, predict.
