@@ -172,8 +172,9 @@ text_model_options = options(
                  help="For rand; pretrained vectors set their own size."),
     click.option("--embedding-mode", type=click.Choice(["rand", "static", "non-static", "multichannel"]),
                  default="rand", show_default=True),
-    click.option("--embeddings", "embeddings_path", type=click.Path(dir_okay=False), default=None,
-                 help="word2vec .bin, word2vec text or GloVe text vectors (for static/non-static/multichannel)."),
+    click.option("--embeddings", "embeddings_path", type=click.Path(dir_okay=False), multiple=True,
+                 help="word2vec .bin, word2vec text or GloVe text vectors (for static/non-static/multichannel); "
+                      "repeat it to combine files (the first file that has a word wins)."),
     click.option("--dropout", type=float, default=0.5, show_default=True, callback=fraction),
     click.option("--max-norm", type=float, default=3.0, show_default=True, help="0 turns the constraint off."),
     click.option("--max-tokens", type=click.IntRange(min=2), default=30000, show_default=True, help="Vocabulary cap."),
@@ -186,7 +187,8 @@ def text_model_config(kw: dict):
     from cnnapp.config import TextModelConfig
     return TextModelConfig(
         region_sizes=kw["region_sizes"], feature_maps=kw["feature_maps"], embedding_dim=kw["embedding_dim"],
-        embedding_mode=kw["embedding_mode"], embeddings_path=kw["embeddings_path"], dropout=kw["dropout"],
+        embedding_mode=kw["embedding_mode"], embeddings_path=tuple(kw["embeddings_path"]) or None,
+        dropout=kw["dropout"],
         max_norm=kw["max_norm"] or None, max_tokens=kw["max_tokens"], sequence_length=kw["sequence_length"])
 
 
@@ -247,23 +249,47 @@ def train_image(data, dataset, data_dir, skip_bad_images, **kw):
 
 
 @cli.command("train-text")
-@click.option("--data", type=click.Path(), default=None,
-              help="Labelled lines `LABEL sentence` (default: the embedded demo corpus).")
+@click.option("--data", multiple=True, type=click.Path(),
+              help="Labelled lines `LABEL sentence`; a .csv/.tsv file; a folder of class subfolders of .txt "
+                   "(train/ and test/ used when present); or one file per class, one sentence per line, given "
+                   "as several --data or a quoted glob ('rt-polarity.*': class = last suffix when the files "
+                   "share a stem, else the stem). Default: the embedded demo corpus.")
+@click.option("--dataset", default=None, help="A TFDS name instead of --data: imdb_reviews, glue/sst2.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="TFDS data directory.")
 @click.option("--dev", type=click.Path(dir_okay=False), default=None, help="Dev file (else 10% of train).")
-@click.option("--test", type=click.Path(dir_okay=False), default=None, help="Test file.")
+@click.option("--test", type=click.Path(dir_okay=False), default=None,
+              help="Test file (else --cv, or a seeded 10% hold-out).")
+@click.option("--text-column", default=None, help="CSV/TSV text column [default: text, else sentence].")
+@click.option("--label-column", default=None, help="CSV/TSV label column [default: label].")
 @click.option("--encoding", default="utf-8", show_default=True, help="File encoding (MR needs latin-1).")
 @click.option("--standardize", type=click.Choice(["kim", "lower", "lower_and_strip_punctuation", "none"]),
               default="kim", show_default=True, help="Text clean-up before splitting on whitespace.")
+@click.option("--cv", type=click.IntRange(min=2), default=None,
+              help="Stratified K-fold cross-validation instead of a test split (Kim: 10 for MR).")
+@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Under --cv: repeat with seeds seed, seed+1, ... and report mean (min, max).")
+@click.option("--export-fold", type=click.IntRange(min=1), default=None,
+              help="Under --cv: export this fold's model (first seed) instead of one trained on all the data.")
 @text_model_options
 @train_options
 @library_errors
-def train_text(data, dev, test, encoding, standardize, **kw):
+def train_text(data, dataset, data_dir, dev, test, text_column, label_column, encoding, standardize,
+               cv, repeats, export_fold, **kw):
     """Train the Kim / Zhang & Wallace sentence CNN, evaluate it, and export a SavedModel."""
+    from cnnapp.data.text import TextRequest
     from cnnapp.pipelines.text import train_text as run
-    result, export_dir = run(data=data, dev=dev, test=test, encoding=encoding, standardize=standardize,
-                             model_cfg=text_model_config(kw),
-                             train_cfg=train_config(kw, batch_size=50, optimizer="adam"))
-    report_result(result, export_dir)
+    request = TextRequest(data=tuple(data), dataset=dataset, dev=dev, test=test, encoding=encoding,
+                          text_column=text_column, label_column=label_column, data_dir=data_dir)
+    outcome = run(request=request, standardize=standardize, cv=cv, repeats=repeats, export_fold=export_fold,
+                  model_cfg=text_model_config(kw), train_cfg=train_config(kw, batch_size=50, optimizer="adam"))
+    if outcome.cv:
+        s = outcome.cv
+        click.echo(f"cross-validation ({s['protocol']}): accuracy mean {s['mean']:.4f} "
+                   f"(min {s['min']:.4f}, max {s['max']:.4f} over {s['min_max_over']}); "
+                   f"{s['run_dir']}/cv.json")
+        click.echo(f"exported model: {outcome.exported_from}")
+    if outcome.result is not None:
+        report_result(outcome.result, outcome.export_dir)
 
 
 def report_result(result, export_dir) -> None:
@@ -435,3 +461,9 @@ def summary_text(num_classes, vocab_size, **kw):
     model = build_text_cnn(sequence_length=cfg.sequence_length or 50, vocab_size=vocab_size,
                            num_classes=num_classes, **kwargs)
     click.echo(format_summary(model))
+
+from cnnapp.serving.command import serve  # noqa: E402
+cli.add_command(serve)
+
+from cnnapp.launch import launch  # noqa: E402
+cli.add_command(launch)

@@ -61,7 +61,7 @@ class TextModelConfig:
     feature_maps: int = 100
     embedding_dim: int = 128
     embedding_mode: str = "rand"          # rand | static | non-static | multichannel
-    embeddings_path: str | None = None
+    embeddings_path: tuple[str, ...] | None = None   # one or more vector files, merged
     dropout: float = 0.5
     max_norm: float | None = 3.0
     max_tokens: int | None = 30000

@@ -85,7 +85,7 @@ def inspect_image(model: keras.Model, image_bytes: bytes, out_dir: Path, *, stem
     h, w, c = model.input_shape[1:]
     decoder = ImageDecoder(height=h, width=w, channels=c)
     pixels = decoder(tf.constant([image_bytes])).numpy()[0]
-    probs = np.asarray(model([pixels[np.newaxis]], training=False))[0]
+    probs = np.asarray(model(pixels[np.newaxis], training=False))[0]
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_first_filters(model, out_dir / "filters.png")
     layers = {}

@@ -10,7 +10,6 @@ import itertools
 
 import numpy as np
 
-from cnnapp.data import Splits, make_splits
 
 SUBJECTS = ["the film", "this movie", "the story", "the cast", "the script", "the director's new work",
             "the soundtrack", "the final act", "her performance", "the animation"]
@@ -35,9 +34,3 @@ def demo_corpus() -> tuple[list[str], np.ndarray]:
     keep = np.random.default_rng(0).permutation(len(sentences))[:500]
     keep = keep[np.argsort(np.asarray(labels)[keep], kind="stable")]
     return [sentences[i] for i in keep], np.asarray(labels, dtype=np.int64)[keep]
-
-
-def load_demo_splits(*, seed: int = 1337) -> Splits:
-    sentences, labels = demo_corpus()
-    return make_splits(np.asarray(sentences, dtype=object), labels, ["negative", "positive"], seed=seed,
-                       test_fraction=0.2, description={"source": "embedded demo sentences (templated, not real reviews)"})

@@ -13,13 +13,15 @@ from cnnapp.config import TrainConfig
 log = logging.getLogger(__name__)
 
 
-def build_callbacks(config: TrainConfig, run_dir: Path, *, resuming: bool) -> list[keras.callbacks.Callback]:
+def build_callbacks(config: TrainConfig, run_dir: Path, *, resuming: bool,
+                    backup_dir: Path | None = None) -> list[keras.callbacks.Callback]:
     """Early stopping (best weights restored), best checkpoint, BackupAndRestore, CSV log,
-    TensorBoard and a plateau learning-rate schedule."""
+    TensorBoard and a plateau learning-rate schedule. `backup_dir` defaults to run_dir/backup
+    (one per worker under multi-worker training)."""
     mode = "max" if "acc" in config.monitor else "min"
     return [
         # A killed run resumes from the last finished epoch when the same command is run again.
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        keras.callbacks.BackupAndRestore(str(backup_dir or run_dir / "backup")),
         keras.callbacks.EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience,
                                       restore_best_weights=True, verbose=1),
         keras.callbacks.ModelCheckpoint(str(run_dir / "best.keras"), monitor=config.monitor, mode=mode,
@@ -27,7 +29,7 @@ def build_callbacks(config: TrainConfig, run_dir: Path, *, resuming: bool) -> li
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=config.lr_patience,
                                           min_lr=1e-5, verbose=1),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
-        keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False),
+        EpochTensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False),
     ]
 
 
@@ -52,3 +54,17 @@ class EpochTimer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         import time
         self.seconds.append(time.perf_counter() - self._start)
+
+
+class EpochTensorBoard(keras.callbacks.TensorBoard):
+    """TensorBoard that logs per epoch only and stays out of the training steps.
+
+    With update_freq="epoch", Keras 3.15's TensorBoard still runs after every batch: it calls
+    tf.summary.scalar for each metric (into no writer) and, because it overrides the batch hooks,
+    it turns off Keras's asynchronous batch-end dispatch. That cost about 10-20 ms a step on the
+    2-core CPU, ~20% of a Fashion-MNIST step for the keras-io net (docs/bench/image.md). The
+    batch hooks only serve update_freq=<int> and profiling, which cnnapp does not use.
+    """
+
+    on_train_batch_begin = keras.callbacks.Callback.on_train_batch_begin
+    on_train_batch_end = keras.callbacks.Callback.on_train_batch_end

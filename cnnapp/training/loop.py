@@ -11,7 +11,11 @@ they pass in; export is a separate step (`cnnapp.export`).
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import logging
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +28,7 @@ import tensorflow as tf
 from cnnapp.config import TrainConfig
 from cnnapp.data import Splits
 from cnnapp.errors import CnnappError
-from cnnapp.training import runtime
+from cnnapp.training import keras_patch, runtime
 from cnnapp.training.callbacks import EpochTimer, build_callbacks, progress_verbosity
 from cnnapp.training.evaluation import classification_report, plot_confusion, plot_history, write_json
 
@@ -92,6 +96,53 @@ def read_history_csv(path: Path) -> dict:
     return out
 
 
+def data_fingerprint(splits: Splits, preprocess) -> str:
+    """SHA-256 of what every worker must share: class names, split sizes and labels, and the
+    vocabulary when the preprocessing has one (text: adapted on the seeded training split)."""
+    h = hashlib.sha256(json.dumps({"class_names": list(splits.class_names), "counts": splits.counts()},
+                                  sort_keys=True, default=str).encode())
+    h.update(np.ascontiguousarray(np.asarray(splits.y_train, dtype=np.int64)).tobytes())
+    if hasattr(preprocess, "get_vocabulary"):
+        h.update("\n".join(preprocess.get_vocabulary()).encode())
+    return h.hexdigest()
+
+
+def check_workers_agree(splits: Splits, preprocess, strategy: tf.distribute.Strategy) -> str:
+    """Raise CnnappError unless every worker has the same data fingerprint (one all-gather).
+
+    Each worker loads and splits the data itself with the same seed, and the text vectorizer is
+    adapted on that training split, so the same command gives the same vocabulary everywhere;
+    this proves it at the start of every multi-worker run instead of trusting it.
+    """
+    fingerprint = data_fingerprint(splits, preprocess)
+    # 16-bit chunks are exact in float32, the dtype every collective implementation carries.
+    chunks = np.array([[int(fingerprint[i:i + 4], 16) for i in range(0, 32, 4)]], dtype=np.float32)
+    local = strategy.experimental_distribute_values_from_function(lambda ctx: tf.constant(chunks))
+    gathered = strategy.gather(local, axis=0).numpy()
+    if not (gathered == gathered[0]).all():
+        raise CnnappError("multi-worker: the workers loaded different data (class names, splits or "
+                          "vocabulary); give every worker the same command and data. Received: "
+                          f"{len(gathered)} fingerprints, {len({tuple(r) for r in gathered})} distinct")
+    log.info("all %d workers agree on class names, splits and vocabulary (fingerprint %s)",
+             len(gathered), fingerprint[:16])
+    return fingerprint
+
+
+def average_across_workers(variables, strategy: tf.distribute.Strategy) -> None:
+    """Give every worker the mean of its float non-trainable variables (BatchNorm moving statistics).
+
+    Gradients are all-reduced, so trainable weights agree on all workers; BatchNorm's moving mean and
+    variance are updated from each worker's own shard and drift apart. Their mean is the moving
+    mean of the global batch (the moving variance leaves out the spread between shard means: a
+    small difference), and it makes the workers, and the chief's export, identical.
+    """
+    for v in variables:
+        if not v.dtype.startswith("float"):
+            continue  # seed generator states: the same on every worker already
+        local = strategy.experimental_distribute_values_from_function(lambda ctx, v=v: tf.identity(v.value))
+        v.assign(strategy.reduce("MEAN", local, axis=None))
+
+
 def train_classifier(
     *,
     build_model: Callable[[], keras.Model],
@@ -108,9 +159,36 @@ def train_classifier(
     the same Keras layer the export bakes in. `run_config` is saved as config.json, with what
     this function resolved (precision, XLA, strategy, batch sizes, split counts) added.
     """
+    # The strategy first: MultiWorkerMirroredStrategy must exist before other TensorFlow ops
+    # (under `cnnapp launch` it already does, and this returns it).
+    strategy = runtime.make_strategy(config.strategy)
+    worker = runtime.worker_of_strategy(strategy)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        keras_patch.apply()
     run_dir = Path(run_dir)
+    if worker.count == 1:
+        return _train(strategy, worker, run_dir, run_dir / "backup", build_model=build_model, splits=splits,
+                      preprocess=preprocess, config=config, run_config=run_config, augment=augment)
+    # Every worker keeps its own backup (a shared one crashes on an HDF5 lock; Keras 3's
+    # BackupAndRestore has no chief logic), so a killed job resumes on all of them. Everything
+    # else is the chief's: the other workers write to a temporary folder, removed at the end.
+    backup_dir = run_dir / "backup" / f"worker-{worker.index}"
+    if worker.is_chief:
+        return _train(strategy, worker, run_dir, backup_dir, build_model=build_model, splits=splits,
+                      preprocess=preprocess, config=config, run_config=run_config, augment=augment)
+    scratch = Path(tempfile.mkdtemp(prefix=f"cnnapp-worker{worker.index}-"))
+    try:
+        result = _train(strategy, worker, scratch, backup_dir, build_model=build_model, splits=splits,
+                        preprocess=preprocess, config=config, run_config=run_config, augment=augment)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    result.run_dir = run_dir
+    return result
+
+
+def _train(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *, build_model, splits,
+           preprocess, config: TrainConfig, run_config: dict, augment) -> TrainResult:
     run_dir.mkdir(parents=True, exist_ok=True)
-    backup_dir = run_dir / "backup"
     resuming = backup_dir.is_dir() and any(backup_dir.iterdir())
     if resuming:
         log.info("resuming the interrupted run from its backup in %s", backup_dir)
@@ -119,8 +197,8 @@ def train_classifier(
     precision = runtime.resolve_precision(config.precision)
     runtime.apply_precision(precision)
     jit = runtime.resolve_jit(config.jit)
-    strategy = runtime.make_strategy(config.strategy)
     replicas = strategy.num_replicas_in_sync
+    fingerprint = check_workers_agree(splits, preprocess, strategy) if worker.count > 1 else None
     global_batch = config.batch_size * replicas
 
     options = tf.data.Options()
@@ -144,20 +222,33 @@ def train_classifier(
         "precision": precision, "jit_compile": jit, "strategy": type(strategy).__name__,
         "replicas": replicas, "batch_size_per_replica": config.batch_size, "global_batch_size": global_batch,
         "splits": splits.counts(), "data": splits.description, "class_names": splits.class_names,
-        "params": int(model.count_params()), "resumed": resuming,
+        "params": int(model.count_params()), "resumed": resuming, "workers": worker.count,
+        "data_fingerprint": fingerprint,
     }
     write_json(run_dir / "config.json", {**run_config, "resolved": resolved})
     log.info("training %s (%s params) on %s examples, validating on %s; run directory %s",
              model.name, f"{model.count_params():,}", len(splits.y_train), len(splits.y_val), run_dir)
 
     timer = EpochTimer()
-    callbacks = build_callbacks(config, run_dir, resuming=resuming) + [timer]
+    callbacks = build_callbacks(config, run_dir, resuming=resuming, backup_dir=backup_dir) + [timer]
     start = time.perf_counter()
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
               shuffle=False, verbose=progress_verbosity(config))  # train_ds shuffles itself
     train_seconds = time.perf_counter() - start
+    if worker.count > 1:
+        average_across_workers(model.non_trainable_variables, strategy)
 
-    probs = model.predict(eval_ds, verbose=0)
+    if worker.count == 1:
+        probs = model.predict(eval_ds, verbose=0)
+    else:
+        # predict() under multi-worker gathers the DATA-sharded batches out of order; every
+        # worker holds the same weights, so each scores the whole held-out split itself.
+        plain_eval_ds = make_dataset(x_eval, y_eval, batch_size=global_batch, preprocess=preprocess)
+        probs = np.concatenate([keras.ops.convert_to_numpy(model(x, training=False)) for x, _ in plain_eval_ds])
+    if runtime.debug_weights_dir:
+        dump = Path(runtime.debug_weights_dir) / f"worker-{worker.index}.weights.h5"
+        dump.parent.mkdir(parents=True, exist_ok=True)
+        model.save_weights(str(dump))
     report = classification_report(y_eval, np.argmax(probs, axis=1), splits.class_names)
     history = read_history_csv(run_dir / "history.csv")
     steady = timer.seconds[1:] or timer.seconds
@@ -177,4 +268,4 @@ def train_classifier(
     log.info("%s accuracy %.4f (macro F1 %.4f) on %d examples; %s/metrics.json",
              eval_name, report["accuracy"], report["macro_f1"], report["count"], run_dir)
     keras.mixed_precision.set_global_policy("float32")
-    return TrainResult(model=model, history=history, metrics=metrics, run_dir=run_dir)
+    return TrainResult(model=model, history=history, metrics=metrics, run_dir=run_dir, is_chief=worker.is_chief)

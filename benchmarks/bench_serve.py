@@ -1,0 +1,258 @@
+"""Load benchmark for `cnnapp serve`: requests/s and p50/p99 latency over loopback.
+
+Drives real servers (separate processes) with 1, 8, 32 and 64 concurrent keep-alive clients, each
+sending one example per request (a PNG for the image model, a sentence for the text model):
+  - cnnapp serve, batching off (one signature call per request)
+  - cnnapp serve, batching on (TF Serving's parameters, below)
+  - a naive server: the same Keras model, `model.predict` per request (what not to do)
+plus the HTTP ceiling: GET status with 32 clients (no model call), what the HTTP layer alone allows.
+
+The models are the defaults cnnapp trains (keras-io MNIST-size image CNN on 28x28x1, Kim's text
+CNN), untrained: speed does not depend on the weights. The client is a minimal asyncio HTTP/1.1
+client so it costs the shared 2 cores as little as possible.
+
+    make bench-serve            # or: .venv/bin/python benchmarks/bench_serve.py [--seconds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parents[1]
+CLIENTS = (1, 8, 32, 64)
+BATCHING = {"max_batch_size": 64, "batch_timeout_micros": 1000, "num_batch_threads": 2, "max_enqueued_batches": 1000}
+SENTENCES = ["a moving and beautifully acted film", "dull , lifeless and far too long", "a good film",
+             "the story is great but the acting is bad", "so so"]
+
+
+# ---------------------------------------------------------------------------- models (deterministic)
+
+def build_models():
+    """(image model, decoder, text model, vectorizer): rebuilt identically in any process."""
+    import keras
+    from cnnapp.models.image_cnn import build_image_cnn
+    from cnnapp.models.text_cnn import build_text_cnn
+    from cnnapp.preprocessing.image import ImageDecoder
+    from cnnapp.preprocessing.text import make_vectorizer
+    keras.utils.set_random_seed(0)
+    image = build_image_cnn(input_shape=(28, 28, 1), num_classes=10)
+    decoder = ImageDecoder(height=28, width=28, channels=1, name="image_decoder")
+    vectorizer = make_vectorizer(SENTENCES * 10, max_tokens=20000, sequence_length=50)
+    text = build_text_cnn(sequence_length=50, vocab_size=vectorizer.vocabulary_size(), num_classes=2)
+    return image, decoder, text, vectorizer
+
+
+def export(base: Path) -> None:
+    from cnnapp.export import export_image_classifier, export_text_classifier
+    image, decoder, text, vectorizer = build_models()
+    export_image_classifier(image, decoder=decoder, class_names=[str(i) for i in range(10)], export_base=base,
+                            name="image", version=1)
+    export_text_classifier(text, vectorizer=vectorizer, class_names=["negative", "positive"], export_base=base,
+                           name="text", version=1)
+
+
+def naive_server(port: int) -> None:
+    """The anti-pattern, for comparison: Keras `model.predict` on every request."""
+    import numpy as np
+    import tensorflow as tf
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    image, decoder, text, vectorizer = build_models()
+
+    def predict(name, doc):
+        if name == "image":
+            pixels = decoder(tf.constant([base64.b64decode(i["b64"]) for i in doc["instances"]]))
+            scores = image.predict(pixels, verbose=0)
+        else:
+            scores = text.predict(vectorizer(tf.constant(doc["instances"])), verbose=0)
+        return {"predictions": [{"scores": np.asarray(s).tolist()} for s in scores]}
+
+    async def handler(request):
+        name = request.path_params["rest"].split(":")[0]
+        if request.method == "GET":
+            return JSONResponse({"model_version_status": [{"version": "1", "state": "AVAILABLE"}]})
+        from starlette.concurrency import run_in_threadpool
+        return JSONResponse(await run_in_threadpool(predict, name, json.loads(await request.body())))
+
+    app = Starlette(routes=[Route("/v1/models/{rest:path}", handler, methods=["GET", "POST"])])
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+# ---------------------------------------------------------------------------- load generator
+
+def http_request(method: str, path: str, body: bytes = b"") -> bytes:
+    return (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+async def one_client(port: int, request: bytes, deadline: float, latencies: list, errors: list):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            body = await reader.readexactly(length)
+            if not head.startswith(b"HTTP/1.1 200"):
+                errors.append(head[:40] + body[:200])
+            latencies.append(time.perf_counter() - t0)
+    finally:
+        writer.close()
+
+
+async def drive(port: int, request: bytes, clients: int, seconds: float) -> dict:
+    # A short warm-up (connections, thread pools, batch shapes) is not measured.
+    await asyncio.gather(*[one_client(port, request, time.perf_counter() + 0.3, [], []) for _ in range(clients)])
+    latencies, errors = [], []
+    t0 = time.perf_counter()
+    await asyncio.gather(*[one_client(port, request, t0 + seconds, latencies, errors) for _ in range(clients)])
+    elapsed = time.perf_counter() - t0
+    latencies.sort()
+
+    def pct(p):
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")
+    return {"clients": clients, "requests": len(latencies), "errors": len(errors), "rps": len(latencies) / elapsed,
+            "p50_ms": pct(0.50), "p99_ms": pct(0.99), "first_error": errors[0].decode("latin1") if errors else ""}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd: list[str], port: int, log: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "wb"), cwd=ROOT)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {' '.join(cmd)}\n{log.read_text()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(http_request("GET", "/v1/models/text"))
+                if s.recv(64).startswith(b"HTTP/1.1 200"):
+                    return proc
+        except OSError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"server did not start in 300 s: {log.read_text()[-2000:]}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=2.0, help="measured seconds per round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per point (median reported)")
+    parser.add_argument("--naive-server", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--profile", action="store_true",
+                        help="instead: profile the batching-on server's event-loop thread under 32 text clients")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve-latest.json"))
+    args = parser.parse_args()
+    if args.naive_server is not None:
+        return naive_server(args.naive_server)
+
+    import numpy as np
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    export(work / "models")
+    import tensorflow as tf
+    png = tf.io.encode_png(np.random.default_rng(0).integers(0, 255, (28, 28, 1)).astype("uint8")).numpy()
+    requests = {
+        "image": http_request("POST", "/v1/models/image:predict",
+                              json.dumps({"instances": [{"b64": base64.b64encode(png).decode()}]}).encode()),
+        "text": http_request("POST", "/v1/models/text:predict",
+                             json.dumps({"instances": ["a moving and beautifully acted film"]}).encode()),
+    }
+    serve = [sys.executable, "-m", "cnnapp", "serve", "--model-base-path", str(work / "models"),
+             "--file-system-poll-wait-seconds", "0"]
+    batching = [a for k, v in BATCHING.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+    if args.profile:
+        return profile(serve + ["--enable-batching", *batching], requests["text"], work, args.seconds)
+    servers = {"batching off": serve, "batching on": serve + ["--enable-batching", *batching],
+               "naive keras predict": [sys.executable, __file__, "--naive-server"]}
+    # All servers run at once and the measurements alternate between them, several rounds per point,
+    # reporting the median round: on a shared machine, load from other processes then hits every
+    # server alike instead of whichever happened to be measured during a busy minute.
+    procs, ports = {}, {}
+    results = []
+    try:
+        for label, cmd in servers.items():
+            ports[label] = free_port()
+            cmd = cmd + [str(ports[label])] if label.startswith("naive") else cmd + ["--port", str(ports[label])]
+            procs[label] = start(cmd, ports[label], work / f"{label.replace(' ', '_')}.log")
+        for model in ("image", "text"):
+            for clients in CLIENTS:
+                rounds: dict[str, list] = {label: [] for label in servers}
+                for _ in range(args.rounds):
+                    for label in servers:
+                        if label.startswith("naive") and rounds[label]:
+                            continue    # ~10 requests/s: one longer window is enough
+                        seconds = args.seconds * (2 if label.startswith("naive") else 1)
+                        rounds[label].append(asyncio.run(drive(ports[label], requests[model], clients, seconds)))
+                for label, rs in rounds.items():
+                    r = sorted(rs, key=lambda x: x["rps"])[len(rs) // 2]
+                    results.append({"server": label, "model": model, **r,
+                                    "rounds_rps": [round(x["rps"], 1) for x in rs]})
+                    print(f"{label:20s} {model:5s} {clients:3d} clients: {r['rps']:8.1f} req/s  "
+                          f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  errors {r['errors']}  "
+                          f"rounds {[round(x['rps']) for x in rs]}"
+                          + (f"  ({r['first_error'][:100]!r})" if r["errors"] else ""), flush=True)
+        r = asyncio.run(drive(ports["batching on"], http_request("GET", "/v1/models/text"), 32, args.seconds))
+        results.append({"server": "HTTP ceiling (GET status)", "model": "-", **r})
+        print(f"HTTP ceiling: GET status, 32 clients: {r['rps']:.1f} req/s p50 {r['p50_ms']:.1f} ms", flush=True)
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            proc.wait(timeout=30)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "batching": BATCHING, "results": results,
+                                          "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2))
+    print(markdown(results))
+
+
+def profile(serve_cmd, request, work: Path, seconds: float) -> None:
+    """cProfile the server's main thread (uvicorn's event loop: HTTP, routing, JSON, numpy) under load."""
+    import pstats
+    import signal
+    port, prof = free_port(), work / "serve.prof"
+    cmd = [sys.executable, "-m", "cProfile", "-o", str(prof)] + serve_cmd[1:] + ["--port", str(port)]
+    proc = start(cmd, port, work / "profile.log")
+    try:
+        r = asyncio.run(drive(port, request, 32, seconds))
+        print(f"profiled: batching on, text, 32 clients: {r['rps']:.1f} req/s, p50 {r['p50_ms']:.1f} ms, "
+              f"{r['requests']} requests")
+    finally:
+        proc.send_signal(signal.SIGINT)     # uvicorn shuts down cleanly, then cProfile writes its file
+        proc.wait(timeout=60)
+    stats = pstats.Stats(str(prof))
+    stats.sort_stats("tottime").print_stats(25)
+    stats.sort_stats("cumulative").print_stats(30)
+
+
+def markdown(results) -> str:
+    lines = ["| server | model | clients | req/s | p50 ms | p99 ms | errors |", "|---|---|---:|---:|---:|---:|---:|"]
+    for r in results:
+        lines.append(f"| {r['server']} | {r['model']} | {r['clients']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | "
+                     f"{r['p99_ms']:.1f} | {r['errors']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""Sentence CNN accuracy on Kim (2014)'s data, measured the papers' way, with wall times.
+
+    python benchmarks/bench_text.py                                # everything (MR 10-fold x 3 seeds is ~30 min)
+    python benchmarks/bench_text.py --datasets sst2,trec --seeds 3
+    python benchmarks/bench_text.py --datasets mr --folds 10 --seeds 1 --modes static,non-static
+    python benchmarks/bench_text.py --report                       # only rewrite docs/bench/text.md
+
+- MR: stratified 10-fold cross-validation (Kim's protocol), mean of the fold accuracies per seed;
+- SST-2, TREC: their fixed test files; dev = the SST-2 dev file, TREC 10% of train (as Kim).
+Every run goes through the library (`cnnapp.pipelines.text`, so `train_classifier`), export off.
+Results go to benchmarks/results/text-<dataset>-<mode>.json after every seed (rerunning a dataset
+replaces its file) and the table to docs/bench/text.md, with the command that made each row.
+`rand` is Kim's CNN-rand row; `static` / `non-static` use the two small GloVe 6B 50-d files in
+../shared/data/embeddings (a 50-d subset covering ~76-84% of tokens, NOT Kim's 300-d word2vec).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+NOTES_MARKER = "<!-- notes: kept when the table is rewritten -->"
+REPORT = ROOT / "docs" / "bench" / "text.md"
+SHARED = ROOT.parent / "shared" / "data"
+if not SHARED.is_dir():
+    SHARED = Path("/work/shared/data")
+TEXT = SHARED / "text"
+GLOVE = [SHARED / "embeddings" / "glove.6B.50d.top2445.txt", SHARED / "embeddings" / "glove.6B.50d.slice5403.txt"]
+
+# name: (files, encoding, protocol, Kim's CNN-rand / static / non-static accuracy %)
+DATASETS = {
+    "mr": (dict(data=(str(TEXT / "mr" / "rt-polarity.pos"), str(TEXT / "mr" / "rt-polarity.neg"))), "latin-1", "cv",
+           {"rand": 76.1, "static": 81.0, "non-static": 81.5}),
+    "sst2": (dict(data=(str(TEXT / "sst2" / "stsa.binary.train"),), dev=str(TEXT / "sst2" / "stsa.binary.dev"),
+                  test=str(TEXT / "sst2" / "stsa.binary.test")), "utf-8", "test",
+             {"rand": 82.7, "static": 86.8, "non-static": 87.2}),
+    "trec": (dict(data=(str(TEXT / "trec" / "TREC.train.all"),), test=str(TEXT / "trec" / "TREC.test.all")),
+             "latin-1", "test", {"rand": 91.2, "static": 92.8, "non-static": 93.6}),
+}
+
+
+def run_dataset(name: str, mode: str, args) -> dict:
+    from cnnapp.config import TextModelConfig, TrainConfig
+    from cnnapp.data.text import TextRequest, read_text_data, to_splits
+    from cnnapp.pipelines.text import cross_validate, fit_split
+
+    files, encoding, protocol, kim = DATASETS[name]
+    request = TextRequest(encoding=encoding, **files)
+    data, source = read_text_data(request)
+    model_cfg = TextModelConfig(embedding_mode=mode, embedding_dim=args.embedding_dim,
+                                feature_maps=args.feature_maps,
+                                embeddings_path=tuple(str(p) for p in GLOVE) if mode != "rand" else None)
+    label = f"{name}-{mode}" + (f"-{args.tag}" if args.tag else "")
+    run_root = Path(args.run_dir) / label
+    out = {"dataset": name, "mode": mode, "protocol": protocol, "kim": kim[mode], "runs": [],
+           "settings": {"optimizer": args.optimizer, "learning_rate": args.learning_rate, "batch_size": args.batch_size,
+                        "epochs": args.epochs, "patience": args.patience, "embedding_dim": args.embedding_dim,
+                        "feature_maps": args.feature_maps, "region_sizes": [3, 4, 5], "dropout": 0.5, "max_norm": 3.0},
+           "command": "python benchmarks/bench_text.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+           "embeddings": [p.name for p in GLOVE] if mode != "rand" else None}
+    path = RESULTS / f"text-{label}.json"
+    for seed in range(args.seed, args.seed + args.seeds):
+        train_cfg = TrainConfig(name=label, epochs=args.epochs, batch_size=args.batch_size,
+                                optimizer=args.optimizer, learning_rate=args.learning_rate, seed=seed,
+                                patience=args.patience, run_dir=str(run_root), export=False, verbose=0)
+        start = time.perf_counter()
+        if protocol == "cv":
+            summary, _ = cross_validate(data, k=args.folds, repeats=1, model_cfg=model_cfg, train_cfg=train_cfg,
+                                        run_dir=run_root / f"seed{seed}", standardize="kim",
+                                        run_config={"benchmark": "bench_text"})
+            acc, extra = summary["mean"], {"fold_min": summary["fold_min"], "fold_max": summary["fold_max"],
+                                           "epochs_run": [f["epochs_run"] for f in summary["folds"]]}
+        else:
+            result, _, coverage = fit_split(to_splits(data, seed=seed), model_cfg=model_cfg, train_cfg=train_cfg,
+                                            run_dir=run_root / f"seed{seed}", standardize="kim",
+                                            run_config={"benchmark": "bench_text"})
+            acc = result.metrics["test"]["accuracy"]
+            extra = {"epochs_run": result.metrics["epochs_run"], "best_val_accuracy": result.metrics["best_val_accuracy"],
+                     "embedding_coverage": coverage}
+        out["runs"].append({"seed": seed, "accuracy": round(100 * acc, 2),
+                            "wall_seconds": round(time.perf_counter() - start, 1), **extra})
+        accs = [r["accuracy"] for r in out["runs"]]
+        out.update(mean=round(sum(accs) / len(accs), 2), min=min(accs), max=max(accs),
+                   wall_seconds=round(sum(r["wall_seconds"] for r in out["runs"]), 1))
+        if protocol == "cv":
+            out["folds"] = args.folds
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=2) + "\n")
+        logging.info("%s %s seed %d: %.2f%% (so far mean %.2f, min %.2f, max %.2f)", name, mode, seed,
+                     100 * acc, out["mean"], out["min"], out["max"])
+    return out
+
+
+def write_report() -> None:
+    rows = []
+    for path in sorted(RESULTS.glob("text-*.json")):
+        r = json.loads(path.read_text())
+        protocol = f"{r.get('folds', 10)}-fold CV mean" if r["protocol"] == "cv" else "test set"
+        status = "meets" if r["mean"] >= r["kim"] else "below"
+        st = r["settings"]
+        coverage = r["runs"][0].get("embedding_coverage") if r["runs"] else None
+        emb = (f"GloVe {coverage['dim']}-d subset ({100 * coverage['token_coverage']:.0f}% of tokens)" if coverage
+               else f"emb {st['embedding_dim']}")
+        setting = f"{st['optimizer']}, {st['epochs']} epochs max, {emb}, {st['feature_maps']} maps, patience {st['patience']}"
+        rows.append(f"| {r['dataset']} | {r['mode']} | {setting} | {protocol} | **{r['mean']:.2f}** ({r['min']:.2f}, {r['max']:.2f}) "
+                    f"| {len(r['runs'])} | {r['kim']} ({status}) | {r['wall_seconds'] / 60:.1f} min | `{r['command']}` |")
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    # Hand-written notes below the marker survive a rewrite of the table.
+    notes = REPORT.read_text().partition(NOTES_MARKER)[2] if REPORT.exists() else ""
+    REPORT.write_text(
+        "# Sentence CNN benchmark (Kim 2014 data)\n\n"
+        "Written by `benchmarks/bench_text.py` from `benchmarks/results/text-*.json`; only measured numbers.\n"
+        "Accuracy % as mean (min, max) over seeds; wall time is for all seeds of the row on the shared 2-core "
+        "CPU machine (other jobs were running, so times are upper bounds).\n"
+        "`static`/`non-static` use two small GloVe 6B **50-d** files together (top2445 + slice5403, covering "
+        "about 76-84% of tokens): a subset, not Kim's 300-d word2vec, so their row is not comparable.\n\n"
+        "Common settings: region sizes 3,4,5, dropout 0.5, max-norm 3, batch 50, Kim's standardisation, "
+        "early stopping on the dev split (best weights restored), at most the epochs in the command.\n\n"
+        "| data | mode | settings | protocol | accuracy % mean (min, max) | seeds | Kim 2014 | wall | command |\n"
+        "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n" + NOTES_MARKER + notes)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--datasets", default="mr,sst2,trec")
+    p.add_argument("--modes", default="rand", help="comma list of rand, static, non-static")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seed", type=int, default=1337, help="first seed")
+    p.add_argument("--folds", type=int, default=10, help="MR cross-validation folds")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--optimizer", default="adam")
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--embedding-dim", type=int, default=128)
+    p.add_argument("--feature-maps", type=int, default=100)
+    p.add_argument("--run-dir", default=str(ROOT / "benchmarks" / "results" / "text-runs"))
+    p.add_argument("--tag", default="", help="suffix of the result file and run folder (e.g. adadelta)")
+    p.add_argument("--report", action="store_true", help="only rewrite docs/bench/text.md from the results")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if not args.report:
+        for name in args.datasets.split(","):
+            for mode in args.modes.split(","):
+                run_dataset(name, mode, args)
+                write_report()
+    write_report()
+    print(REPORT.read_text())
+
+
+if __name__ == "__main__":
+    main()

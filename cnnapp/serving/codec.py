@@ -1,0 +1,258 @@
+"""TF Serving's JSON mapping: request bodies -> named numpy inputs, signature outputs -> JSON.
+
+Generic over signatures: every check reads the signature's input names, dtypes and shapes, so a
+model with other inputs than cnnapp's is served the same way TF Serving would serve it.
+Row format (`instances`, one entry per example) and columnar format (`inputs`) are both decoded;
+binary strings travel as `{"b64": "..."}` both ways.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+
+import numpy as np
+
+
+class ServingError(Exception):
+    """A request that cannot be answered; becomes `{"error": message}` with `status`."""
+
+    status = 400
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+
+class NotFound(ServingError):
+    status = 404
+
+
+def _clip(value, limit: int = 80) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)[:limit + 1]
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def parse_json(body: bytes) -> dict:
+    try:
+        doc = json.loads(body)
+    except RecursionError:
+        raise ServingError("JSON Parse error: nesting too deep") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        # ValueError covers syntax errors and ints past Python's digit limit
+        raise ServingError(f"JSON Parse error: {str(e)[:120]}. Received: {_clip(body[:80].decode('utf-8', 'replace'))}") from None
+    if not isinstance(doc, dict):
+        raise ServingError(f"JSON Value: {_clip(doc)} is not an object (expected {{\"instances\": ...}} "
+                           f"or {{\"inputs\": ...}})")
+    return doc
+
+
+# ---------------------------------------------------------------------------- input specs
+
+DTYPE_NAMES = {"float32": "DT_FLOAT", "float64": "DT_DOUBLE", "float16": "DT_HALF", "int32": "DT_INT32",
+               "int64": "DT_INT64", "int16": "DT_INT16", "int8": "DT_INT8", "uint8": "DT_UINT8",
+               "uint16": "DT_UINT16", "bool": "DT_BOOL", "string": "DT_STRING"}
+
+
+class InputSpec:
+    """One signature input: name, dtype name ('float32', 'string', ...) and shape (None = any)."""
+
+    def __init__(self, name: str, dtype: str, shape: tuple | None):
+        self.name, self.dtype, self.shape = name, dtype, shape
+        self.np_dtype = object if dtype == "string" else np.dtype(dtype)
+
+    def describe(self) -> str:
+        dims = "?" if self.shape is None else "[" + ",".join("-1" if d is None else str(d) for d in self.shape) + "]"
+        return f"{self.name} ({DTYPE_NAMES.get(self.dtype, self.dtype)} {dims})"
+
+
+def _is_b64(value) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and "b64" in value
+
+
+def _flatten(value, max_depth: int, spec: InputSpec) -> tuple[list[int], list]:
+    """Nested lists -> (shape, leaves), breadth first so deep nesting cannot recurse."""
+    shape: list[int] = []
+    level = [value]
+    while level and isinstance(level[0], list):
+        n = len(level[0])
+        if len(shape) >= max_depth:
+            raise ServingError(f"input {spec.describe()}: nested deeper than its rank {max_depth}")
+        nxt = []
+        for v in level:
+            if not isinstance(v, list) or len(v) != n:
+                raise ServingError(f"input {spec.describe()}: ragged or mixed list at depth {len(shape)}: "
+                                   f"every list at one depth needs the same length. Received: {_clip(v)}")
+            nxt.extend(v)
+        shape.append(n)
+        level = nxt
+    if any(isinstance(v, list) for v in level):
+        raise ServingError(f"input {spec.describe()}: mixes lists and values at depth {len(shape)}")
+    return shape, level
+
+
+def _leaf(value, spec: InputSpec):
+    if spec.dtype == "string":
+        if isinstance(value, str):
+            return value.encode("utf-8", "surrogatepass")
+        if _is_b64(value) and isinstance(value["b64"], str):
+            try:
+                return base64.b64decode(value["b64"], validate=True)
+            except (binascii.Error, ValueError):
+                raise ServingError(f"input {spec.describe()}: 'b64' is not valid base64. "
+                                   f"Received: {_clip(value['b64'], 40)}") from None
+        raise ServingError(f"input {spec.describe()}: expected a string or {{\"b64\": \"...\"}}. Received: {_clip(value)}")
+    if spec.dtype == "bool":
+        if isinstance(value, bool):
+            return value
+        raise ServingError(f"input {spec.describe()}: expected true or false. Received: {_clip(value)}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ServingError(f"input {spec.describe()}: expected a number. Received: {_clip(value)}")
+    if spec.np_dtype.kind in "iu":
+        if isinstance(value, float) and not value.is_integer():
+            raise ServingError(f"input {spec.describe()}: expected an integer. Received: {value}")
+        info = np.iinfo(spec.np_dtype)
+        if not info.min <= value <= info.max:
+            raise ServingError(f"input {spec.describe()}: {_clip(value, 30)} is out of range "
+                               f"[{info.min}, {info.max}]")
+        return int(value)
+    # Compare as Python numbers: a JSON integer may be far past what a float can hold.
+    if isinstance(value, int) or math.isfinite(value):
+        if abs(value) > float(np.finfo(spec.np_dtype).max):
+            raise ServingError(f"input {spec.describe()}: {_clip(str(value), 30)} overflows {spec.dtype}")
+    return float(value)
+
+
+def to_array(value, spec: InputSpec, *, batched: bool = True) -> np.ndarray:
+    """A JSON value for `spec` (its batch dimension included) -> numpy array, or ServingError."""
+    rank = None if spec.shape is None else len(spec.shape)
+    shape, leaves = _flatten(value, rank if rank is not None else 32, spec)
+    if rank is not None and len(shape) != rank:
+        raise ServingError(f"input {spec.describe()}: expected rank {rank}"
+                           f"{' (with the batch dimension)' if batched else ''}, got shape {shape}. "
+                           f"Received: {_clip(value)}")
+    if batched and shape and shape[0] == 0:
+        raise ServingError(f"input {spec.describe()}: no examples (an empty batch). Received: {_clip(value)}")
+    if spec.shape is not None:
+        for i, (want, got) in enumerate(zip(spec.shape, shape)):
+            if want is not None and want != got:
+                raise ServingError(f"input {spec.describe()}: dimension {i} must be {want}, got shape {shape}")
+    flat = [_leaf(v, spec) for v in leaves]
+    if spec.dtype == "string":
+        array = np.empty(len(flat), dtype=object)
+        array[:] = flat
+        return array.reshape(shape)
+    return np.asarray(flat, dtype=spec.np_dtype).reshape(shape)
+
+
+def decode_predict(doc: dict, specs: dict[str, InputSpec]) -> tuple[dict[str, np.ndarray], str]:
+    """A :predict body -> (inputs by name, 'row' or 'columnar')."""
+    has_instances, has_inputs = "instances" in doc, "inputs" in doc
+    if has_instances and has_inputs:
+        raise ServingError("JSON Value: request not formatted correctly: expecting only one of 'inputs' or "
+                           "'instances' keys to exist. Received both")
+    if not (has_instances or has_inputs):
+        raise ServingError(f"Missing 'inputs' or 'instances' key. Received keys: {sorted(doc)[:10]}")
+    names = list(specs)
+    if has_instances:
+        rows = doc["instances"]
+        if not isinstance(rows, list) or not rows:
+            raise ServingError(f"'instances' must be a non-empty list, one entry per example. Received: {_clip(rows)}")
+        named = all(isinstance(r, dict) and not _is_b64(r) for r in rows)
+        if len(names) > 1 and not named:
+            raise ServingError(f"the signature has several inputs {names}: every instance must be an object "
+                               f"with those keys. Received: {_clip(rows[0])}")
+        if named:
+            for r in rows:
+                if set(r) != set(names):
+                    raise ServingError(f"instance keys must be exactly the signature's inputs {names}. "
+                                       f"Received: {sorted(r)[:10]}")
+            columns = {n: [r[n] for r in rows] for n in names}
+        else:
+            columns = {names[0]: rows}
+        return {n: to_array(columns[n], specs[n]) for n in names}, "row"
+    value = doc["inputs"]
+    if isinstance(value, dict) and not _is_b64(value):
+        if set(value) != set(names):
+            raise ServingError(f"'inputs' keys must be exactly the signature's inputs {names}. "
+                               f"Received: {sorted(value)[:10]}")
+        columns = value
+    elif len(names) == 1:
+        columns = {names[0]: value}
+    else:
+        raise ServingError(f"the signature has several inputs {names}: 'inputs' must be an object with those keys. "
+                           f"Received: {_clip(value)}")
+    inputs = {n: to_array(columns[n], specs[n]) for n in names}
+    sizes = {a.shape[0] for a in inputs.values() if a.ndim}
+    if len(sizes) > 1:
+        raise ServingError(f"'inputs' disagree on the batch size (first dimension). Received sizes: {sorted(sizes)}")
+    return inputs, "columnar"
+
+
+def decode_classify(doc: dict, specs: dict[str, InputSpec]) -> dict[str, np.ndarray]:
+    """A :classify body `{"examples": [{feature: value}], "context"?: {...}}` -> inputs by name."""
+    examples = doc.get("examples")
+    if not isinstance(examples, list) or not examples:
+        raise ServingError(f"'examples' must be a non-empty list of objects. Received: {_clip(examples)}")
+    context = doc.get("context", {})
+    if not isinstance(context, dict):
+        raise ServingError(f"'context' must be an object. Received: {_clip(context)}")
+    rows = []
+    for ex in examples:
+        if not isinstance(ex, dict):
+            raise ServingError(f"each example must be an object of features. Received: {_clip(ex)}")
+        row = {**context, **ex}
+        if set(row) != set(specs):
+            raise ServingError(f"example features must be exactly the signature's inputs {list(specs)}. "
+                               f"Received: {sorted(row)[:10]}")
+        rows.append(row)
+    return {n: to_array([r[n] for r in rows], s) for n, s in specs.items()}
+
+
+# ---------------------------------------------------------------------------- outputs
+
+def _jsonable(array: np.ndarray, name: str):
+    if array.dtype.kind in "OSa":
+        as_b64 = name.endswith("_bytes")
+
+        def conv(b):
+            if isinstance(b, bytes):
+                if not as_b64:
+                    try:
+                        return b.decode("utf-8")
+                    except UnicodeDecodeError:
+                        pass
+                return {"b64": base64.b64encode(b).decode("ascii")}
+            return b
+        return np.vectorize(conv, otypes=[object])(array).tolist() if array.size else array.tolist()
+    return array.tolist()
+
+
+def encode_predict(outputs: dict[str, np.ndarray], form: str) -> dict:
+    names = sorted(outputs)
+    cols = {n: _jsonable(outputs[n], n) for n in names}
+    if form == "columnar":
+        return {"outputs": cols[names[0]] if len(names) == 1 else cols}
+    if len(names) == 1:
+        return {"predictions": cols[names[0]]}
+    n = len(next(iter(cols.values())))
+    return {"predictions": [{k: cols[k][i] for k in names} for i in range(n)]}
+
+
+def encode_classify(outputs: dict[str, np.ndarray]) -> dict:
+    if "scores" not in outputs:
+        raise ServingError(f"this signature has no 'scores' output to classify with (outputs: {sorted(outputs)}); "
+                           f"use :predict")
+    scores = outputs["scores"]
+    if scores.ndim != 2:
+        raise ServingError(f"'scores' must be [batch, classes] to classify. Received shape {list(scores.shape)}")
+    classes = outputs.get("classes")
+    result = []
+    for i in range(scores.shape[0]):
+        labels = ([c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c) for c in classes[i]]
+                  if classes is not None else [str(j) for j in range(scores.shape[1])])
+        result.append([[label, float(s)] for label, s in zip(labels, scores[i])])
+    return {"result": result}

@@ -1,0 +1,432 @@
+"""`cnnapp serve`: TF Serving's documented REST requests and responses against the in-process app,
+version policy and hot switching, batching, metrics, and one real server over loopback.
+
+The request/response shapes follow tensorflow/serving g3doc/api/api_rest.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import export_tiny_image_model, png_bytes, run_cli
+
+httpx = pytest.importorskip("httpx")
+# starlette 1.x suggests httpx2 for its TestClient; httpx (the dev extra) works the same here.
+pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+
+IMAGE_CLASSES = ["zero", "one", "two"]
+TEXT_CLASSES = ["negative", "positive"]
+
+
+def b64_png(seed: int = 0) -> str:
+    pixels = np.random.default_rng(seed).integers(0, 255, (8, 8, 1))
+    return base64.b64encode(png_bytes(pixels)).decode()
+
+
+def make_client(base: Path, **config):
+    from starlette.testclient import TestClient
+    from cnnapp.serving import ServerConfig, create_app, discover_models
+    serving = create_app(ServerConfig(models=discover_models(base), **config))
+    return serving, TestClient(serving.app)
+
+
+@pytest.fixture(scope="module")
+def served(model_base):
+    return make_client(model_base)
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    return served[1]
+
+
+def assert_error(response, status: int, *fragments: str):
+    body = response.json()
+    assert response.status_code == status, f"{response.status_code} {body}"
+    assert list(body) == ["error"] and isinstance(body["error"], str), body
+    for fragment in fragments:
+        assert fragment in body["error"], body
+
+
+# ---------------------------------------------------------------------------- status and metadata
+
+def test_status_matches_tf_serving(client):
+    expected = {"model_version_status": [{"version": "1", "state": "AVAILABLE",
+                                          "status": {"error_code": "OK", "error_message": ""}}]}
+    assert client.get("/v1/models/tiny_image").json() == expected
+    assert client.get("/v1/models/tiny_text/versions/1").json() == expected
+
+
+def test_metadata_lists_signature_defs(client):
+    body = client.get("/v1/models/tiny_image/metadata").json()
+    assert body["model_spec"] == {"name": "tiny_image", "signature_name": "", "version": "1"}
+    defs = body["metadata"]["signature_def"]["signature_def"]
+    assert set(defs) == {"serving_default", "serving_pixels"}
+    inp = defs["serving_default"]["inputs"]["image_bytes"]
+    assert inp["dtype"] == "DT_STRING" and inp["tensor_shape"]["dim"] == [{"size": "-1", "name": ""}]
+    outs = defs["serving_default"]["outputs"]
+    assert outs["scores"]["dtype"] == "DT_FLOAT" and outs["classes"]["dtype"] == "DT_STRING"
+    assert [d["size"] for d in outs["scores"]["tensor_shape"]["dim"]] == ["-1", "3"]
+    assert defs["serving_pixels"]["inputs"]["pixels"]["dtype"] == "DT_FLOAT"
+    text = client.get("/v1/models/tiny_text/versions/1/metadata").json()["metadata"]["signature_def"]["signature_def"]
+    assert set(text) == {"serving_default", "serving_token_ids"}
+    assert text["serving_token_ids"]["inputs"]["token_ids"]["dtype"] == "DT_INT64"
+
+
+# ---------------------------------------------------------------------------- predict and classify
+
+def check_rows(predictions, n, classes):
+    assert len(predictions) == n
+    for row in predictions:
+        assert set(row) == {"scores", "classes"} and row["classes"] == classes
+        assert abs(sum(row["scores"]) - 1) < 1e-4
+
+
+def test_predict_row_format_b64_images(client):
+    r = client.post("/v1/models/tiny_image:predict", json={"instances": [{"b64": b64_png(0)}, {"b64": b64_png(1)}]})
+    assert r.status_code == 200, r.text
+    assert list(r.json()) == ["predictions"]
+    check_rows(r.json()["predictions"], 2, IMAGE_CLASSES)
+    # Named input objects (the documented form for several inputs) answer the same.
+    named = client.post("/v1/models/tiny_image:predict",
+                        json={"instances": [{"image_bytes": {"b64": b64_png(0)}}, {"image_bytes": {"b64": b64_png(1)}}]})
+    assert named.json() == r.json()
+
+
+def test_predict_columnar_format(client):
+    rows = client.post("/v1/models/tiny_text:predict", json={"instances": ["a good film", "dull and boring"]}).json()
+    cols = client.post("/v1/models/tiny_text:predict", json={"inputs": ["a good film", "dull and boring"]}).json()
+    named = client.post("/v1/models/tiny_text:predict", json={"inputs": {"sentences": ["a good film", "dull and boring"]}}).json()
+    assert list(cols) == ["outputs"] and cols == named
+    assert cols["outputs"]["classes"] == [TEXT_CLASSES, TEXT_CLASSES]
+    np.testing.assert_allclose(cols["outputs"]["scores"], [p["scores"] for p in rows["predictions"]], rtol=1e-6)
+
+
+def test_predict_raw_sentences_and_signature_name(client):
+    r = client.post("/v1/models/tiny_text:predict", json={"signature_name": "serving_default",
+                                                          "instances": ["a good film", "é ünïcode ✓"]})
+    check_rows(r.json()["predictions"], 2, TEXT_CLASSES)
+    # Pixels through the float signature give what the PNG of the same pixels gives.
+    pixels = np.random.default_rng(3).integers(0, 255, (1, 8, 8, 1))
+    by_pixels = client.post("/v1/models/tiny_image:predict",
+                            json={"signature_name": "serving_pixels", "instances": pixels.tolist()}).json()
+    by_png = client.post("/v1/models/tiny_image:predict",
+                         json={"instances": [{"b64": base64.b64encode(png_bytes(pixels[0])).decode()}]}).json()
+    np.testing.assert_allclose(by_pixels["predictions"][0]["scores"], by_png["predictions"][0]["scores"], rtol=1e-5)
+    ids = client.post("/v1/models/tiny_text:predict", json={"signature_name": "serving_token_ids",
+                                                            "inputs": [[2, 3, 4] + [0] * 9]})
+    assert ids.status_code == 200, ids.text
+
+
+def test_classify_returns_label_score_pairs(client):
+    r = client.post("/v1/models/tiny_text:classify", json={"examples": [{"sentences": "a good film"}, {"sentences": "bad"}]})
+    result = r.json()["result"]
+    assert len(result) == 2 and [label for label, _ in result[0]] == TEXT_CLASSES
+    assert abs(sum(score for _, score in result[0]) - 1) < 1e-4
+    image = client.post("/v1/models/tiny_image:classify", json={"examples": [{"image_bytes": {"b64": b64_png()}}]})
+    assert [label for label, _ in image.json()["result"][0]] == IMAGE_CLASSES
+    # `context` features are shared by every example, as in TF Serving's classify API.
+    ctx = client.post("/v1/models/tiny_text:classify", json={"context": {"sentences": "a good film"}, "examples": [{}]})
+    assert ctx.json()["result"][0] == result[0]
+
+
+# ---------------------------------------------------------------------------- errors
+
+GOOD_IMAGE = {"instances": [{"b64": "iVBORw0KGgo="}]}   # a PNG signature, then nothing: undecodable
+
+ERRORS = [
+    ("get", "/v1/models/nope", None, 404, "Could not find any versions of model nope"),
+    ("post", "/v1/models/nope:predict", {"instances": ["x"]}, 404, "Servable not found for request: Latest(nope)"),
+    ("post", "/v1/models/tiny_text/versions/7:predict", {"instances": ["x"]}, 404, "Specific(tiny_text, 7)"),
+    ("get", "/v1/models/tiny_text/versions/7", None, 404, "version 7"),
+    ("get", "/v1/models/tiny_text/labels/stable", None, 404, "label: stable"),
+    ("get", "/v1/models/tiny_text/versions/abc/metadata", None, 404, "Specific(tiny_text, abc)"),
+    ("get", "/nowhere", None, 404, "Malformed request"),
+    ("post", "/v1/models/tiny_text:explode", {"instances": ["x"]}, 404, "Malformed request"),
+    ("get", "/v1/models/tiny_text:predict", None, 405, "takes POST"),
+    ("post", "/v1/models/tiny_text:predict", b"{not json", 400, "JSON Parse error"),
+    ("post", "/v1/models/tiny_text:predict", b"", 400, "JSON Parse error"),
+    ("post", "/v1/models/tiny_text:predict", ["x"], 400, "is not an object"),
+    ("post", "/v1/models/tiny_text:predict", {"instances": ["x"], "inputs": ["x"]}, 400, "only one of 'inputs' or 'instances'"),
+    ("post", "/v1/models/tiny_text:predict", {"examples": ["x"]}, 400, "Missing 'inputs' or 'instances' key"),
+    ("post", "/v1/models/tiny_text:predict", {"instances": [1, 2]}, 400, "expected a string"),
+    ("post", "/v1/models/tiny_text:predict", {"instances": []}, 400, "non-empty list"),
+    ("post", "/v1/models/tiny_text:predict", {"instances": [["a", "b"]]}, 400, "nested deeper than its rank 1"),
+    ("post", "/v1/models/tiny_text:predict", {"instances": [{"wrong": "x"}]}, 400, "Received: ['wrong']"),
+    ("post", "/v1/models/tiny_text:predict", {"signature_name": "nope", "instances": ["x"]}, 400, "'nope' not found"),
+    ("post", "/v1/models/tiny_text:predict", {"signature_name": 5, "instances": ["x"]}, 400, "must be a string"),
+    ("post", "/v1/models/tiny_text:predict", {"signature_name": "serving_token_ids", "inputs": [[1, 2]]}, 400,
+     "dimension 1 must be 12"),
+    ("post", "/v1/models/tiny_text:predict", {"signature_name": "serving_token_ids", "inputs": [[2 ** 70] * 12]}, 400,
+     "out of range"),
+    ("post", "/v1/models/tiny_image:predict", {"signature_name": "serving_pixels", "instances": [[[[1e300]]]]}, 400,
+     "overflows float32"),
+    ("post", "/v1/models/tiny_image:predict", {"signature_name": "serving_pixels", "instances": [[[1], [1, 2]]]}, 400,
+     "ragged"),
+    ("post", "/v1/models/tiny_image:predict", {"signature_name": "serving_pixels", "instances": [[["a"]]]}, 400,
+     "expected rank 4"),
+    ("post", "/v1/models/tiny_image:predict", {"instances": [{"b64": "%%%not base64"}]}, 400, "not valid base64"),
+    ("post", "/v1/models/tiny_image:predict", GOOD_IMAGE, 400, "tiny_image version 1"),
+    ("post", "/v1/models/tiny_image:predict", {"instances": [{"b64": base64.b64encode(b"hello").decode()}]}, 400,
+     "Unknown image file format"),
+    ("post", "/v1/models/tiny_image:classify", {"examples": "x"}, 400, "'examples' must be a non-empty list"),
+    ("post", "/v1/models/tiny_image:regress", {"examples": [{"image_bytes": {"b64": ""}}]}, 400, "regression"),
+]
+
+
+@pytest.mark.parametrize("method,path,body,status,fragment", ERRORS, ids=[f"{e[3]}-{e[1]}-{i}" for i, e in enumerate(ERRORS)])
+def test_errors_have_tf_serving_shape(client, method, path, body, status, fragment):
+    if isinstance(body, bytes):
+        response = client.request(method.upper(), path, content=body)
+    else:
+        response = client.request(method.upper(), path, json=body) if body is not None else client.request(method.upper(), path)
+    assert_error(response, status, fragment)
+
+
+def test_deep_nesting_is_400(client):
+    assert_error(client.post("/v1/models/tiny_text:predict", content=b'{"instances":' + b"[" * 100_000),
+                 400, "JSON Parse error")
+
+
+def test_oversized_body_is_413(model_base):
+    _, small = make_client(model_base, max_body_bytes=1000)
+    ok = small.post("/v1/models/tiny_text:predict", json={"instances": ["short"]})
+    assert ok.status_code == 200, ok.text
+    assert_error(small.post("/v1/models/tiny_text:predict", json={"instances": ["x" * 2000]}), 413, "1000")
+
+    # No Content-Length (chunked): the limit holds while reading the stream.
+    def chunks():
+        yield b'{"instances": ["'
+        yield b"y" * 5000
+        yield b'"]}'
+    assert_error(small.post("/v1/models/tiny_text:predict", content=chunks()), 413, "limit of 1000")
+
+
+# ---------------------------------------------------------------------------- versions
+
+@pytest.fixture
+def versioned_base(model_base, tmp_path):
+    """tiny_image versions 1 and 2 (copies: the policy, not the weights, is under test)."""
+    for v in ("1", "2"):
+        shutil.copytree(model_base / "tiny_image" / "1", tmp_path / "tiny_image" / v)
+    return tmp_path
+
+
+def test_latest_version_is_served_by_default(versioned_base):
+    _, c = make_client(versioned_base)
+    assert [s["version"] for s in c.get("/v1/models/tiny_image").json()["model_version_status"]] == ["2"]
+    assert c.get("/v1/models/tiny_image/metadata").json()["model_spec"]["version"] == "2"
+    assert_error(c.get("/v1/models/tiny_image/versions/1/metadata"), 404, "Specific(tiny_image, 1)")
+
+
+def test_config_file_specific_versions_and_labels(versioned_base):
+    from starlette.testclient import TestClient
+    from cnnapp.serving import ServerConfig, create_app, load_model_config_file
+    path = versioned_base / "models.config"
+    path.write_text(f"""
+        # TF Serving's model_config_list text format, as given to --model_config_file
+        model_config_list {{
+          config {{
+            name: 'tiny_image'
+            base_path: "{versioned_base / 'tiny_image'}"
+            model_platform: "tensorflow"
+            model_version_policy {{ specific {{ versions: 1 versions: 2 }} }}
+            version_labels {{ key: 'stable' value: 1 }}
+            version_labels {{ key: 'canary' value: 2 }}
+          }}
+        }}""")
+    models = load_model_config_file(path)
+    assert models[0].policy.versions == (1, 2) and dict(models[0].labels) == {"stable": 1, "canary": 2}
+    c = TestClient(create_app(ServerConfig(models=models)).app)
+    assert [s["version"] for s in c.get("/v1/models/tiny_image").json()["model_version_status"]] == ["1", "2"]
+    assert c.get("/v1/models/tiny_image/labels/stable/metadata").json()["model_spec"]["version"] == "1"
+    assert c.get("/v1/models/tiny_image/labels/canary").json()["model_version_status"][0]["version"] == "2"
+    r = c.post("/v1/models/tiny_image/labels/stable:predict", json={"instances": [{"b64": b64_png()}]})
+    assert r.status_code == 200, r.text
+    assert_error(c.get("/v1/models/tiny_image/labels/beta"), 404, "label: beta")
+
+
+def test_config_file_errors_name_the_problem(tmp_path):
+    from cnnapp.errors import CnnappError
+    from cnnapp.serving import load_model_config_file
+    bad = tmp_path / "bad.config"
+    bad.write_text("model_config_list { config { name: 'x' base_path: '/m' }")
+    with pytest.raises(CnnappError, match="never closed"):
+        load_model_config_file(bad)
+    bad.write_text("model_config_list { config { name: '../x' base_path: '/m' } }")
+    with pytest.raises(CnnappError, match=r"Received: '\.\./x'"):
+        load_model_config_file(bad)
+
+
+def test_failed_version_is_reported_and_previous_keeps_serving(versioned_base):
+    serving, c = make_client(versioned_base)
+    broken = versioned_base / "tiny_image" / "3"
+    broken.mkdir()
+    (broken / "saved_model.pb").write_bytes(b"this is not a SavedModel")
+    serving.manager.poll()
+    status = {s["version"]: s for s in c.get("/v1/models/tiny_image").json()["model_version_status"]}
+    assert status["2"]["state"] == "AVAILABLE"
+    assert status["3"]["state"] == "END" and status["3"]["status"]["error_code"] != "OK"
+    assert str(broken) in status["3"]["status"]["error_message"]
+    r = c.post("/v1/models/tiny_image:predict", json={"instances": [{"b64": b64_png()}]})
+    assert r.status_code == 200, r.text
+    assert c.get("/v1/models/tiny_image/metadata").json()["model_spec"]["version"] == "2"
+
+
+def test_version_switch_under_load_drops_no_request(model_base, tmp_path):
+    """Requests keep flowing while version 2 (other class names) is loaded, warmed and switched in."""
+    from cnnapp.serving import BatchingParameters, ServerConfig, create_app, discover_models
+    base, staging = tmp_path / "base", tmp_path / "staging"
+    shutil.copytree(model_base / "tiny_image" / "1", base / "tiny_image" / "1")
+    export_tiny_image_model(staging, class_names=("cat", "dog", "eel"), version=2)
+    serving = create_app(ServerConfig(models=discover_models(base),
+                                      batching=BatchingParameters(max_batch_size=8, batch_timeout_micros=500)))
+    body = {"instances": [{"b64": b64_png()}]}
+    seen: list[tuple[int, list]] = []
+
+    async def main():
+        transport = httpx.ASGITransport(app=serving.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            switched = asyncio.Event()
+            after_switch = 0
+
+            async def worker():
+                nonlocal after_switch
+                while after_switch < 40:
+                    r = await http.post("/v1/models/tiny_image:predict", json=body)
+                    seen.append((r.status_code, r.json().get("predictions", [{}])[0].get("classes")))
+                    if switched.is_set():
+                        after_switch += 1
+
+            async def switch():
+                while len(seen) < 20:       # let load build up first
+                    await asyncio.sleep(0)
+                os.rename(staging / "tiny_image" / "2", base / "tiny_image" / "2")   # atomic, as export does
+                await asyncio.to_thread(serving.manager.poll)
+                switched.set()
+
+            await asyncio.gather(switch(), *[worker() for _ in range(8)])
+
+    asyncio.run(main())
+    failed = [s for s in seen if s[0] != 200]
+    assert not failed, failed[:5]
+    classes = [c for _, c in seen]
+    assert classes[0] == IMAGE_CLASSES and classes[-1] == ["cat", "dog", "eel"]
+    assert set(map(tuple, classes)) == {tuple(IMAGE_CLASSES), ("cat", "dog", "eel")}
+    status = serving.manager.status("tiny_image")["model_version_status"]
+    assert [(s["version"], s["state"]) for s in status] == [("1", "END"), ("2", "AVAILABLE")]
+    serving.manager.stop()
+
+
+# ---------------------------------------------------------------------------- batching and metrics
+
+def _batch_sizes(metrics_text: str, model: str) -> dict[str, int]:
+    prefix = f':tensorflow:serving:batching_session:processed_batch_size_bucket{{model_name="{model}",le="'
+    return {line[len(prefix):].split('"')[0]: int(line.rsplit(" ", 1)[1])
+            for line in metrics_text.splitlines() if line.startswith(prefix)}
+
+
+def test_batching_merges_concurrent_requests_and_splits_results(model_base, served):
+    from cnnapp.serving import BatchingParameters, ServerConfig, create_app, discover_models
+    # A long timeout makes the batch close only when full: exactly one call of 8, no timing luck.
+    serving = create_app(ServerConfig(models=discover_models(model_base, "tiny_text"),
+                                      batching=BatchingParameters(max_batch_size=8, batch_timeout_micros=30_000_000)))
+    sentences = [f"a good film number {i}" if i % 2 else "dull and boring " * i for i in range(8)]
+
+    async def main():
+        transport = httpx.ASGITransport(app=serving.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            return await asyncio.gather(*[http.post("/v1/models/tiny_text:predict", json={"instances": [s]})
+                                          for s in sentences])
+
+    responses = asyncio.run(main())
+    unbatched = served[1].post("/v1/models/tiny_text:predict", json={"instances": sentences}).json()["predictions"]
+    for r, expected in zip(responses, unbatched):
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose(r.json()["predictions"][0]["scores"], expected["scores"], rtol=1e-5)
+    sizes = _batch_sizes(serving.metrics.render(), "tiny_text")
+    assert sizes["4"] == 0 and sizes["8"] == 1 and sizes["+Inf"] == 1, sizes
+    serving.manager.stop()
+
+
+def test_one_bad_request_in_a_batch_fails_alone(model_base):
+    from cnnapp.serving import BatchingParameters, ServerConfig, create_app, discover_models
+    serving = create_app(ServerConfig(models=discover_models(model_base, "tiny_image"),
+                                      batching=BatchingParameters(max_batch_size=4, batch_timeout_micros=30_000_000)))
+    bodies = [{"instances": [{"b64": b64_png(i)}]} for i in range(3)] + [GOOD_IMAGE]
+
+    async def main():
+        transport = httpx.ASGITransport(app=serving.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            return await asyncio.gather(*[http.post("/v1/models/tiny_image:predict", json=b) for b in bodies])
+
+    codes = [r.status_code for r in asyncio.run(main())]
+    assert codes == [200, 200, 200, 400]
+    serving.manager.stop()
+
+
+def test_prometheus_metrics(client):
+    client.post("/v1/models/tiny_text:predict", json={"instances": ["a good film"]})
+    client.get("/v1/models/nope")
+    r = client.get("/monitoring/prometheus/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    assert "# TYPE :tensorflow:serving:request_count counter" in text
+    assert ':tensorflow:serving:request_count{API="Predict",entrypoint="REST",model_name="tiny_text",status="200"}' in text
+    assert ':tensorflow:serving:request_error_count{API="GetModelStatus",entrypoint="REST",model_name="nope",status="404"}' in text
+    assert ':tensorflow:serving:request_latency_bucket{API="Predict",entrypoint="REST",model_name="tiny_text",le="+Inf"}' in text
+
+
+# ---------------------------------------------------------------------------- CLI and the real socket
+
+def test_cli_serve_reports_bad_base_path(tmp_path):
+    result = run_cli(["serve", "--model-base-path", tmp_path / "missing"], expect_exit=1)
+    assert "--model-base-path: no such folder" in result.output and "missing" in result.output
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_real_server_over_loopback(model_base, tmp_path):
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "cnnapp", "serve", "--model-base-path", str(model_base),
+                                 "--port", str(port), "--enable-batching", "--file-system-poll-wait-seconds", "0"],
+                                stdout=subprocess.DEVNULL, stderr=log_file)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120      # a TensorFlow import and two model loads, on a busy machine
+        while True:                           # a real wait on another process: poll with a deadline
+            assert proc.poll() is None, log_path.read_text()[-2000:]
+            try:
+                if httpx.get(f"{url}/v1/models/tiny_text", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, log_path.read_text()[-2000:]
+            time.sleep(0.2)
+        r = httpx.post(f"{url}/v1/models/tiny_image:predict", json={"instances": [{"b64": b64_png()}]}, timeout=30)
+        assert r.status_code == 200, r.text
+        check_rows(r.json()["predictions"], 1, IMAGE_CLASSES)
+        r = httpx.post(f"{url}/v1/models/tiny_text:predict", content=b"{broken", timeout=30)
+        assert r.status_code == 400 and list(r.json()) == ["error"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    log_text = log_path.read_text()
+    assert "serving tiny_image version 1" in log_text and f"127.0.0.1:{port}" in log_text
