@@ -1,0 +1,34 @@
+"""The shared callbacks' own behaviour, on a real (tiny) Keras model."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+
+def test_early_stopping_breaks_accuracy_ties_on_lower_validation_loss():
+    from cnnapp.training.callbacks import EarlyStopping
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    stop = EarlyStopping(monitor="val_accuracy", mode="max", patience=10, restore_best_weights=True)
+    stop.set_model(model)
+    stop.on_train_begin()
+    epochs = [(0.9, 0.50), (1.0, 0.40), (1.0, 0.20), (1.0, 0.30), (0.95, 0.10)]
+    weights = []
+    for epoch, (acc, loss) in enumerate(epochs):
+        model.layers[0].kernel.assign(np.full((2, 1), float(epoch), "float32"))
+        weights.append(model.get_weights())
+        stop.on_epoch_end(epoch, {"val_accuracy": acc, "val_loss": loss})
+    assert stop.best_epoch == 2  # the tie at 1.0 went to the lowest loss, not the first epoch
+    stop.on_train_end()
+    assert np.array_equal(model.get_weights()[0], weights[2][0])
+
+
+def test_loss_monitor_is_unchanged():
+    from cnnapp.training.callbacks import EarlyStopping
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    stop = EarlyStopping(monitor="val_loss", mode="min", patience=10)
+    stop.set_model(model)
+    stop.on_train_begin()
+    for epoch, loss in enumerate([0.5, 0.3, 0.3, 0.4]):
+        stop.on_epoch_end(epoch, {"val_loss": loss, "val_accuracy": 0.5})
+    assert stop.best_epoch == 1
