@@ -101,7 +101,8 @@ train_options = options(
     click.option("--batch-size", type=click.IntRange(min=1), default=None,
                  help="Per replica; the global batch is batch-size x replicas. Under several replicas, "
                       "scale --learning-rate linearly with the global batch (Goyal et al. 2017). "
-                      "[default: 128 images, 50 sentences]"),
+                      "[default: 50 sentences; 128 images, halved for small data down to 16 so an "
+                      "epoch has ~20 steps]"),
     click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None,
                  help="Default: the optimizer's (Adam 1e-3, Adadelta 1.0)."),
     click.option("--optimizer", type=click.Choice(["adam", "adamw", "adadelta", "sgd", "rmsprop"]), default=None,
@@ -141,7 +142,8 @@ image_model_options = options(
     click.option("--channels", type=click.Choice(["1", "3"]), default=None,
                  help="Default: the data's own (folders: 3 unless all grayscale)."),
     click.option("--filters", type=INTS, default=None,
-                 help="Filters per conv block. Default: 32,64 (32,64,128 above 32x32)."),
+                 help="Filters per conv block. Default: blocks of 32, 64, then 128 until the map is 8x8 "
+                      "(28-32px: 32,64; 128px: 32,64,128,128)."),
     click.option("--kernel-sizes", type=INTS, default="3", show_default=True, help="One, or one per block."),
     click.option("--strides", type=INTS, default="1", show_default=True, help="One, or one per block."),
     click.option("--padding", type=click.Choice(["same", "valid"]), default="same", show_default=True),
@@ -244,7 +246,7 @@ def train_image(data, dataset, data_dir, skip_bad_images, **kw):
     from cnnapp.pipelines.image import train_image as run
     result, export_dir = run(data=data, dataset=dataset, data_dir=data_dir, skip_bad_images=skip_bad_images,
                              model_cfg=image_model_config(kw),
-                             train_cfg=train_config(kw, batch_size=128, optimizer="adam"))
+                             train_cfg=train_config(kw, batch_size=None, optimizer="adam"))
     report_result(result, export_dir)
 
 

@@ -41,7 +41,7 @@ class ImageModelConfig:
 
     image_size: tuple[int, int] | None = None    # None: the data's own size (folders: 128x128)
     channels: int | None = None                   # None: the data's own channels
-    filters: tuple[int, ...] = ()               # (): (32, 64) up to 32x32 inputs, (32, 64, 128) above
+    filters: tuple[int, ...] = ()               # (): blocks until the map is 8x8 (models.image_cnn.default_filters)
     kernel_sizes: tuple[int, ...] = (3,)
     strides: tuple[int, ...] = (1,)
     padding: str = "same"

@@ -334,3 +334,16 @@ def test_seed_makes_runs_repeatable(tmp_path):
     first, again, other = history(7, "a"), history(7, "b"), history(8, "c")
     assert first == again
     assert first != other
+
+
+@pytest.mark.parametrize("size, filters", [((8, 8), (32, 64)), ((28, 28), (32, 64)), ((32, 32), (32, 64)),
+                                           ((64, 64), (32, 64, 128)), ((128, 96), (32, 64, 128, 128))])
+def test_default_filters_downsample_to_at_most_8x8(size, filters):
+    from cnnapp.models.image_cnn import default_filters
+    assert default_filters(size) == filters
+
+
+@pytest.mark.parametrize("num_train, batch", [(54000, 128), (2560, 128), (1295, 64), (360, 16), (40, 16)])
+def test_default_batch_size_gives_small_data_enough_steps(num_train, batch):
+    from cnnapp.models.image_cnn import default_batch_size
+    assert default_batch_size(num_train) == batch

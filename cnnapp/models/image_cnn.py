@@ -14,8 +14,29 @@ from cnnapp.models import classifier_head, register
 
 
 def default_filters(image_size) -> tuple[int, ...]:
-    """Two conv blocks up to 32x32, three above (photos need more downsampling before Flatten)."""
-    return (32, 64) if min(image_size) <= 32 else (32, 64, 128)
+    """Conv blocks (each halving the map) until it is at most 8x8, at least two; 32, 64, then 128.
+
+    28x28 and 32x32 get (32, 64); 64x64 (32, 64, 128); 128x128 (32, 64, 128, 128). Stopping at
+    8x8 keeps Flatten -> Dense small: with three blocks, a 128x128 photo flattened to 32,768 values
+    and 98% of the parameters sat in one Dense layer, which did not learn cats vs dogs at all
+    (docs/bench/image.md).
+    """
+    side, blocks = min(image_size), 0
+    while side > 8 or blocks < 2:
+        side, blocks = side // 2, blocks + 1
+    return tuple(min(32 * 2 ** i, 128) for i in range(blocks))
+
+
+def default_batch_size(num_train: int) -> int:
+    """128, or less for small data so an epoch has at least ~20 steps (a power of two, >= 16).
+
+    Batch norm's moving statistics and Adam both need steps: 400 photos at batch 128 are 3 steps
+    an epoch, and such a run never left chance (docs/bench/image.md).
+    """
+    batch = 128
+    while batch > 16 and num_train / batch < 20:
+        batch //= 2
+    return batch
 
 
 def _per_block(values, n: int, arg: str) -> list:

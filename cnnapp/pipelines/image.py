@@ -9,7 +9,7 @@ from pathlib import Path
 from cnnapp.config import ImageModelConfig, TrainConfig, to_dict
 from cnnapp.data.images import load_image_data
 from cnnapp.export import export_image_classifier
-from cnnapp.models.image_cnn import build_image_cnn, default_filters
+from cnnapp.models.image_cnn import build_image_cnn, default_batch_size, default_filters
 from cnnapp.preprocessing.image import ImageDecoder, build_augmenter
 from cnnapp.training import train_classifier
 
@@ -38,7 +38,8 @@ def train_image(*, data: str | None, dataset: str | None, data_dir: str | None, 
         decoder_factory=lambda h, w, c: ImageDecoder(height=h, width=w, channels=c))
     model_cfg = resolve_image_model(model_cfg, image_size, channels)
     name = train_cfg.name or source
-    train_cfg = dataclasses.replace(train_cfg, name=name)
+    train_cfg = dataclasses.replace(train_cfg, name=name,
+                                    batch_size=train_cfg.batch_size or default_batch_size(len(splits.y_train)))
     decoder = ImageDecoder(height=image_size[0], width=image_size[1], channels=channels, name="image_decoder")
     augment = build_augmenter(model_cfg.augment, seed=train_cfg.seed)
     input_shape = (image_size[0], image_size[1], channels)
