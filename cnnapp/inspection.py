@@ -129,7 +129,7 @@ def ngram_evidence(model: keras.Model, token_ids: np.ndarray, tokens: list[str],
             words = [tokens[i] for i in range(pos, min(pos + width, len(tokens)))]  # padding dropped
             found.append({"ngram": " ".join(words), "width": width, "filter": f, "start": int(pos),
                           "activation": round(float(value), 4), "contribution": round(contribution, 4),
-                          "padding_only": pos >= n_tokens})
+                          "padding_only": bool(pos >= n_tokens)})
         offset += m.shape[-1]
     best: dict[str, dict] = {}
     for item in sorted(found, key=lambda d: -d["contribution"]):

@@ -30,3 +30,19 @@ def test_inspect_image_run_writes_filters_and_feature_maps(tmp_path):
 def test_inspect_rejects_a_folder_that_is_not_a_run(tmp_path):
     result = run_cli(["inspect", tmp_path, "x.png"], expect_exit=1)
     assert result.output.startswith("Error: RUN_DIR: no best.keras checkpoint") and str(tmp_path) in result.output
+
+
+def test_inspect_text_run_shows_the_winning_ngrams(tmp_path):
+    runs = tmp_path / "runs"
+    run_cli(["train-text", "--name", "t", "--epochs", "2", "--feature-maps", "8", "--embedding-dim", "16",
+             "--no-export", "--run-dir", runs])
+    vocabulary = (runs / "t" / "vocabulary.txt").read_text(encoding="utf-8").split("\n")
+    assert vocabulary[:2] == ["", "[UNK]"] and "film" in vocabulary
+    sentence = "the film is a tedious mess"
+    [res] = json.loads(run_cli(["inspect", runs / "t", sentence, "--json", "--top", "3"]).output)
+    assert res["tokens"] == sentence.split() and res["predicted"] in ("negative", "positive")
+    assert 1 <= len(res["ngrams"]) <= 3
+    for g in res["ngrams"]:
+        assert g["ngram"] in sentence and g["width"] in (3, 4, 5) and g["contribution"] > 0
+    assert [g["contribution"] for g in res["ngrams"]] == sorted((g["contribution"] for g in res["ngrams"]),
+                                                               reverse=True)

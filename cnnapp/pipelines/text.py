@@ -93,6 +93,9 @@ def fit_split(splits, *, model_cfg: TextModelConfig, train_cfg: TrainConfig, run
     if coverage is not None:
         result.metrics["embedding_coverage"] = coverage
         write_json(Path(result.run_dir) / "metrics.json", result.metrics)
+    if result.is_chief:  # `cnnapp inspect` maps token ids back to words with it
+        (Path(result.run_dir) / "vocabulary.txt").write_text("\n".join(vectorizer.get_vocabulary()),
+                                                            encoding="utf-8")
     return result, vectorizer, coverage
 
 
