@@ -152,13 +152,22 @@ class ModelManager:
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ requests
+    def _label_target(self, name: str, label: str) -> int | None:
+        """The version a label points at, None for an unknown label."""
+        return dict(self._models[name].labels).get(label)
+
+    @staticmethod
+    def _version_number(version: str) -> int | None:
+        """A URL version as an int64-sized integer, None when it is not one."""
+        return int(version) if version.isdigit() and len(version) < 19 else None
+
     def resolve(self, name: str, version: str | None, label: str | None) -> Servable:
         with self._lock:
             serving = self._serving.get(name)
             if serving is None:
                 raise NotFound(f"Servable not found for request: Latest({name})")
             if label is not None:
-                wanted = dict(self._models[name].labels).get(label)
+                wanted = self._label_target(name, label)
                 if wanted is None:
                     raise NotFound(f"Unrecognized servable version label: {label} "
                                    f"(model {name} has labels {sorted(dict(self._models[name].labels))})")
@@ -168,7 +177,7 @@ class ModelManager:
                                    f"(label {label})")
                 return found
             if version is not None:
-                found = serving.get(int(version)) if version.isdigit() and len(version) < 19 else None
+                found = serving.get(self._version_number(version))
                 if found is None:
                     raise NotFound(f"Servable not found for request: Specific({name}, {version})")
                 return found
@@ -182,12 +191,12 @@ class ModelManager:
             if states is None:
                 raise NotFound(f"Could not find any versions of model {name}")
             if label is not None:
-                wanted = dict(self._models[name].labels).get(label)
+                wanted = self._label_target(name, label)
                 if wanted is None:
                     raise NotFound(f"Unrecognized servable version label: {label}")
                 version = str(wanted)
             if version is not None:
-                v = int(version) if version.isdigit() and len(version) < 19 else None
+                v = self._version_number(version)
                 if v not in states:
                     raise NotFound(f"Could not find version {version} of model {name}")
                 items = [(v, states[v])]
