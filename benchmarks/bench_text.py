@@ -37,6 +37,8 @@ if not SHARED.is_dir():
 TEXT = SHARED / "text"
 GLOVE = [SHARED / "embeddings" / "glove.6B.50d.top2445.txt", SHARED / "embeddings" / "glove.6B.50d.slice5403.txt"]
 
+# Kim's clean_str per data set: MR fully; SST (already tokenised) lower-cased only; TREC keeps case.
+STANDARDIZE = {"mr": "kim", "sst2": "lower", "trec": "none"}
 # name: (files, encoding, protocol, Kim's CNN-rand / static / non-static accuracy %)
 DATASETS = {
     "mr": (dict(data=(str(TEXT / "mr" / "rt-polarity.pos"), str(TEXT / "mr" / "rt-polarity.neg"))), "latin-1", "cv",
@@ -58,14 +60,16 @@ def run_dataset(name: str, mode: str, args) -> dict:
     request = TextRequest(encoding=encoding, **files)
     data, source = read_text_data(request)
     model_cfg = TextModelConfig(embedding_mode=mode, embedding_dim=args.embedding_dim,
-                                feature_maps=args.feature_maps,
+                                feature_maps=args.feature_maps, edge_padding=args.edge_padding,
                                 embeddings_path=tuple(str(p) for p in GLOVE) if mode != "rand" else None)
+    standardize = args.standardize or STANDARDIZE[name]
     label = f"{name}-{mode}" + (f"-{args.tag}" if args.tag else "")
     run_root = Path(args.run_dir) / label
     out = {"dataset": name, "mode": mode, "protocol": protocol, "kim": kim[mode], "runs": [],
            "settings": {"optimizer": args.optimizer, "learning_rate": args.learning_rate, "batch_size": args.batch_size,
                         "epochs": args.epochs, "patience": args.patience, "embedding_dim": args.embedding_dim,
-                        "feature_maps": args.feature_maps, "region_sizes": [3, 4, 5], "dropout": 0.5, "max_norm": 3.0},
+                        "feature_maps": args.feature_maps, "region_sizes": [3, 4, 5], "dropout": 0.5, "max_norm": 3.0,
+                        "standardize": standardize, "edge_padding": args.edge_padding},
            "command": "python benchmarks/bench_text.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
            "embeddings": [p.name for p in GLOVE] if mode != "rand" else None}
     path = RESULTS / f"text-{label}.json"
@@ -76,13 +80,13 @@ def run_dataset(name: str, mode: str, args) -> dict:
         start = time.perf_counter()
         if protocol == "cv":
             summary, _ = cross_validate(data, k=args.folds, repeats=1, model_cfg=model_cfg, train_cfg=train_cfg,
-                                        run_dir=run_root / f"seed{seed}", standardize="kim",
+                                        run_dir=run_root / f"seed{seed}", standardize=standardize,
                                         run_config={"benchmark": "bench_text"})
             acc, extra = summary["mean"], {"fold_min": summary["fold_min"], "fold_max": summary["fold_max"],
                                            "epochs_run": [f["epochs_run"] for f in summary["folds"]]}
         else:
             result, _, coverage = fit_split(to_splits(data, seed=seed), model_cfg=model_cfg, train_cfg=train_cfg,
-                                            run_dir=run_root / f"seed{seed}", standardize="kim",
+                                            run_dir=run_root / f"seed{seed}", standardize=standardize,
                                             run_config={"benchmark": "bench_text"})
             acc = result.metrics["test"]["accuracy"]
             extra = {"epochs_run": result.metrics["epochs_run"], "best_val_accuracy": result.metrics["best_val_accuracy"],
@@ -144,6 +148,10 @@ def main() -> None:
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--embedding-dim", type=int, default=128)
     p.add_argument("--feature-maps", type=int, default=100)
+    p.add_argument("--standardize", default=None,
+                   help="kim, lower, none, ...; default per data set as Kim: " + str(STANDARDIZE))
+    p.add_argument("--no-edge-padding", dest="edge_padding", action="store_false",
+                   help="no zero padding at the sentence edges (the model's default pads as Kim)")
     p.add_argument("--run-dir", default=str(ROOT / "benchmarks" / "results" / "text-runs"))
     p.add_argument("--tag", default="", help="suffix of the result file and run folder (e.g. adadelta)")
     p.add_argument("--report", action="store_true", help="only rewrite docs/bench/text.md from the results")

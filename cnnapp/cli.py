@@ -179,6 +179,8 @@ text_model_options = options(
                       "repeat it to combine files (the first file that has a word wins)."),
     click.option("--dropout", type=float, default=0.5, show_default=True, callback=fraction),
     click.option("--max-norm", type=float, default=3.0, show_default=True, help="0 turns the constraint off."),
+    click.option("--edge-padding/--no-edge-padding", default=True, show_default=True,
+                 help="Kim's zero padding of (widest region - 1) vectors before and after each sentence."),
     click.option("--max-tokens", type=click.IntRange(min=2), default=30000, show_default=True, help="Vocabulary cap."),
     click.option("--sequence-length", type=click.IntRange(min=1), default=None,
                  help="Default: the longest training sentence (at most 400 tokens)."),
@@ -191,7 +193,7 @@ def text_model_config(kw: dict):
         region_sizes=kw["region_sizes"], feature_maps=kw["feature_maps"], embedding_dim=kw["embedding_dim"],
         embedding_mode=kw["embedding_mode"], embeddings_path=tuple(kw["embeddings_path"]) or None,
         dropout=kw["dropout"],
-        max_norm=kw["max_norm"] or None, max_tokens=kw["max_tokens"], sequence_length=kw["sequence_length"])
+        max_norm=kw["max_norm"] or None, edge_padding=kw["edge_padding"], max_tokens=kw["max_tokens"], sequence_length=kw["sequence_length"])
 
 
 # ---------------------------------------------------------------------------- plumbing

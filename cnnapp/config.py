@@ -64,6 +64,7 @@ class TextModelConfig:
     embeddings_path: tuple[str, ...] | None = None   # one or more vector files, merged
     dropout: float = 0.5
     max_norm: float | None = 3.0
+    edge_padding: bool = True             # Kim's (widest region - 1) zero vectors at both ends
     max_tokens: int | None = 30000
     sequence_length: int | None = None    # None: from the data (95th percentile, at least the widest region)
 

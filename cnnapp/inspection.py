@@ -120,16 +120,20 @@ def ngram_evidence(model: keras.Model, token_ids: np.ndarray, tokens: list[str],
     maps, probs = [np.asarray(o)[0] for o in outs[:-1]], np.asarray(outs[-1])[0]
     predicted = int(np.argmax(probs))
     kernel = np.asarray(model.get_layer("logits").kernel)[:, predicted]
+    # Windows are counted on the edge-padded sequence: window p covers tokens p - lead ... .
+    lead = (model.get_layer("edge_padding").padding[0]
+            if any(layer.name == "edge_padding" for layer in model.layers) else 0)
     found, offset = [], 0
-    n_tokens = max(1, len(tokens))
     for width, m in zip(order, maps):
         positions, values = m.argmax(axis=0), m.max(axis=0)
         for f, (pos, value) in enumerate(zip(positions, values)):
             contribution = float(value * kernel[offset + f])
-            words = [tokens[i] for i in range(pos, min(pos + width, len(tokens)))]  # padding dropped
-            found.append({"ngram": " ".join(words), "width": width, "filter": f, "start": int(pos),
+            start = int(pos) - lead
+            # padding dropped: only the window's real tokens are shown
+            words = [tokens[i] for i in range(max(start, 0), min(start + width, len(tokens)))]
+            found.append({"ngram": " ".join(words), "width": width, "filter": f, "start": start,
                           "activation": round(float(value), 4), "contribution": round(contribution, 4),
-                          "padding_only": bool(pos >= n_tokens)})
+                          "padding_only": not words})
         offset += m.shape[-1]
     best: dict[str, dict] = {}
     for item in sorted(found, key=lambda d: -d["contribution"]):

@@ -1,7 +1,11 @@
 """The sentence CNN of Kim (2014), as studied by Zhang & Wallace (2015).
 
-token ids -> embedding (1 or 2 channels) -> one Conv1D per region size (ReLU) -> max over time
--> concatenate -> dropout -> dense softmax with a max-norm constraint.
+token ids -> embedding (1 or 2 channels) -> zero padding at both edges -> one Conv1D per region
+size (ReLU) -> max over time -> concatenate -> dropout -> dense softmax with a max-norm constraint.
+
+Edge padding is Kim's: every sentence gets (widest region - 1) zero vectors before and after it,
+so each filter also sees the first and last words at every offset ("who ..." at the start of a
+TREC question is a feature of its own). ``edge_padding=False`` leaves it out.
 
 Embedding modes (Kim's names): ``rand`` learns embeddings from scratch; ``static`` uses
 pretrained vectors frozen; ``non-static`` fine-tunes them; ``multichannel`` has one frozen and
@@ -32,6 +36,7 @@ def build_text_cnn(
     embedding_matrix: np.ndarray | None = None,
     dropout: float = 0.5,
     max_norm: float | None = 3.0,
+    edge_padding: bool = True,
     name: str = "text_cnn",
 ) -> keras.Model:
     """Build the sentence classifier; its input is int token ids of shape [batch, sequence_length].
@@ -64,6 +69,9 @@ def build_text_cnn(
                     embedding(True, "embedding_non_static")(token_ids)]
     else:
         channels = [embedding(embedding_mode != "static", "embedding")(token_ids)]
+    if edge_padding:
+        pad = keras.layers.ZeroPadding1D(max(region_sizes) - 1, name="edge_padding")
+        channels = [pad(c) for c in channels]
 
     pooled = []
     for width in region_sizes:
