@@ -107,6 +107,9 @@ train_options = options(
                  help="Default: the optimizer's (Adam 1e-3, Adadelta 1.0)."),
     click.option("--optimizer", type=click.Choice(["adam", "adamw", "adadelta", "sgd", "rmsprop"]), default=None,
                  help="[default: adam]"),
+    click.option("--lr-schedule", type=click.Choice(["plateau", "cosine"]), default=None,
+                 help="plateau: halve the rate when val_loss stalls for 2 epochs; cosine: decay it over "
+                      "--epochs to 1%. [default: plateau]"),
     click.option("--seed", type=int, default=1337, show_default=True, help="Seeds data splits, shuffling, init."),
     click.option("--deterministic/--no-deterministic", default=False, show_default=True,
                  help="Deterministic TF ops: bit-identical reruns, slower."),
@@ -126,11 +129,12 @@ train_options = options(
 )
 
 
-def train_config(kw: dict, *, batch_size: int, optimizer: str):
+def train_config(kw: dict, *, batch_size: int, optimizer: str, lr_schedule: str = "plateau"):
     from cnnapp.config import TrainConfig
     return TrainConfig(
         name=kw["name"], epochs=kw["epochs"], batch_size=kw["batch_size"] or batch_size,
         learning_rate=kw["learning_rate"], optimizer=kw["optimizer"] or optimizer, seed=kw["seed"],
+        lr_schedule=kw["lr_schedule"] or lr_schedule,
         deterministic=kw["deterministic"], patience=kw["patience"], strategy=kw["strategy"],
         precision=kw["precision"], jit=kw["jit"], run_dir=kw["run_dir"], export_base=kw["export_base"],
         export=kw["export"])

@@ -24,6 +24,7 @@ class TrainConfig:
     seed: int = 1337
     deterministic: bool = False           # tf.config.experimental.enable_op_determinism()
     patience: int = 5                     # early stopping on the validation metric
+    lr_schedule: str = "plateau"          # plateau (ReduceLROnPlateau on val_loss) | cosine (over the epochs)
     lr_patience: int = 2                  # ReduceLROnPlateau
     monitor: str = "val_accuracy"
     strategy: str = "auto"                # auto | default | mirrored | multi-worker

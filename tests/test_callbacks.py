@@ -32,3 +32,20 @@ def test_loss_monitor_is_unchanged():
     for epoch, loss in enumerate([0.5, 0.3, 0.3, 0.4]):
         stop.on_epoch_end(epoch, {"val_loss": loss, "val_accuracy": 0.5})
     assert stop.best_epoch == 1
+
+
+def test_cosine_schedule_in_a_real_run(tmp_path):
+    """The rate each epoch used, as history.csv logs it, follows the cosine curve from --learning-rate."""
+    import csv
+    import math
+    from conftest import run_cli
+    args = ["train-image", "--dataset", "digits", "--name", "c", "--filters", "4,8", "--dense-units", "8",
+            "--batch-size", "32", "--epochs", "4", "--learning-rate", "0.002", "--lr-schedule", "cosine",
+            "--no-export", "--run-dir", tmp_path]
+    run_cli(args)
+    with open(tmp_path / "c" / "history.csv") as f:
+        rates = [float(row["learning_rate"]) for row in csv.DictReader(f)]
+    expected = [0.002 * (0.01 + 0.99 * (1 + math.cos(math.pi * e / 4)) / 2) for e in range(4)]
+    assert np.allclose(rates, expected, rtol=1e-5), rates
+    result = run_cli(["train-image", "--lr-schedule", "sometimes"], expect_exit=2)
+    assert "--lr-schedule" in result.output and "sometimes" in result.output

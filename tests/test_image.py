@@ -336,8 +336,9 @@ def test_seed_makes_runs_repeatable(tmp_path):
     assert first != other
 
 
-@pytest.mark.parametrize("size, filters", [((8, 8), (32, 64)), ((28, 28), (32, 64)), ((32, 32), (32, 64)),
-                                           ((64, 64), (32, 64, 128)), ((128, 96), (32, 64, 128, 128))])
+@pytest.mark.parametrize("size, filters", [((8, 8), (32, 64)), ((16, 16), (32, 64)), ((28, 28), (32, 64, 128)),
+                                           ((32, 32), (32, 64, 128)), ((64, 64), (32, 64, 128)),
+                                           ((128, 96), (32, 64, 128, 128))])
 def test_default_filters_downsample_to_at_most_8x8(size, filters):
     from cnnapp.models.image_cnn import default_filters
     assert default_filters(size) == filters

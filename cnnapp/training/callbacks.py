@@ -16,20 +16,54 @@ log = logging.getLogger(__name__)
 def build_callbacks(config: TrainConfig, run_dir: Path, *, resuming: bool,
                     backup_dir: Path | None = None) -> list[keras.callbacks.Callback]:
     """Early stopping (best weights restored), best checkpoint, BackupAndRestore, CSV log,
-    TensorBoard and a plateau learning-rate schedule. `backup_dir` defaults to run_dir/backup
-    (one per worker under multi-worker training)."""
+    TensorBoard and a learning-rate schedule (`config.lr_schedule`: halve on a val_loss plateau,
+    or cosine decay over the epochs). `backup_dir` defaults to run_dir/backup (one per worker under
+    multi-worker training)."""
     mode = "max" if "acc" in config.monitor else "min"
-    return [
+    if config.lr_schedule == "cosine":
+        schedule = [CosineDecay(config.epochs)]
+    elif config.lr_schedule == "plateau":
+        schedule = [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=config.lr_patience,
+                                                      min_lr=1e-5, verbose=1)]
+    else:
+        from cnnapp.errors import CnnappError
+        raise CnnappError(f"--lr-schedule: choose plateau or cosine. Received: {config.lr_schedule}")
+    return schedule + [  # the schedule first: CosineDecay reads the initial rate before a resume restores it
         # A killed run resumes from the last finished epoch when the same command is run again.
         keras.callbacks.BackupAndRestore(str(backup_dir or run_dir / "backup")),
         EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience,
                       restore_best_weights=True, verbose=1),
         ModelCheckpoint(str(run_dir / "best.keras"), monitor=config.monitor, mode=mode, save_best_only=True),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=config.lr_patience,
-                                          min_lr=1e-5, verbose=1),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
         EpochTensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False),
     ]
+
+
+class CosineDecay(keras.callbacks.Callback):
+    """Per epoch, the rate follows half a cosine from the optimizer's initial rate to 1% of it.
+
+    Epoch e of E uses base * (0.01 + 0.99 * (1 + cos(pi * e / E)) / 2); a resumed run continues
+    the same curve, because the base is read before BackupAndRestore restores the optimizer.
+    """
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs, self.base = epochs, None
+
+    def on_train_begin(self, logs=None):
+        if self.base is None:
+            self.base = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    def rate(self, epoch: int) -> float:
+        import math
+        return self.base * (0.01 + 0.99 * (1 + math.cos(math.pi * epoch / max(self.epochs, 1))) / 2)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.optimizer.learning_rate.assign(self.rate(epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:  # in history.csv and TensorBoard, as ReduceLROnPlateau does
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
 class _LowerLossBreaksTies:
