@@ -115,7 +115,10 @@ def write_report() -> None:
         coverage = r["runs"][0].get("embedding_coverage") if r["runs"] else None
         emb = (f"GloVe {coverage['dim']}-d subset ({100 * coverage['token_coverage']:.0f}% of tokens)" if coverage
                else f"emb {st['embedding_dim']}")
-        setting = f"{st['optimizer']}, {st['epochs']} epochs max, {emb}, {st['feature_maps']} maps, patience {st['patience']}"
+        # rows measured before these settings existed used Kim's full clean_str and no edge padding
+        pad = "edge padding" if st.get("edge_padding", False) else "no edge padding"
+        setting = (f"{st['optimizer']}, {st['epochs']} epochs max, {emb}, {st['feature_maps']} maps, "
+                   f"patience {st['patience']}, standardize {st.get('standardize', 'kim')}, {pad}")
         rows.append(f"| {r['dataset']} | {r['mode']} | {setting} | {protocol} | **{r['mean']:.2f}** ({r['min']:.2f}, {r['max']:.2f}) "
                     f"| {len(r['runs'])} | {r['kim']} ({status}) | {r['wall_seconds'] / 60:.1f} min | `{r['command']}` |")
     REPORT.parent.mkdir(parents=True, exist_ok=True)
@@ -128,8 +131,11 @@ def write_report() -> None:
         "CPU machine (other jobs were running, so times are upper bounds).\n"
         "`static`/`non-static` use two small GloVe 6B **50-d** files together (top2445 + slice5403, covering "
         "about 76-84% of tokens): a subset, not Kim's 300-d word2vec, so their row is not comparable.\n\n"
-        "Common settings: region sizes 3,4,5, dropout 0.5, max-norm 3, batch 50, Kim's standardisation, "
-        "early stopping on the dev split (best weights restored), at most the epochs in the command.\n\n"
+        "Common settings: region sizes 3,4,5, dropout 0.5, max-norm 3, batch 50, early stopping on the dev "
+        "split (best weights restored), at most the epochs in the command. `standardize` is the tokenisation "
+        "(`kim`: Kim's clean_str; `lower`: lower-case only, his rule for the pre-tokenised SST; `none`: as "
+        "written, his rule for TREC, which keeps case); edge padding is his (widest region - 1) zero vectors "
+        "at both ends of each sentence.\n\n"
         "| data | mode | settings | protocol | accuracy % mean (min, max) | seeds | Kim 2014 | wall | command |\n"
         "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n" + NOTES_MARKER + notes)
 

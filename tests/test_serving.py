@@ -423,6 +423,6 @@ def test_real_server_over_loopback(model_base):
         assert r.status_code == 400 and list(r.json()) == ["error"]
     finally:
         proc.terminate()
-        rest, _ = proc.communicate(timeout=30)
+        _, rest = proc.communicate(timeout=30)
     log_text = "".join(lines) + rest
     assert "serving tiny_image version 1" in log_text and f"127.0.0.1:{port}" in log_text
