@@ -97,7 +97,8 @@ def options(*decorators):
 
 train_options = options(
     click.option("--name", default=None, help="Model name: runs/<name>/ and saved_models/<name>/ (default: from the data)."),
-    click.option("--epochs", type=click.IntRange(min=1), default=15, show_default=True),
+    click.option("--epochs", type=click.IntRange(min=1), default=None,
+                 help="[default: 20 for images, 15 for sentences]"),
     click.option("--batch-size", type=click.IntRange(min=1), default=None,
                  help="Per replica; the global batch is batch-size x replicas. Under several replicas, "
                       "scale --learning-rate linearly with the global batch (Goyal et al. 2017). "
@@ -129,10 +130,10 @@ train_options = options(
 )
 
 
-def train_config(kw: dict, *, batch_size: int, optimizer: str, lr_schedule: str = "plateau"):
+def train_config(kw: dict, *, epochs: int, batch_size: int | None, optimizer: str, lr_schedule: str = "plateau"):
     from cnnapp.config import TrainConfig
     return TrainConfig(
-        name=kw["name"], epochs=kw["epochs"], batch_size=kw["batch_size"] or batch_size,
+        name=kw["name"], epochs=kw["epochs"] or epochs, batch_size=kw["batch_size"] or batch_size,
         learning_rate=kw["learning_rate"], optimizer=kw["optimizer"] or optimizer, seed=kw["seed"],
         lr_schedule=kw["lr_schedule"] or lr_schedule,
         deterministic=kw["deterministic"], patience=kw["patience"], strategy=kw["strategy"],
@@ -140,14 +141,16 @@ def train_config(kw: dict, *, batch_size: int, optimizer: str, lr_schedule: str 
         export=kw["export"])
 
 
+IMAGE_LR_SCHEDULE = "plateau"
+
 image_model_options = options(
     click.option("--image-size", type=ImageSize(), default=None,
                  help="N or HxW. Default: the data's own size (image folders: 128)."),
     click.option("--channels", type=click.Choice(["1", "3"]), default=None,
                  help="Default: the data's own (folders: 3 unless all grayscale)."),
     click.option("--filters", type=INTS, default=None,
-                 help="Filters per conv block. Default: blocks of 32, 64, then 128 until the map is 8x8 "
-                      "(28-32px: 32,64; 128px: 32,64,128,128)."),
+                 help="Filters per conv block. Default: blocks of 32, 64, then 128 until the map is 8x8, "
+                      "at least 3 from 24px up (28-64px: 32,64,128; 128px: 32,64,128,128; 8px: 32,64)."),
     click.option("--kernel-sizes", type=INTS, default="3", show_default=True, help="One, or one per block."),
     click.option("--strides", type=INTS, default="1", show_default=True, help="One, or one per block."),
     click.option("--padding", type=click.Choice(["same", "valid"]), default="same", show_default=True),
@@ -252,7 +255,7 @@ def train_image(data, dataset, data_dir, skip_bad_images, **kw):
     from cnnapp.pipelines.image import train_image as run
     result, export_dir = run(data=data, dataset=dataset, data_dir=data_dir, skip_bad_images=skip_bad_images,
                              model_cfg=image_model_config(kw),
-                             train_cfg=train_config(kw, batch_size=None, optimizer="adam"))
+                             train_cfg=train_config(kw, epochs=20, batch_size=None, optimizer="adam", lr_schedule=IMAGE_LR_SCHEDULE))
     report_result(result, export_dir)
 
 
@@ -289,7 +292,7 @@ def train_text(data, dataset, data_dir, dev, test, text_column, label_column, en
     request = TextRequest(data=tuple(data), dataset=dataset, dev=dev, test=test, encoding=encoding,
                           text_column=text_column, label_column=label_column, data_dir=data_dir)
     outcome = run(request=request, standardize=standardize, cv=cv, repeats=repeats, export_fold=export_fold,
-                  model_cfg=text_model_config(kw), train_cfg=train_config(kw, batch_size=50, optimizer="adam"))
+                  model_cfg=text_model_config(kw), train_cfg=train_config(kw, epochs=15, batch_size=50, optimizer="adam"))
     if outcome.cv:
         s = outcome.cv
         click.echo(f"cross-validation ({s['protocol']}): accuracy mean {s['mean']:.4f} "

@@ -42,7 +42,7 @@ class ImageModelConfig:
 
     image_size: tuple[int, int] | None = None    # None: the data's own size (folders: 128x128)
     channels: int | None = None                   # None: the data's own channels
-    filters: tuple[int, ...] = ()               # (): blocks until the map is 8x8 (models.image_cnn.default_filters)
+    filters: tuple[int, ...] = ()               # (): blocks until the map is 8x8, >= 3 from 24px (models.image_cnn.default_filters)
     kernel_sizes: tuple[int, ...] = (3,)
     strides: tuple[int, ...] = (1,)
     padding: str = "same"

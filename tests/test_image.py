@@ -106,8 +106,9 @@ def test_image_cnn_rejects_an_input_too_small_for_its_blocks():
 
 def test_summary_image_prints_shapes_params_and_totals():
     out = run_cli(["summary", "image"]).output
-    assert "conv1" in out and "(N, 28, 28, 32)" in out and "(N, 7, 7, 64)" in out
-    assert "Total params: 421,930" in out  # conv 288+18,432, bn 384, dense 401,536, head 1,290
+    assert "conv1" in out and "(N, 28, 28, 32)" in out and "(N, 7, 7, 64)" in out and "(N, 3, 3, 128)" in out
+    # conv 288+18,432+73,728, bn 896, dense 1,152*128+128 = 147,584, head 1,290
+    assert "Total params: 242,218" in out
 
 
 def test_summary_text_shows_each_branch():
