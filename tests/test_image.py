@@ -114,7 +114,8 @@ def test_summary_image_prints_shapes_params_and_totals():
 def test_summary_text_shows_each_branch():
     out = run_cli(["summary", "text", "--sequence-length", "40", "--vocab-size", "1000"]).output
     for width in (3, 4, 5):
-        assert f"conv_w{width}" in out and f"(N, {40 - width + 1}, 100)" in out
+        # 40 tokens + Kim's edge padding of 4 zero vectors each side
+        assert f"conv_w{width}" in out and f"(N, {40 + 8 - width + 1}, 100)" in out
     assert "maxpool_w5" in out and "(N, 300)" in out
 
 
