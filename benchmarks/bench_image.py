@@ -15,7 +15,7 @@ Parts (each one a fresh process through the real CLI, `python -m cnnapp train-im
              Throughput is training images per second over the epochs after the first (the
              first builds the graph and fills cnnapp's tf.data cache); both sides time an epoch
              from its start to its end, validation pass included, and train on the same 54,000 images.
-3. folder    the image-folder path with its defaults (128x128 RGB, three conv blocks) on
+3. folder    the image-folder path with its defaults (128x128 RGB, four conv blocks to an 8x8 map) on
              ../shared/data/image/cats_vs_dogs (train/ 400, validation/ 200), then `cnnapp predict`
              on one of its JPEGs through the exported SavedModel.
 4. torch     optional: ../shared/peers/torch_cnn.py with --torch-python (a separate venv with torch).

@@ -114,8 +114,9 @@ train_options = options(
     click.option("--seed", type=int, default=1337, show_default=True, help="Seeds data splits, shuffling, init."),
     click.option("--deterministic/--no-deterministic", default=False, show_default=True,
                  help="Deterministic TF ops: bit-identical reruns, slower."),
-    click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True,
-                 help="Early stopping patience (epochs without a better val_accuracy)."),
+    click.option("--patience", type=click.IntRange(min=1), default=6, show_default=True,
+                 help="Early stopping patience (epochs without a better val_accuracy); the default "
+                      "outlasts two halvings of the plateau schedule (2 epochs each) and their effect."),
     click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multi-worker"]), default="auto",
                  show_default=True, help="auto: multi-worker when TF_CONFIG names a cluster, mirrored over "
                                          "several GPUs, else default."),

@@ -23,7 +23,7 @@ class TrainConfig:
     optimizer: str = "adam"
     seed: int = 1337
     deterministic: bool = False           # tf.config.experimental.enable_op_determinism()
-    patience: int = 5                     # early stopping on the validation metric
+    patience: int = 6                     # early stopping on the validation metric; > 2 x lr_patience
     lr_schedule: str = "plateau"          # plateau (ReduceLROnPlateau on val_loss) | cosine (over the epochs)
     lr_patience: int = 2                  # ReduceLROnPlateau
     monitor: str = "val_accuracy"

@@ -1,6 +1,6 @@
 """Opt-in (`make test-slow`): the image-folder path on real photos, ../shared/data/image/cats_vs_dogs.
 
-Trains the default folder model (128x128 RGB, three conv blocks) for two epochs through the CLI,
+Trains the default folder model (128x128 RGB, four conv blocks to an 8x8 map) for two epochs through the CLI,
 then answers a real JPEG from the exported SavedModel in a fresh process. Skips without the data.
 """
 
@@ -26,7 +26,7 @@ def test_image_folder_trains_on_cats_vs_dogs_and_the_export_predicts_a_jpeg(tmp_
     config = json.loads((runs / "cats_vs_dogs" / "config.json").read_text())
     model_cfg = config["ImageModelConfig"]
     assert model_cfg["image_size"] == [128, 128] and model_cfg["channels"] == 3
-    assert model_cfg["filters"] == [32, 64, 128]  # three blocks by default above 32x32 (folders: 128x128)
+    assert model_cfg["filters"] == [32, 64, 128, 128]  # blocks until the map is 8x8 (folders: 128x128)
     assert config["resolved"]["splits"] == {"train": 360, "validation": 40, "test": 200}
     assert config["resolved"]["class_names"] == ["cats", "dogs"]
     metrics = json.loads((runs / "cats_vs_dogs" / "metrics.json").read_text())
