@@ -108,9 +108,9 @@ train_options = options(
                  help="Default: the optimizer's (Adam 1e-3, Adadelta 1.0)."),
     click.option("--optimizer", type=click.Choice(["adam", "adamw", "adadelta", "sgd", "rmsprop"]), default=None,
                  help="[default: adam]"),
-    click.option("--lr-schedule", type=click.Choice(["plateau", "cosine"]), default=None,
+    click.option("--lr-schedule", type=click.Choice(["plateau", "cosine"]), default="plateau", show_default=True,
                  help="plateau: halve the rate when val_loss stalls for 2 epochs; cosine: decay it over "
-                      "--epochs to 1%. [default: plateau]"),
+                      "--epochs to 1%."),
     click.option("--seed", type=int, default=1337, show_default=True, help="Seeds data splits, shuffling, init."),
     click.option("--deterministic/--no-deterministic", default=False, show_default=True,
                  help="Deterministic TF ops: bit-identical reruns, slower."),
@@ -131,18 +131,16 @@ train_options = options(
 )
 
 
-def train_config(kw: dict, *, epochs: int, batch_size: int | None, optimizer: str, lr_schedule: str = "plateau"):
+def train_config(kw: dict, *, epochs: int, batch_size: int | None, optimizer: str):
     from cnnapp.config import TrainConfig
     return TrainConfig(
         name=kw["name"], epochs=kw["epochs"] or epochs, batch_size=kw["batch_size"] or batch_size,
         learning_rate=kw["learning_rate"], optimizer=kw["optimizer"] or optimizer, seed=kw["seed"],
-        lr_schedule=kw["lr_schedule"] or lr_schedule,
+        lr_schedule=kw["lr_schedule"],
         deterministic=kw["deterministic"], patience=kw["patience"], strategy=kw["strategy"],
         precision=kw["precision"], jit=kw["jit"], run_dir=kw["run_dir"], export_base=kw["export_base"],
         export=kw["export"])
 
-
-IMAGE_LR_SCHEDULE = "plateau"
 
 image_model_options = options(
     click.option("--image-size", type=ImageSize(), default=None,
@@ -256,7 +254,7 @@ def train_image(data, dataset, data_dir, skip_bad_images, **kw):
     from cnnapp.pipelines.image import train_image as run
     result, export_dir = run(data=data, dataset=dataset, data_dir=data_dir, skip_bad_images=skip_bad_images,
                              model_cfg=image_model_config(kw),
-                             train_cfg=train_config(kw, epochs=20, batch_size=None, optimizer="adam", lr_schedule=IMAGE_LR_SCHEDULE))
+                             train_cfg=train_config(kw, epochs=20, batch_size=None, optimizer="adam"))
     report_result(result, export_dir)
 
 
