@@ -67,7 +67,7 @@ class TextModelConfig:
     max_norm: float | None = 3.0
     edge_padding: bool = True             # Kim's (widest region - 1) zero vectors at both ends
     max_tokens: int | None = 30000
-    sequence_length: int | None = None    # None: from the data (95th percentile, at least the widest region)
+    sequence_length: int | None = None    # None: the longest training sentence (capped at 400), at least the widest region
 
 
 def to_dict(*configs: Any, **extra: Any) -> dict:

@@ -288,3 +288,25 @@ def test_edge_padding_lets_every_filter_see_a_one_word_sentence():
     # windows that start in the leading padding still contain the word, and are reported from it
     assert ev["ngrams"] and all(g["ngram"] == "word" for g in ev["ngrams"])
     assert all(-4 <= g["start"] <= 0 for g in ev["ngrams"])
+
+
+@pytest.mark.parametrize("mode", ["rand", "multichannel"])
+def test_padding_ids_embed_to_zero_so_the_padding_vector_cannot_matter(mode):
+    import keras
+    from cnnapp.models.text_cnn import build_text_cnn
+    keras.utils.set_random_seed(0)
+    matrix = np.random.default_rng(0).uniform(-1, 1, (20, 4)).astype("float32") if mode != "rand" else None
+    model = build_text_cnn(sequence_length=8, vocab_size=20, num_classes=3, feature_maps=5, embedding_dim=4,
+                           embedding_mode=mode, embedding_matrix=matrix)
+    ids = np.array([[7, 3, 9, 0, 0, 0, 0, 0], [4, 0, 0, 0, 0, 0, 0, 0]])
+    before = model.predict(ids, verbose=0)
+    for layer in model.layers:  # a huge vector at id 0, as training could learn for the padding
+        if isinstance(layer, keras.layers.Embedding):
+            table = np.asarray(layer.embeddings).copy()
+            table[0] = 50.0
+            layer.embeddings.assign(table)
+    after = model.predict(ids, verbose=0)
+    np.testing.assert_allclose(after, before, atol=1e-6)
+    if mode == "rand":
+        zeroed = np.asarray(keras.Model(model.inputs, model.get_layer("zero_padding_tokens").output)(ids))
+        assert np.all(zeroed[0, 3:] == 0) and np.all(np.any(zeroed[0, :3] != 0, axis=-1))

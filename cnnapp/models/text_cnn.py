@@ -1,11 +1,13 @@
 """The sentence CNN of Kim (2014), as studied by Zhang & Wallace (2015).
 
-token ids -> embedding (1 or 2 channels) -> zero padding at both edges -> one Conv1D per region
+token ids -> embedding (1 or 2 channels; padding ids give zero vectors) -> zero padding at both edges -> one Conv1D per region
 size (ReLU) -> max over time -> concatenate -> dropout -> dense softmax with a max-norm constraint.
 
-Edge padding is Kim's: every sentence gets (widest region - 1) zero vectors before and after it,
-so each filter also sees the first and last words at every offset ("who ..." at the start of a
-TREC question is a feature of its own). ``edge_padding=False`` leaves it out.
+Padding tokens (id 0, after the end of a short sentence) embed to zero vectors, as Kim's
+``set_zero`` keeps them, so a sentence's features do not depend on how much padding follows it
+and the padding has no learned vector of its own. Edge padding is Kim's: every sentence gets
+(widest region - 1) zero vectors before and after it, so each filter also sees the first and last
+words at every offset ("who ..." at the start of a TREC question is a feature of its own). ``edge_padding=False`` leaves it out.
 
 Embedding modes (Kim's names): ``rand`` learns embeddings from scratch; ``static`` uses
 pretrained vectors frozen; ``non-static`` fine-tunes them; ``multichannel`` has one frozen and
@@ -21,6 +23,19 @@ from cnnapp.errors import CnnappError
 from cnnapp.models import classifier_head, register
 
 EMBEDDING_MODES = ("rand", "static", "non-static", "multichannel")
+
+
+@keras.saving.register_keras_serializable(package="cnnapp")
+class ZeroPaddingTokens(keras.layers.Layer):
+    """[token_ids, embedded] -> embedded with the vectors at padding ids (0) set to zero."""
+
+    def call(self, inputs):
+        token_ids, embedded = inputs
+        keep = keras.ops.cast(keras.ops.not_equal(token_ids, 0), embedded.dtype)
+        return embedded * keras.ops.expand_dims(keep, -1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[1]
 
 
 @register("text_cnn")
@@ -69,6 +84,8 @@ def build_text_cnn(
                     embedding(True, "embedding_non_static")(token_ids)]
     else:
         channels = [embedding(embedding_mode != "static", "embedding")(token_ids)]
+    zero = ZeroPaddingTokens(name="zero_padding_tokens")
+    channels = [zero([token_ids, c]) for c in channels]
     if edge_padding:
         pad = keras.layers.ZeroPadding1D(max(region_sizes) - 1, name="edge_padding")
         channels = [pad(c) for c in channels]
