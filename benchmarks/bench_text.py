@@ -62,6 +62,7 @@ def run_dataset(name: str, mode: str, args) -> dict:
     data, source = read_text_data(request)
     model_cfg = TextModelConfig(embedding_mode=mode, embedding_dim=args.embedding_dim,
                                 feature_maps=args.feature_maps, edge_padding=args.edge_padding,
+                                region_sizes=tuple(int(w) for w in args.region_sizes.split(",")),
                                 embeddings_path=tuple(str(p) for p in GLOVE) if mode != "rand" else None)
     standardize = args.standardize or STANDARDIZE[name]
     label = f"{name}-{mode}" + (f"-{args.tag}" if args.tag else "")
@@ -69,7 +70,8 @@ def run_dataset(name: str, mode: str, args) -> dict:
     out = {"dataset": name, "mode": mode, "protocol": protocol, "kim": kim[mode], "runs": [],
            "settings": {"optimizer": args.optimizer, "learning_rate": args.learning_rate, "batch_size": args.batch_size,
                         "epochs": args.epochs, "patience": args.patience, "embedding_dim": args.embedding_dim,
-                        "feature_maps": args.feature_maps, "region_sizes": [3, 4, 5], "dropout": 0.5, "max_norm": 3.0,
+                        "feature_maps": args.feature_maps, "region_sizes": list(model_cfg.region_sizes),
+                        "dropout": 0.5, "max_norm": 3.0,
                         "standardize": standardize, "edge_padding": args.edge_padding,
                         "padding_ids": "zero vectors"},
            "command": "python benchmarks/bench_text.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
@@ -129,7 +131,8 @@ def write_report() -> None:
         pad = "edge padding" if st.get("edge_padding", False) else "no edge padding"
         # rows measured before padding ids embedded to zero had a learned vector for them
         pad += ", padding ids " + st.get("padding_ids", "learned")
-        setting = (f"{st['optimizer']}, {st['epochs']} epochs max, {emb}, {st['feature_maps']} maps, "
+        widths = ",".join(str(w) for w in st.get("region_sizes", [3, 4, 5]))
+        setting = (f"{st['optimizer']}, {st['epochs']} epochs max, {emb}, {st['feature_maps']} maps of widths {widths}, "
                    f"patience {st['patience']}, standardize {st.get('standardize', 'kim')}, {pad}")
         ens = r.get("ensemble")
         ens = f"{ens['accuracy']:.2f}" if ens else "-"
@@ -145,7 +148,7 @@ def write_report() -> None:
         "CPU machine (other jobs were running, so times are upper bounds).\n"
         "`static`/`non-static` use two small GloVe 6B **50-d** files together (top2445 + slice5403, covering "
         "about 76-84% of tokens): a subset, not Kim's 300-d word2vec, so their row is not comparable.\n\n"
-        "Common settings: region sizes 3,4,5, dropout 0.5, max-norm 3, batch 50, early stopping on the dev "
+        "Common settings: dropout 0.5, max-norm 3, batch 50, early stopping on the dev "
         "split (best weights restored), at most the epochs in the command. `standardize` is the tokenisation "
         "(`kim`: Kim's clean_str; `lower`: lower-case only, his rule for the pre-tokenised SST; `none`: as "
         "written, his rule for TREC, which keeps case); edge padding is his (widest region - 1) zero vectors "
@@ -169,6 +172,7 @@ def main() -> None:
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--embedding-dim", type=int, default=128)
     p.add_argument("--feature-maps", type=int, default=100)
+    p.add_argument("--region-sizes", default="3,4,5", help="comma list of filter widths (Kim: 3,4,5)")
     p.add_argument("--standardize", default=None,
                    help="kim, lower, none, ...; default per data set as Kim: " + str(STANDARDIZE))
     p.add_argument("--no-edge-padding", dest="edge_padding", action="store_false",
