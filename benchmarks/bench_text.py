@@ -73,7 +73,7 @@ def run_dataset(name: str, mode: str, args) -> dict:
                         "feature_maps": args.feature_maps, "region_sizes": list(model_cfg.region_sizes),
                         "dropout": 0.5, "max_norm": 3.0,
                         "standardize": standardize, "edge_padding": args.edge_padding,
-                        "padding_ids": "zero vectors"},
+                        "padding_ids": "zero vectors", "ema": args.ema},
            "command": "python benchmarks/bench_text.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
            "embeddings": [p.name for p in GLOVE] if mode != "rand" else None}
     path = RESULTS / f"text-{label}.json"
@@ -81,7 +81,8 @@ def run_dataset(name: str, mode: str, args) -> dict:
     for seed in range(args.seed, args.seed + args.seeds):
         train_cfg = TrainConfig(name=label, epochs=args.epochs, batch_size=args.batch_size,
                                 optimizer=args.optimizer, learning_rate=args.learning_rate, seed=seed,
-                                patience=args.patience, run_dir=str(run_root), export=False, verbose=0)
+                                patience=args.patience, ema=args.ema, run_dir=str(run_root), export=False,
+                                verbose=0)
         start = time.perf_counter()
         if protocol == "cv":
             summary, _ = cross_validate(data, k=args.folds, repeats=1, model_cfg=model_cfg, train_cfg=train_cfg,
@@ -131,6 +132,7 @@ def write_report() -> None:
         pad = "edge padding" if st.get("edge_padding", False) else "no edge padding"
         # rows measured before padding ids embedded to zero had a learned vector for them
         pad += ", padding ids " + st.get("padding_ids", "learned")
+        pad += f", weight EMA {st['ema']}" if st.get("ema") else ""
         widths = ",".join(str(w) for w in st.get("region_sizes", [3, 4, 5]))
         setting = (f"{st['optimizer']}, {st['epochs']} epochs max, {emb}, {st['feature_maps']} maps of widths {widths}, "
                    f"patience {st['patience']}, standardize {st.get('standardize', 'kim')}, {pad}")
@@ -170,6 +172,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--optimizer", default="adam")
     p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--ema", type=float, default=0.0, help="weight averaging momentum (0: off)")
     p.add_argument("--embedding-dim", type=int, default=128)
     p.add_argument("--feature-maps", type=int, default=100)
     p.add_argument("--region-sizes", default="3,4,5", help="comma list of filter widths (Kim: 3,4,5)")

@@ -26,6 +26,7 @@ class TrainConfig:
     patience: int = 6                     # early stopping on the validation metric; > 2 x lr_patience
     lr_schedule: str = "plateau"          # plateau (ReduceLROnPlateau on val_loss) | cosine (over the epochs)
     lr_patience: int = 2                  # ReduceLROnPlateau
+    ema: float = 0.0                      # > 0: weights averaged with this momentum (Polyak); validated and kept
     monitor: str = "val_accuracy"
     strategy: str = "auto"                # auto | default | mirrored | multi-worker
     precision: str = "auto"               # auto | float32 | mixed_float16 | mixed_bfloat16

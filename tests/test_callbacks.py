@@ -49,3 +49,22 @@ def test_cosine_schedule_in_a_real_run(tmp_path):
     assert np.allclose(rates, expected, rtol=1e-5), rates
     result = run_cli(["train-image", "--lr-schedule", "sometimes"], expect_exit=2)
     assert "--lr-schedule" in result.output and "sometimes" in result.output
+
+
+def test_ema_weights_are_what_is_validated_and_kept(tmp_path):
+    """With --ema near 1 the average stays near the first step's weights: validation and the kept
+    model must show that (near chance) while the raw weights being trained fit the data better."""
+    import csv
+    import json
+    from conftest import run_cli
+    run_cli(["train-image", "--dataset", "digits", "--name", "e", "--filters", "4,8", "--dense-units", "8",
+             "--batch-size", "32", "--epochs", "4", "--learning-rate", "0.01", "--ema", "0.999999",
+             "--no-export", "--run-dir", tmp_path])
+    with open(tmp_path / "e" / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    train_acc, val_acc = float(rows[-1]["accuracy"]), max(float(r["val_accuracy"]) for r in rows)
+    test_acc = json.loads((tmp_path / "e" / "metrics.json").read_text())["test"]["accuracy"]
+    assert val_acc < 0.2 and test_acc < 0.2, (val_acc, test_acc)  # 10 classes: the averaged weights
+    assert train_acc > val_acc + 0.1, (train_acc, val_acc)          # the raw weights learned
+    result = run_cli(["train-image", "--ema", "1.5"], expect_exit=2)
+    assert "--ema" in result.output and "1.5" in result.output

@@ -17,7 +17,8 @@ def build_callbacks(config: TrainConfig, run_dir: Path, *, resuming: bool,
                     backup_dir: Path | None = None) -> list[keras.callbacks.Callback]:
     """Early stopping (best weights restored), best checkpoint, BackupAndRestore, CSV log,
     TensorBoard and a learning-rate schedule (`config.lr_schedule`: halve on a val_loss plateau,
-    or cosine decay over the epochs). `backup_dir` defaults to run_dir/backup (one per worker under
+    or cosine decay over the epochs); with `config.ema`, the weights' moving average is what is
+    validated, checkpointed and restored. `backup_dir` defaults to run_dir/backup (one per worker under
     multi-worker training)."""
     mode = "max" if "acc" in config.monitor else "min"
     if config.lr_schedule == "cosine":
@@ -28,9 +29,13 @@ def build_callbacks(config: TrainConfig, run_dir: Path, *, resuming: bool,
     else:
         from cnnapp.errors import CnnappError
         raise CnnappError(f"--lr-schedule: choose plateau or cosine. Received: {config.lr_schedule}")
+    # With --ema, validation, early stopping and the checkpoint all see the averaged weights (swapped
+    # in after BackupAndRestore has saved the raw ones, so a resumed run continues from those).
+    ema = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema else []
     return schedule + [  # the schedule first: CosineDecay reads the initial rate before a resume restores it
         # A killed run resumes from the last finished epoch when the same command is run again.
         keras.callbacks.BackupAndRestore(str(backup_dir or run_dir / "backup")),
+        *ema,
         EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience,
                       restore_best_weights=True, verbose=1),
         ModelCheckpoint(str(run_dir / "best.keras"), monitor=config.monitor, mode=mode, save_best_only=True),

@@ -53,11 +53,16 @@ class TrainResult:
     is_chief: bool = True
 
 
-def make_optimizer(name: str, learning_rate: float | None) -> keras.optimizers.Optimizer:
+def make_optimizer(name: str, learning_rate: float | None, ema: float = 0.0) -> keras.optimizers.Optimizer:
+    """The named optimizer; `ema` > 0 also keeps an exponential moving average of the weights."""
     if name not in OPTIMIZERS:
         raise CnnappError(f"--optimizer: choose from {', '.join(OPTIMIZERS)}. Received: {name}")
+    if not 0.0 <= ema < 1.0:
+        raise CnnappError(f"--ema: the averaging momentum must be in [0, 1), e.g. 0.99. Received: ema={ema}")
     cls, default_lr = OPTIMIZERS[name]
     kwargs = {"rho": 0.95, "epsilon": 1e-6} if name == "adadelta" else {}
+    if ema:
+        kwargs.update(use_ema=True, ema_momentum=ema)
     return cls(learning_rate=learning_rate or default_lr, **kwargs)
 
 
@@ -215,7 +220,7 @@ def _train(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *,
 
     with strategy.scope():
         model = build_model()
-        model.compile(optimizer=make_optimizer(config.optimizer, config.learning_rate),
+        model.compile(optimizer=make_optimizer(config.optimizer, config.learning_rate, config.ema),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=jit)
 
     resolved = {
