@@ -308,5 +308,5 @@ def test_padding_ids_embed_to_zero_so_the_padding_vector_cannot_matter(mode):
     after = model.predict(ids, verbose=0)
     np.testing.assert_allclose(after, before, atol=1e-6)
     if mode == "rand":
-        zeroed = np.asarray(keras.Model(model.inputs, model.get_layer("zero_padding_tokens").output)(ids))
+        zeroed = np.asarray(keras.Model(model.input, model.get_layer("zero_padding_tokens").output)(ids))
         assert np.all(zeroed[0, 3:] == 0) and np.all(np.any(zeroed[0, :3] != 0, axis=-1))
