@@ -275,7 +275,7 @@ def train_image(data, dataset, data_dir, skip_bad_images, **kw):
 @click.option("--text-column", default=None, help="CSV/TSV text column [default: text, else sentence].")
 @click.option("--label-column", default=None, help="CSV/TSV label column [default: label].")
 @click.option("--encoding", default="utf-8", show_default=True, help="File encoding (MR needs latin-1).")
-@click.option("--standardize", type=click.Choice(["kim", "lower", "lower_and_strip_punctuation", "none"]),
+@click.option("--standardize", type=click.Choice(["kim", "kim_sst", "lower", "lower_and_strip_punctuation", "none"]),
               default="kim", show_default=True, help="Text clean-up before splitting on whitespace.")
 @click.option("--cv", type=click.IntRange(min=2), default=None,
               help="Stratified K-fold cross-validation instead of a test split (Kim: 10 for MR).")

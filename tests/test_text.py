@@ -310,3 +310,20 @@ def test_padding_ids_embed_to_zero_so_the_padding_vector_cannot_matter(mode):
     if mode == "rand":
         zeroed = np.asarray(keras.Model(model.input, model.get_layer("zero_padding_tokens").output)(ids))
         assert np.all(zeroed[0, 3:] == 0) and np.all(np.any(zeroed[0, :3] != 0, axis=-1))
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("kim", ["a", "stirring", ",", "funny", "re-imagining", "of", "cafés", ".", "it", "'s", "fun", "!"]),
+    ("kim_sst", ["a", "stirring", ",", "funny", "re", "imagining", "of", "cafés", "it's", "fun", "!"]),
+    ("lower", ["a", "stirring", ",", "funny", "re-imagining", "of", "cafés", ".", "it's", "fun", "!"]),
+    ("none", ["A", "Stirring", ",", "funny", "re-imagining", "of", "Cafés", ".", "It's", "fun", "!"]),
+])
+def test_standardize_rules_tokenise_as_documented(name, expected):
+    from cnnapp.preprocessing.text import make_vectorizer
+    sentence = "A Stirring , funny re-imagining of Cafés . It's fun!"
+    if name != "kim":  # the pre-tokenised rules split on whitespace only
+        sentence = sentence.replace("fun!", "fun !")
+    vectorizer = make_vectorizer([sentence], max_tokens=None, sequence_length=20, standardize=name)
+    vocabulary = vectorizer.get_vocabulary()
+    ids = vectorizer([sentence]).numpy()[0]
+    assert [vocabulary[i] for i in ids if i] == expected

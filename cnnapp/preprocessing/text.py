@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from cnnapp.errors import CnnappError
 
-STANDARDIZE = ("kim", "lower", "lower_and_strip_punctuation", "none")
+STANDARDIZE = ("kim", "kim_sst", "lower", "lower_and_strip_punctuation", "none")
 MAX_DEFAULT_LENGTH = 400
 
 
@@ -29,10 +29,22 @@ def kim_standardize(sentences):
     return tf.strings.regex_replace(s, r"\s+", " ")
 
 
+@keras.saving.register_keras_serializable(package="cnnapp")
+def kim_sst_standardize(sentences):
+    """Kim (2014)'s clean_str_sst for already tokenised text: lower-case, and every character other
+    than letters, digits and ( ) , ! ? ' ` becomes a space (so "." goes and "re-make" splits).
+
+    Non-ASCII letters are kept, as in `kim_standardize`.
+    """
+    s = tf.strings.lower(sentences, encoding="utf-8")
+    s = tf.strings.regex_replace(s, r"[^\pL\pN(),!?'`\s]", " ")
+    return tf.strings.strip(tf.strings.regex_replace(s, r"\s+", " "))
+
+
 def _standardize_arg(name: str):
     if name not in STANDARDIZE:
         raise CnnappError(f"--standardize: choose from {', '.join(STANDARDIZE)}. Received: {name}")
-    return {"kim": kim_standardize, "none": None}.get(name, name)
+    return {"kim": kim_standardize, "kim_sst": kim_sst_standardize, "none": None}.get(name, name)
 
 
 def token_counts(sentences, standardize: str = "kim") -> np.ndarray:
