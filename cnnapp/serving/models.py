@@ -152,9 +152,13 @@ class ModelManager:
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ requests
-    def _label_target(self, name: str, label: str) -> int | None:
-        """The version a label points at, None for an unknown label."""
-        return dict(self._models[name].labels).get(label)
+    def _label_target(self, name: str, label: str) -> int:
+        """The version a label points at; NotFound (naming the model's labels) for an unknown one."""
+        labels = dict(self._models[name].labels)
+        if label not in labels:
+            raise NotFound(f"Unrecognized servable version label: {label} "
+                           f"(model {name} has labels {sorted(labels)})")
+        return labels[label]
 
     @staticmethod
     def _version_number(version: str) -> int | None:
@@ -168,9 +172,6 @@ class ModelManager:
                 raise NotFound(f"Servable not found for request: Latest({name})")
             if label is not None:
                 wanted = self._label_target(name, label)
-                if wanted is None:
-                    raise NotFound(f"Unrecognized servable version label: {label} "
-                                   f"(model {name} has labels {sorted(dict(self._models[name].labels))})")
                 found = serving.get(wanted)
                 if found is None:
                     raise NotFound(f"Servable not found for request: Specific({name}, {wanted}) "
@@ -191,10 +192,7 @@ class ModelManager:
             if states is None:
                 raise NotFound(f"Could not find any versions of model {name}")
             if label is not None:
-                wanted = self._label_target(name, label)
-                if wanted is None:
-                    raise NotFound(f"Unrecognized servable version label: {label}")
-                version = str(wanted)
+                version = str(self._label_target(name, label))
             if version is not None:
                 v = self._version_number(version)
                 if v not in states:
