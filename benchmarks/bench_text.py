@@ -63,7 +63,6 @@ def run_dataset(name: str, mode: str, args) -> dict:
     model_cfg = TextModelConfig(embedding_mode=mode, embedding_dim=args.embedding_dim,
                                 feature_maps=args.feature_maps, edge_padding=args.edge_padding,
                                 region_sizes=tuple(int(w) for w in args.region_sizes.split(",")),
-                                word_dropout=args.word_dropout,
                                 embeddings_path=tuple(str(p) for p in GLOVE) if mode != "rand" else None)
     standardize = args.standardize or STANDARDIZE[name]
     label = f"{name}-{mode}" + (f"-{args.tag}" if args.tag else "")
@@ -74,8 +73,7 @@ def run_dataset(name: str, mode: str, args) -> dict:
                         "feature_maps": args.feature_maps, "region_sizes": list(model_cfg.region_sizes),
                         "dropout": 0.5, "max_norm": 3.0,
                         "standardize": standardize, "edge_padding": args.edge_padding,
-                        "padding_ids": "zero vectors", "ema": args.ema,
-                        "word_dropout": args.word_dropout},
+                        "padding_ids": "zero vectors", "ema": args.ema},
            "command": "python benchmarks/bench_text.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
            "embeddings": [p.name for p in GLOVE] if mode != "rand" else None}
     path = RESULTS / f"text-{label}.json"
@@ -135,7 +133,6 @@ def write_report() -> None:
         # rows measured before padding ids embedded to zero had a learned vector for them
         pad += ", padding ids " + st.get("padding_ids", "learned")
         pad += f", weight EMA {st['ema']}" if st.get("ema") else ""
-        pad += f", word dropout {st['word_dropout']}" if st.get("word_dropout") else ""
         widths = ",".join(str(w) for w in st.get("region_sizes", [3, 4, 5]))
         setting = (f"{st['optimizer']}, {st['epochs']} epochs max, {emb}, {st['feature_maps']} maps of widths {widths}, "
                    f"patience {st['patience']}, standardize {st.get('standardize', 'kim')}, {pad}")
@@ -178,7 +175,6 @@ def main() -> None:
     p.add_argument("--ema", type=float, default=0.0, help="weight averaging momentum (0: off)")
     p.add_argument("--embedding-dim", type=int, default=128)
     p.add_argument("--feature-maps", type=int, default=100)
-    p.add_argument("--word-dropout", type=float, default=0.0, help="fraction of word vectors dropped in training")
     p.add_argument("--region-sizes", default="3,4,5", help="comma list of filter widths (Kim: 3,4,5)")
     p.add_argument("--standardize", default=None,
                    help="kim, lower, none, ...; default per data set as Kim: " + str(STANDARDIZE))

@@ -65,7 +65,6 @@ class TextModelConfig:
     embedding_mode: str = "rand"          # rand | static | non-static | multichannel
     embeddings_path: tuple[str, ...] | None = None   # one or more vector files, merged
     dropout: float = 0.5
-    word_dropout: float = 0.0             # fraction of word vectors dropped while training
     max_norm: float | None = 3.0
     edge_padding: bool = True             # Kim's (widest region - 1) zero vectors at both ends
     max_tokens: int | None = 30000

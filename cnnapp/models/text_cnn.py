@@ -50,7 +50,6 @@ def build_text_cnn(
     embedding_mode: str = "rand",
     embedding_matrix: np.ndarray | None = None,
     dropout: float = 0.5,
-    word_dropout: float = 0.0,
     max_norm: float | None = 3.0,
     edge_padding: bool = True,
     name: str = "text_cnn",
@@ -87,9 +86,6 @@ def build_text_cnn(
         channels = [embedding(embedding_mode != "static", "embedding")(token_ids)]
     zero = ZeroPaddingTokens(name="zero_padding_tokens")
     channels = [zero([token_ids, c]) for c in channels]
-    if word_dropout:  # whole word vectors (all their dimensions) dropped while training
-        drop = keras.layers.Dropout(word_dropout, noise_shape=(None, sequence_length, 1), name="word_dropout")
-        channels = [drop(c) for c in channels]
     if edge_padding:
         pad = keras.layers.ZeroPadding1D(max(region_sizes) - 1, name="edge_padding")
         channels = [pad(c) for c in channels]

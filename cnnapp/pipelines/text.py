@@ -32,8 +32,7 @@ log = logging.getLogger(__name__)
 def text_model_kwargs(model_cfg: TextModelConfig) -> dict:
     return dict(region_sizes=model_cfg.region_sizes, feature_maps=model_cfg.feature_maps,
                 embedding_dim=model_cfg.embedding_dim, embedding_mode=model_cfg.embedding_mode,
-                dropout=model_cfg.dropout, word_dropout=model_cfg.word_dropout, max_norm=model_cfg.max_norm,
-                edge_padding=model_cfg.edge_padding)
+                dropout=model_cfg.dropout, max_norm=model_cfg.max_norm, edge_padding=model_cfg.edge_padding)
 
 
 def embeddings_paths(model_cfg: TextModelConfig) -> tuple[str, ...]:
