@@ -68,3 +68,15 @@ def test_ema_weights_are_what_is_validated_and_kept(tmp_path):
     assert train_acc > val_acc + 0.1, (train_acc, val_acc)          # the raw weights learned
     result = run_cli(["train-image", "--ema", "1.5"], expect_exit=2)
     assert "--ema" in result.output and "1.5" in result.output
+
+
+def test_ema_swap_sits_between_the_backup_and_what_reads_the_best_weights(tmp_path):
+    """BackupAndRestore must save the raw weights (a resumed run goes on training them), while early
+    stopping and the checkpoint, which run after the swap, see the averaged ones."""
+    from cnnapp.config import TrainConfig
+    from cnnapp.training.callbacks import build_callbacks
+    kinds = [type(c).__name__ for c in build_callbacks(TrainConfig(name="x", ema=0.99), tmp_path, resuming=False)]
+    assert kinds.index("BackupAndRestore") < kinds.index("SwapEMAWeights") < kinds.index("EarlyStopping")
+    assert kinds.index("SwapEMAWeights") < kinds.index("ModelCheckpoint")
+    plain = [type(c).__name__ for c in build_callbacks(TrainConfig(name="x"), tmp_path, resuming=False)]
+    assert "SwapEMAWeights" not in plain
