@@ -133,6 +133,7 @@ def write_report() -> None:
         # rows measured before padding ids embedded to zero had a learned vector for them
         pad += ", padding ids " + st.get("padding_ids", "learned")
         pad += f", weight EMA {st['ema']}" if st.get("ema") else ""
+        pad += f", batch {st['batch_size']}" if st.get("batch_size", 50) != 50 else ""
         widths = ",".join(str(w) for w in st.get("region_sizes", [3, 4, 5]))
         setting = (f"{st['optimizer']}, {st['epochs']} epochs max, {emb}, {st['feature_maps']} maps of widths {widths}, "
                    f"patience {st['patience']}, standardize {st.get('standardize', 'kim')}, {pad}")
@@ -150,9 +151,10 @@ def write_report() -> None:
         "CPU machine (other jobs were running, so times are upper bounds).\n"
         "`static`/`non-static` use two small GloVe 6B **50-d** files together (top2445 + slice5403, covering "
         "about 76-84% of tokens): a subset, not Kim's 300-d word2vec, so their row is not comparable.\n\n"
-        "Common settings: dropout 0.5, max-norm 3, batch 50, early stopping on the dev "
+        "Common settings: dropout 0.5, max-norm 3, batch 50 unless the row says, early stopping on the dev "
         "split (best weights restored), at most the epochs in the command. `standardize` is the tokenisation "
-        "(`kim`: Kim's clean_str; `lower`: lower-case only, his rule for the pre-tokenised SST; `none`: as "
+        "(`kim`: Kim's clean_str; `lower`: lower-case only; `kim_sst`: his clean_str_sst for the pre-tokenised "
+        "SST, which also drops characters other than letters, digits and (),!?'`; `none`: as "
         "written, his rule for TREC, which keeps case); edge padding is his (widest region - 1) zero vectors "
         "at both ends of each sentence. `ensemble` is the test accuracy of the seeds' models averaged (their "
         "probabilities), a separate figure: the row is compared with Kim by its mean over seeds, never by it.\n\n"

@@ -1,13 +1,15 @@
 """The sentence CNN of Kim (2014), as studied by Zhang & Wallace (2015).
 
-token ids -> embedding (1 or 2 channels; padding ids give zero vectors) -> zero padding at both edges -> one Conv1D per region
-size (ReLU) -> max over time -> concatenate -> dropout -> dense softmax with a max-norm constraint.
+token ids -> embedding (1 or 2 channels; padding ids give zero vectors) -> zero padding at both
+edges -> one Conv1D per region size (ReLU) -> max over time -> concatenate -> dropout -> dense
+softmax with a max-norm constraint.
 
 Padding tokens (id 0, after the end of a short sentence) embed to zero vectors, as Kim's
 ``set_zero`` keeps them, so a sentence's features do not depend on how much padding follows it
 and the padding has no learned vector of its own. Edge padding is Kim's: every sentence gets
 (widest region - 1) zero vectors before and after it, so each filter also sees the first and last
-words at every offset ("who ..." at the start of a TREC question is a feature of its own). ``edge_padding=False`` leaves it out.
+words at every offset ("who ..." at the start of a TREC question is a feature of its own).
+``edge_padding=False`` leaves it out.
 
 Embedding modes (Kim's names): ``rand`` learns embeddings from scratch; ``static`` uses
 pretrained vectors frozen; ``non-static`` fine-tunes them; ``multichannel`` has one frozen and
