@@ -24,6 +24,11 @@ def load_run(run_dir: str | Path) -> tuple[keras.Model, dict]:
         raise CnnappError(f"RUN_DIR: no best.keras checkpoint (is this a runs/<name> folder?). Received: {run_dir}")
     config_path = run_dir / "config.json"
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    members = config.get("resolved", {}).get("members")
+    if members:  # filters and n-grams belong to one network, not to an average of several
+        raise CnnappError(f"RUN_DIR: {run_dir} is an ensemble of {len(members)} models; inspect one of them, "
+                          f"{members[0]} ... {members[-1]}. Received: {run_dir}")
+    import cnnapp.models  # noqa: F401  registers cnnapp's own layers (ZeroPaddingTokens), which the checkpoint names
     return keras.saving.load_model(str(path), compile=False), config
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 
@@ -46,3 +48,17 @@ def test_inspect_text_run_shows_the_winning_ngrams(tmp_path):
         assert g["ngram"] in sentence and g["width"] in (3, 4, 5) and g["contribution"] > 0
     assert [g["contribution"] for g in res["ngrams"]] == sorted((g["contribution"] for g in res["ngrams"]),
                                                                reverse=True)
+
+
+def test_inspect_text_run_in_a_fresh_process(tmp_path):
+    """`cnnapp inspect` loads the checkpoint with cnnapp's own layers registered, even in a process
+    that never built a model (in-process tests import them through training)."""
+    runs = tmp_path / "runs"
+    run_cli(["train-text", "--name", "t", "--epochs", "1", "--feature-maps", "4", "--embedding-dim", "8",
+             "--no-export", "--run-dir", runs])
+    proc = subprocess.run([sys.executable, "-m", "cnnapp", "inspect", str(runs / "t"), "a dull film", "--json"],
+                          capture_output=True, text=True, timeout=120,
+                          env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [res] = json.loads(proc.stdout)
+    assert res["tokens"] == ["a", "dull", "film"] and res["predicted"] in ("negative", "positive")
