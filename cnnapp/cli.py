@@ -114,6 +114,9 @@ train_options = options(
     click.option("--ema", type=click.FloatRange(min=0, max=1, max_open=True), default=0.0, show_default=True,
                  help="Momentum of an exponential moving average of the weights (e.g. 0.99); the average "
                       "is what is validated, early-stopped on and exported. 0: off."),
+    click.option("--ensemble", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="Train N models (seeds seed, seed+1, ...) on the same data and export their average "
+                      "probabilities as one model: more accurate, N times the training and prediction cost."),
     click.option("--seed", type=int, default=1337, show_default=True, help="Seeds data splits, shuffling, init."),
     click.option("--deterministic/--no-deterministic", default=False, show_default=True,
                  help="Deterministic TF ops: bit-identical reruns, slower."),
@@ -139,7 +142,7 @@ def train_config(kw: dict, *, epochs: int, batch_size: int | None, optimizer: st
     return TrainConfig(
         name=kw["name"], epochs=kw["epochs"] or epochs, batch_size=kw["batch_size"] or batch_size,
         learning_rate=kw["learning_rate"], optimizer=kw["optimizer"] or optimizer, seed=kw["seed"],
-        lr_schedule=kw["lr_schedule"], ema=kw["ema"],
+        lr_schedule=kw["lr_schedule"], ema=kw["ema"], ensemble=kw["ensemble"],
         deterministic=kw["deterministic"], patience=kw["patience"], strategy=kw["strategy"],
         precision=kw["precision"], jit=kw["jit"], run_dir=kw["run_dir"], export_base=kw["export_base"],
         export=kw["export"])

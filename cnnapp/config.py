@@ -27,6 +27,7 @@ class TrainConfig:
     lr_schedule: str = "plateau"          # plateau (ReduceLROnPlateau on val_loss) | cosine (over the epochs)
     lr_patience: int = 2                  # ReduceLROnPlateau
     ema: float = 0.0                      # > 0: weights averaged with this momentum (Polyak); validated and kept
+    ensemble: int = 1                     # > 1: train this many members (seeds seed, seed+1, ...) and average them
     monitor: str = "val_accuracy"
     strategy: str = "auto"                # auto | default | mirrored | multi-worker
     precision: str = "auto"               # auto | float32 | mixed_float16 | mixed_bfloat16

@@ -54,7 +54,8 @@ def train_image(*, data: str | None, dataset: str | None, data_dir: str | None, 
     if train_cfg.export and result.is_chief:
         export_dir = export_image_classifier(
             result.model, decoder=decoder, class_names=splits.class_names, export_base=train_cfg.export_base,
-            name=name, metadata={"run_dir": str(result.run_dir), "metrics": _headline(result.metrics)})
+            name=name, metadata={"run_dir": str(result.run_dir), "metrics": _headline(result.metrics),
+                                 "ensemble": train_cfg.ensemble})
     return result, export_dir
 
 

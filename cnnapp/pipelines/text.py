@@ -93,9 +93,10 @@ def fit_split(splits, *, model_cfg: TextModelConfig, train_cfg: TrainConfig, run
     if coverage is not None:
         result.metrics["embedding_coverage"] = coverage
         write_json(Path(result.run_dir) / "metrics.json", result.metrics)
-    if result.is_chief:  # `cnnapp inspect` maps token ids back to words with it
-        (Path(result.run_dir) / "vocabulary.txt").write_text("\n".join(vectorizer.get_vocabulary()),
-                                                            encoding="utf-8")
+    if result.is_chief:  # `cnnapp inspect` maps token ids back to words with it (in each member's run too)
+        members = [Path(m["run_dir"]) for m in result.metrics.get("ensemble", {}).get("runs", [])]
+        for folder in [Path(result.run_dir), *members]:
+            (folder / "vocabulary.txt").write_text("\n".join(vectorizer.get_vocabulary()), encoding="utf-8")
     return result, vectorizer, coverage
 
 
@@ -234,6 +235,6 @@ def train_text(*, request: TextRequest, model_cfg: TextModelConfig, train_cfg: T
         export_dir = export_text_classifier(
             result.model, vectorizer=vectorizer, class_names=data.class_names,
             export_base=train_cfg.export_base, name=name,
-            metadata={"run_dir": str(result.run_dir), "trained_on": what})
+            metadata={"run_dir": str(result.run_dir), "trained_on": what, "ensemble": train_cfg.ensemble})
     return TextRunOutcome(result=result, export_dir=export_dir, cv=summary if cv else None,
                           exported_from=what if export_dir else "nothing (--no-export)", vectorizer=vectorizer)

@@ -4,6 +4,10 @@
     the strategy scope -> compile -> fit with the shared callbacks -> held-out evaluation ->
     run directory (config.json, history.csv, metrics.json, PNG plots, best.keras, tensorboard/)
 
+With `config.ensemble` = N > 1, that runs N times (seeds seed, seed+1, ...; the same splits and
+preprocessing) into run_dir/member1..N, and the result is one model averaging the members'
+probabilities, evaluated like a single one: it is what the export holds.
+
 The image and text commands differ only in the data, the preprocessing and the model factory
 they pass in; export is a separate step (`cnnapp.export`).
 """
@@ -11,6 +15,7 @@ they pass in; export is a separate step (`cnnapp.export`).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
@@ -164,6 +169,11 @@ def train_classifier(
     the same Keras layer the export bakes in. `run_config` is saved as config.json, with what
     this function resolved (precision, XLA, strategy, batch sizes, split counts) added.
     """
+    if config.ensemble > 1:
+        return _train_ensemble(build_model=build_model, splits=splits, preprocess=preprocess, config=config,
+                               run_dir=Path(run_dir), run_config=run_config, augment=augment)
+    if config.ensemble < 1:
+        raise CnnappError(f"--ensemble: the number of models must be at least 1. Received: ensemble={config.ensemble}")
     # The strategy first: MultiWorkerMirroredStrategy must exist before other TensorFlow ops
     # (under `cnnapp launch` it already does, and this returns it).
     strategy = runtime.make_strategy(config.strategy)
@@ -274,3 +284,69 @@ def _train(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *,
              eval_name, report["accuracy"], report["macro_f1"], report["count"], run_dir)
     keras.mixed_precision.set_global_policy("float32")
     return TrainResult(model=model, history=history, metrics=metrics, run_dir=run_dir, is_chief=worker.is_chief)
+
+
+def average_models(members: list[keras.Model], *, name: str) -> keras.Model:
+    """One functional model whose output is the mean of the members' class probabilities.
+
+    Each member is nested as `member1`, `member2`, ... (they share the input), so the result saves,
+    loads and exports as any single model does.
+    """
+    first = members[0]
+    inputs = keras.Input(shape=first.input_shape[1:], dtype=first.inputs[0].dtype, name=first.inputs[0].name)
+    outputs = [keras.Model(m.inputs, m.outputs[0], name=f"member{i + 1}")(inputs) for i, m in enumerate(members)]
+    return keras.Model(inputs, keras.layers.Average(name="average")(outputs), name=name)
+
+
+def _train_ensemble(*, build_model, splits: Splits, preprocess, config: TrainConfig, run_dir: Path,
+                    run_config: dict, augment) -> TrainResult:
+    """Train `config.ensemble` members through the single-model path, then evaluate their average."""
+    n = config.ensemble
+    member_results = []
+    for i in range(n):
+        member_cfg = dataclasses.replace(config, ensemble=1, seed=config.seed + i)
+        log.info("ensemble: member %d of %d (seed %d)", i + 1, n, member_cfg.seed)
+        member_results.append(train_classifier(
+            build_model=build_model, splits=splits, preprocess=preprocess, config=member_cfg,
+            run_dir=run_dir / f"member{i + 1}", augment=augment,
+            run_config={**run_config, "ensemble_member": {"index": i + 1, "of": n, "seed": member_cfg.seed}}))
+    model = average_models([r.model for r in member_results], name=f"{member_results[0].model.name}_ensemble{n}")
+
+    def probabilities(x, y):
+        ds = make_dataset(x, y, batch_size=config.batch_size, preprocess=preprocess)
+        return np.concatenate([keras.ops.convert_to_numpy(model(batch, training=False)) for batch, _ in ds])
+
+    eval_name = "test" if splits.x_test is not None else "validation"
+    x_eval, y_eval = (splits.x_test, splits.y_test) if splits.x_test is not None else (splits.x_val, splits.y_val)
+    report = classification_report(y_eval, probabilities(x_eval, y_eval).argmax(axis=1), splits.class_names)
+    val_accuracy = float(np.mean(probabilities(splits.x_val, splits.y_val).argmax(axis=1) == splits.y_val))
+    member_acc = [r.metrics[eval_name]["accuracy"] for r in member_results]
+    metrics = {
+        "evaluated_on": eval_name,
+        "evaluation_source": splits.description.get(eval_name, eval_name),
+        eval_name: report,
+        "best_val_accuracy": round(val_accuracy, 4),   # the ensemble's, on the validation split
+        "epochs_run": [r.metrics["epochs_run"] for r in member_results],
+        "train_seconds": round(sum(r.metrics["train_seconds"] for r in member_results), 2),
+        "ensemble": {
+            "members": n,
+            "member_accuracy": {"mean": round(float(np.mean(member_acc)), 4), "min": min(member_acc),
+                                "max": max(member_acc)},
+            "runs": [{"run_dir": str(r.run_dir), "seed": config.seed + i, "accuracy": member_acc[i],
+                      "epochs_run": r.metrics["epochs_run"]} for i, r in enumerate(member_results)],
+        },
+    }
+    is_chief = member_results[0].is_chief
+    if is_chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", {**run_config, "resolved": {
+            "ensemble": n, "members": [str(r.run_dir) for r in member_results],
+            "splits": splits.counts(), "data": splits.description, "class_names": splits.class_names,
+            "params": int(model.count_params())}})
+        write_json(run_dir / "metrics.json", metrics)
+        plot_confusion(report, run_dir / "confusion_matrix.png")
+        model.save(str(run_dir / "best.keras"))
+    log.info("ensemble of %d: %s accuracy %.4f (members: mean %.4f, min %.4f, max %.4f); %s/metrics.json",
+             n, eval_name, report["accuracy"], metrics["ensemble"]["member_accuracy"]["mean"], min(member_acc),
+             max(member_acc), run_dir)
+    return TrainResult(model=model, history={}, metrics=metrics, run_dir=run_dir, is_chief=is_chief)
