@@ -15,7 +15,6 @@ the class names in score order, as TF Serving's classification outputs are named
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -25,16 +24,10 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from cnnapp import layout
 from cnnapp.errors import CnnappError
 
 log = logging.getLogger(__name__)
-METADATA_FILE = Path("assets.extra") / "cnnapp.json"
-
-
-def next_version(model_dir: Path) -> int:
-    """One more than the highest numeric version folder, 1 for a new model."""
-    versions = [int(p.name) for p in model_dir.iterdir() if p.name.isdigit()] if model_dir.is_dir() else []
-    return max(versions, default=0) + 1
 
 
 def _outputs(model, inputs, class_names):
@@ -46,18 +39,17 @@ def _outputs(model, inputs, class_names):
 def write_version(archive: keras.export.ExportArchive, *, export_base, name: str, version: int | None,
                   metadata: dict) -> Path:
     """Write `archive` as the next (or given) version of `name`, atomically; return its folder."""
-    model_dir = Path(export_base) / name
+    model_dir = Path(export_base) / layout.check_model_name(name)
     model_dir.mkdir(parents=True, exist_ok=True)
-    version = version or next_version(model_dir)
+    version = version or layout.next_version(model_dir)
     final = model_dir / str(version)
     if final.exists():
         raise CnnappError(f"--version: {final} already exists; versions are never overwritten. "
                           f"Received: version={version}")
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{layout.TMP_PREFIX}{version}-", dir=model_dir))
     try:
         archive.write_out(str(tmp), verbose=False)
-        (tmp / METADATA_FILE).parent.mkdir(exist_ok=True)
-        (tmp / METADATA_FILE).write_text(json.dumps({**metadata, "version": version}, indent=2) + "\n")
+        layout.write_metadata(tmp, {**metadata, "version": version})
         os.chmod(tmp, 0o755)
         os.rename(tmp, final)   # atomic on one filesystem; fails rather than replacing a version
     except BaseException:

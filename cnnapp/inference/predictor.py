@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from cnnapp import layout
 from cnnapp.errors import CnnappError, tf_error_reason
 
 log = logging.getLogger(__name__)
@@ -21,17 +22,7 @@ INPUT_KINDS = {"image_bytes": "image", "sentences": "text"}
 
 def resolve_model_dir(path: str | Path, arg: str = "MODEL") -> Path:
     """A version folder (holds saved_model.pb) as it is; a model folder -> its highest version."""
-    path = Path(path)
-    if (path / "saved_model.pb").is_file():
-        return path
-    if not path.is_dir():
-        raise CnnappError(f"{arg}: no such model folder. Received: {path}")
-    versions = sorted((int(p.name) for p in path.iterdir()
-                       if p.name.isdigit() and (p / "saved_model.pb").is_file()))
-    if not versions:
-        raise CnnappError(f"{arg}: no SavedModel here (expected saved_model.pb or numeric version folders). "
-                          f"Received: {path}")
-    return path / str(versions[-1])
+    return layout.resolve_version_dir(path, arg=arg)
 
 
 @dataclass

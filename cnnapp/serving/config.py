@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from cnnapp import layout
 from cnnapp.errors import CnnappError
 
 
@@ -73,12 +74,9 @@ class ServerConfig:
     poll_seconds: float = 1.0                       # TF Serving's --file_system_poll_wait_seconds
 
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-
-
 def check_model_name(name: str, arg: str = "--model-name") -> str:
     # Names become URL path segments and folder names: no slashes, dots-only or other path tricks.
-    if not _NAME.match(name or "") or name in (".", ".."):
+    if not layout.is_model_name(name):
         raise CnnappError(f"{arg}: a model name is letters, digits, '_', '-', '.'. Received: {name!r}")
     return name
 
@@ -96,7 +94,7 @@ def discover_models(base_path: Path, model_name: str | None = None) -> tuple[Mod
                               f"Received: {model_name}")
         return (ModelConfig(model_name, base_path / model_name),)
     names = sorted(p.name for p in base_path.iterdir()
-                   if p.is_dir() and _NAME.match(p.name) and any(c.name.isdigit() for c in p.iterdir()))
+                   if p.is_dir() and layout.is_model_name(p.name) and any(layout.is_version_name(c.name) for c in p.iterdir()))
     if not names:
         raise CnnappError(f"--model-base-path: no <name>/<version>/ model folders. Received: {base_path}")
     return tuple(ModelConfig(n, base_path / n) for n in names)

@@ -9,7 +9,6 @@ versions already loaded keep serving.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnapp import layout
 from cnnapp.errors import tf_error_reason
 from cnnapp.serving.batching import Batcher
 from cnnapp.serving.codec import DTYPE_NAMES, InputSpec, NotFound, ServingError
@@ -26,14 +26,8 @@ log = logging.getLogger(__name__)
 
 
 def _version_dirs(base: Path) -> dict[int, Path]:
-    try:
-        children = list(base.iterdir())
-    except OSError:
-        return {}
-    # A version is a numeric folder holding a SavedModel; cnnapp's half-written exports are hidden
-    # `.tmp-*` folders, so they are never picked up.
-    return {int(p.name): p for p in children
-            if p.name.isdigit() and ((p / "saved_model.pb").is_file() or (p / "saved_model.pbtxt").is_file())}
+    # cnnapp's half-written exports are hidden `.tmp-*` folders, so they are never picked up.
+    return layout.version_dirs(base)
 
 
 class Servable:
@@ -52,8 +46,7 @@ class Servable:
             self.inputs[sig_name] = {
                 n: InputSpec(n, s.dtype.name, None if s.shape.rank is None else tuple(s.shape.as_list()))
                 for n, s in sorted(specs.items())}
-        meta = path / "assets.extra" / "cnnapp.json"
-        self.cnnapp = json.loads(meta.read_text()) if meta.is_file() else {}
+        self.cnnapp = layout.read_metadata(path)
         self.batcher = (Batcher(self.call, batching, name=f"{name}-{version}",
                                 on_batch=(lambda n: metrics.batch(name, n)) if metrics else None)
                         if batching else None)
@@ -163,7 +156,7 @@ class ModelManager:
     @staticmethod
     def _version_number(version: str) -> int | None:
         """A URL version as an int64-sized integer, None when it is not one."""
-        return int(version) if version.isdigit() and len(version) < 19 else None
+        return layout.parse_version(version)
 
     def resolve(self, name: str, version: str | None, label: str | None) -> Servable:
         with self._lock:
