@@ -25,7 +25,7 @@ endif
 ## The main job on the embedded default (offline): train, export, predict.
 demo: $(STAMP)
 	$(VENV)/bin/cnnapp train-image --name digits
-	$(VENV)/bin/cnnapp predict saved_models/digits $$($(PY) -m cnnapp.data.digits --write-samples runs/digits-samples)
+	$(VENV)/bin/cnnapp predict saved_models/digits $$($(PY) -m cnnapp.data.image.digits --write-samples runs/digits-samples)
 	$(VENV)/bin/cnnapp train-text --name demo-sentences
 	$(VENV)/bin/cnnapp predict saved_models/demo-sentences "a moving and beautifully acted film" "dull , lifeless and far too long"
 

@@ -1,7 +1,9 @@
-"""Configuration as frozen dataclasses of plain values.
+"""Configuration as frozen dataclasses of plain values, and the defaults that depend on the task.
 
 The CLI builds these from its options; the library takes them as arguments (no hidden environment
-reads); the resolved config is written to every run directory as config.json.
+reads: TF_CONFIG is read at the edge and travels here as `TrainConfig.cluster`); the resolved
+config is written to every run directory as config.json. A model's own defaults live in its
+factory's keyword arguments (`cnnapp.models`), not here.
 """
 
 from __future__ import annotations
@@ -11,14 +13,39 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+# Sentence preprocessing (cnnapp.tasks.sentences and the CLI read these; no TensorFlow here).
+STANDARDIZE = ("kim", "kim_sst", "lower", "lower_and_strip_punctuation", "none")
+STANDARDIZE_DEFAULT = "kim"
+MAX_TOKENS_DEFAULT = 30000
+MAX_DEFAULT_LENGTH = 400                  # the data-driven sequence length is capped here
+OPTIMIZERS = ("adam", "adamw", "adadelta", "sgd", "rmsprop")
+
+# Training defaults that differ by kind of data; None in TrainConfig means "the task's".
+TASK_DEFAULTS = {
+    "image": {"epochs": 20, "batch_size": None},    # None: `default_batch_size(len(train))`
+    "text": {"epochs": 15, "batch_size": 50},       # Kim's mini-batch of 50
+}
+
+
+def default_batch_size(num_train: int) -> int:
+    """128, or less for small data so an epoch has at least ~20 steps (a power of two, >= 16).
+
+    Batch norm's moving statistics and Adam both need steps: 400 photos at batch 128 are 3 steps
+    an epoch, and such a run never left chance (docs/bench/image.md).
+    """
+    batch = 128
+    while batch > 16 and num_train / batch < 20:
+        batch //= 2
+    return batch
+
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """What the shared training loop needs, for any model."""
+    """What the shared run path needs, for any model and data kind."""
 
-    name: str
-    epochs: int = 15
-    batch_size: int = 128                 # per replica; the global batch is batch_size * replicas
+    name: str | None = None               # None: the data's name
+    epochs: int | None = None             # None: TASK_DEFAULTS
+    batch_size: int | None = None         # per replica; None: TASK_DEFAULTS (images: by the data size)
     learning_rate: float | None = None    # None: the optimizer's default
     optimizer: str = "adam"
     seed: int = 1337
@@ -28,6 +55,9 @@ class TrainConfig:
     lr_patience: int = 2                  # ReduceLROnPlateau
     ema: float = 0.0                      # > 0: weights averaged with this momentum (Polyak); validated and kept
     ensemble: int = 1                     # > 1: train this many members (seeds seed, seed+1, ...) and average them
+    cv: int | None = None                 # K-fold cross-validation instead of a held-out test split
+    repeats: int = 1                      # under cv: seeds seed, seed+1, ... ; mean (min, max)
+    export_fold: int | None = None        # under cv: export this fold's model (first seed)
     monitor: str = "val_accuracy"
     strategy: str = "auto"                # auto | default | mirrored | multi-worker
     precision: str = "auto"               # auto | float32 | mixed_float16 | mixed_bfloat16
@@ -36,40 +66,22 @@ class TrainConfig:
     export_base: str = "saved_models"
     export: bool = True
     verbose: int | None = None            # None: progress bar on a terminal, one line per epoch otherwise
+    cluster: dict | None = None           # the parsed TF_CONFIG of a multi-worker cluster (read by the CLI)
+    dump_weights_dir: str | None = None   # test hook: each worker saves its final weights here
+
+    def for_task(self, kind: str, num_train: int) -> "TrainConfig":
+        """Fill the task-dependent defaults."""
+        defaults = TASK_DEFAULTS[kind]
+        batch = self.batch_size or defaults["batch_size"] or default_batch_size(num_train)
+        return dataclasses.replace(self, epochs=self.epochs or defaults["epochs"], batch_size=batch)
 
 
 @dataclass(frozen=True)
-class ImageModelConfig:
-    """Architecture of the 2-D CNN (see cnnapp.models.image_cnn.build_image_cnn)."""
+class ModelChoice:
+    """A registered model and only the options the user set; the factory owns every other default."""
 
-    image_size: tuple[int, int] | None = None    # None: the data's own size (folders: 128x128)
-    channels: int | None = None                   # None: the data's own channels
-    filters: tuple[int, ...] = ()               # (): blocks until the map is 8x8, >= 3 from 24px (models.image_cnn.default_filters)
-    kernel_sizes: tuple[int, ...] = (3,)
-    strides: tuple[int, ...] = (1,)
-    padding: str = "same"
-    pool_sizes: tuple[int, ...] = (2,)
-    batch_norm: bool = True
-    conv_dropout: float = 0.0
-    dense_units: tuple[int, ...] = (128,)
-    dropout: float = 0.5
-    augment: tuple[str, ...] = ()                # names from cnnapp.preprocessing.image.AUGMENTATIONS
-
-
-@dataclass(frozen=True)
-class TextModelConfig:
-    """Architecture of the sentence CNN (see cnnapp.models.text_cnn.build_text_cnn)."""
-
-    region_sizes: tuple[int, ...] = (3, 4, 5)
-    feature_maps: int = 100
-    embedding_dim: int = 128
-    embedding_mode: str = "rand"          # rand | static | non-static | multichannel
-    embeddings_path: tuple[str, ...] | None = None   # one or more vector files, merged
-    dropout: float = 0.5
-    max_norm: float | None = 3.0
-    edge_padding: bool = True             # Kim's (widest region - 1) zero vectors at both ends
-    max_tokens: int | None = 30000
-    sequence_length: int | None = None    # None: the longest training sentence (capped at 400), at least the widest region
+    name: str | None = None               # None: the kind's default (cnnapp.models.DEFAULT_MODEL)
+    options: dict = field(default_factory=dict)
 
 
 def to_dict(*configs: Any, **extra: Any) -> dict:

@@ -1,8 +1,9 @@
 """See what a trained CNN learned: first-layer filters and feature maps for images, and the n-grams
 that won each branch's max-over-time pooling for sentences.
 
-Works on a run directory (`runs/<name>/`): its `best.keras` checkpoint, which is the model the
-export holds, plus `vocabulary.txt` for text runs.
+Works on a run directory (`runs/<name>/`): its `best.keras` checkpoint (the model the export
+holds) and its `preprocessor.keras` (the very preprocessing it trained with, loaded, not rebuilt).
+Layers are found by their roles in the graph (`cnnapp.models.roles`), so any registered model works.
 """
 
 from __future__ import annotations
@@ -15,9 +16,14 @@ import keras
 import numpy as np
 
 from cnnapp.errors import CnnappError
+from cnnapp.models import registry, roles
+from cnnapp.tasks import PREPROCESSOR_FILE, load_preprocessor
+
+kind_of = roles.kind_of
 
 
-def load_run(run_dir: str | Path) -> tuple[keras.Model, dict]:
+def load_run(run_dir: str | Path) -> tuple[keras.Model, keras.Model, dict]:
+    """(model, preprocessor, config.json) of a run directory."""
     run_dir = Path(run_dir)
     path = run_dir / "best.keras"
     if not path.is_file():
@@ -28,28 +34,27 @@ def load_run(run_dir: str | Path) -> tuple[keras.Model, dict]:
     if members:  # filters and n-grams belong to one network, not to an average of several
         raise CnnappError(f"RUN_DIR: {run_dir} is an ensemble of {len(members)} models; inspect one of them, "
                           f"{members[0]} ... {members[-1]}. Received: {run_dir}")
-    import cnnapp.models  # noqa: F401  registers cnnapp's own layers (ZeroPaddingTokens), which the checkpoint names
-    return keras.saving.load_model(str(path), compile=False), config
+    if not (run_dir / PREPROCESSOR_FILE).is_file():
+        raise CnnappError(f"RUN_DIR: no {PREPROCESSOR_FILE} (runs of cnnapp before 0.2 lack it; train again). "
+                          f"Received: {run_dir}")
+    registry()  # registers cnnapp's own layers (ZeroPaddingTokens), which the checkpoint names
+    return keras.saving.load_model(str(path), compile=False), load_preprocessor(run_dir), config
 
 
-def kind_of(model: keras.Model) -> str:
-    return "text" if model.inputs[0].dtype in ("int32", "int64") else "image"
+def class_name(config: dict, index: int) -> str:
+    names = config.get("resolved", {}).get("class_names")
+    return names[index] if names else str(index)
 
 
 # ---------------------------------------------------------------------------- images
 
-def conv_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    return [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
-
-
 def feature_maps(model: keras.Model, pixels: np.ndarray) -> dict[str, np.ndarray]:
-    """Activations after each conv block's ReLU (or the conv itself when there is none), for one image."""
-    names = [layer.name for layer in model.layers if layer.name.startswith("relu")] or \
-            [layer.name for layer in conv_layers(model)]
-    probe = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+    """Each conv block's activation maps (after its ReLU) for one image, by layer name."""
+    layers = roles.feature_map_layers(model)
+    probe = keras.Model(model.inputs, [layer.output for layer in layers])
     outs = probe([pixels[np.newaxis].astype("float32")], training=False)
     outs = outs if isinstance(outs, (list, tuple)) else [outs]
-    return {n: np.asarray(o)[0] for n, o in zip(names, outs)}
+    return {layer.name: np.asarray(o)[0] for layer, o in zip(layers, outs)}
 
 
 def _grid(images: list[np.ndarray], path: Path, title: str, cmap="viridis", labels=None) -> None:
@@ -72,7 +77,7 @@ def _grid(images: list[np.ndarray], path: Path, title: str, cmap="viridis", labe
 
 def plot_first_filters(model: keras.Model, path: Path) -> int:
     """The first conv layer's kernels, one tile per filter (RGB when the input has 3 channels)."""
-    layer = conv_layers(model)[0]
+    layer = roles.first_conv(model)
     kernel = np.asarray(layer.kernel)                     # [kh, kw, in, out]
     tiles = []
     for f in range(kernel.shape[-1]):
@@ -83,13 +88,16 @@ def plot_first_filters(model: keras.Model, path: Path) -> int:
     return kernel.shape[-1]
 
 
-def inspect_image(model: keras.Model, image_bytes: bytes, out_dir: Path, *, stem: str, max_maps: int = 32) -> dict:
+def inspect_image(model: keras.Model, preprocessor: keras.Model, image_bytes: bytes, out_dir: Path, *, stem: str,
+                  max_maps: int = 32) -> dict:
     """Write the filters and this image's feature maps as PNGs; return a summary per layer."""
-    from cnnapp.preprocessing.image import ImageDecoder
     import tensorflow as tf
-    h, w, c = model.input_shape[1:]
-    decoder = ImageDecoder(height=h, width=w, channels=c)
-    pixels = decoder(tf.constant([image_bytes])).numpy()[0]
+    try:
+        pixels = np.asarray(preprocessor(tf.constant([image_bytes])))[0]
+    except (tf.errors.InvalidArgumentError, ValueError) as e:
+        from cnnapp.errors import tf_error_reason
+        raise CnnappError(f"INPUTS: not a readable image ({tf_error_reason(e)}). Received: {stem}") from None
+    out_dir = Path(out_dir)
     probs = np.asarray(model(pixels[np.newaxis], training=False))[0]
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_first_filters(model, out_dir / "filters.png")
@@ -113,23 +121,19 @@ def ngram_evidence(model: keras.Model, token_ids: np.ndarray, tokens: list[str],
     Each filter's max-over-time value comes from one window of the sentence; its contribution to
     the predicted class is that value times the filter's weight in the softmax layer.
     """
-    widths = sorted(int(layer.name[len("maxpool_w"):]) for layer in model.layers
-                    if layer.name.startswith("maxpool_w"))
-    if not widths:
-        raise CnnappError(f"RUN_DIR: not a cnnapp sentence CNN (no maxpool_w* layers). Received: {model.name}")
-    # The widths in concatenation order are the order the branches were built in.
-    order = [int(layer.name[len("maxpool_w"):]) for layer in model.layers if layer.name.startswith("maxpool_w")]
-    pre_pool = [model.get_layer(f"maxpool_w{w}").input for w in order]
+    branches = roles.text_branches(model)
+    if not branches:
+        raise CnnappError(f"RUN_DIR: not a sentence CNN (no max-over-time pooling). Received: {model.name}")
+    pre_pool = [pool.input for _, pool in branches]
     probe = keras.Model(model.inputs, pre_pool + [model.output])
     outs = probe([token_ids[np.newaxis]], training=False)
     maps, probs = [np.asarray(o)[0] for o in outs[:-1]], np.asarray(outs[-1])[0]
     predicted = int(np.argmax(probs))
-    kernel = np.asarray(model.get_layer("logits").kernel)[:, predicted]
+    kernel = np.asarray(roles.logits_layer(model).kernel)[:, predicted]
     # Windows are counted on the edge-padded sequence: window p covers tokens p - lead ... .
-    lead = (model.get_layer("edge_padding").padding[0]
-            if any(layer.name == "edge_padding" for layer in model.layers) else 0)
+    lead = roles.edge_padding(model)
     found, offset = [], 0
-    for width, m in zip(order, maps):
+    for (width, _), m in zip(branches, maps):
         positions, values = m.argmax(axis=0), m.max(axis=0)
         for f, (pos, value) in enumerate(zip(positions, values)):
             contribution = float(value * kernel[offset + f])
@@ -154,24 +158,32 @@ def ngram_evidence(model: keras.Model, token_ids: np.ndarray, tokens: list[str],
     return {"predicted_index": predicted, "probabilities": probs.tolist(), "ngrams": ranked}
 
 
-def inspect_sentences(model: keras.Model, config: dict, run_dir: Path, sentences: list[str], *, top: int = 5):
-    """N-gram evidence for each sentence, tokenised exactly as in training (same vocabulary and rules)."""
-    from cnnapp.preprocessing.text import make_vectorizer
-    vocab_path = Path(run_dir) / "vocabulary.txt"
-    if not vocab_path.is_file():
-        raise CnnappError(f"RUN_DIR: no vocabulary.txt (a text run writes one). Received: {run_dir}")
-    vocabulary = vocab_path.read_text(encoding="utf-8").split("\n")
-    sequence_length = int(model.input_shape[1])
-    vectorizer = make_vectorizer(None, max_tokens=None, sequence_length=sequence_length,
-                                 standardize=config.get("standardize", "kim"), vocabulary=vocabulary[2:])
-    vocab = vectorizer.get_vocabulary()
-    class_names = config.get("resolved", {}).get("class_names")
+def inspect_sentences(model: keras.Model, preprocessor: keras.Model, config: dict, sentences: list[str], *,
+                      top: int = 5) -> list[dict]:
+    """N-gram evidence for each sentence, tokenised by the run's own saved vectorizer."""
+    import tensorflow as tf
+    vocab = preprocessor.layers[-1].get_vocabulary()
     results = []
     for sentence in sentences:
-        ids = np.asarray(vectorizer([sentence]))[0]
+        ids = np.asarray(preprocessor(tf.constant([sentence])))[0]
         length = int(np.count_nonzero(ids))
-        tokens = [vocab[i] for i in ids[:length]]
+        tokens = [str(vocab[i]) for i in ids[:length]]
         ev = ngram_evidence(model, ids, tokens, top=top)
-        ev["predicted"] = class_names[ev["predicted_index"]] if class_names else str(ev["predicted_index"])
+        ev["predicted"] = class_name(config, ev["predicted_index"])
         results.append({"sentence": sentence, "tokens": tokens, **ev})
+    return results
+
+
+def inspect_images(model: keras.Model, preprocessor: keras.Model, config: dict, inputs, out_dir: Path) -> dict:
+    """{path: inspect_image(...) + predicted class} for image files, folders or globs."""
+    from cnnapp.inference.inputs import expand_image_paths
+    results = {}
+    for path in expand_image_paths(inputs):
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise CnnappError(f"INPUTS: cannot read file ({e.strerror}). Received: {path}") from None
+        res = inspect_image(model, preprocessor, data, out_dir, stem=path.stem)
+        res["predicted"] = class_name(config, int(np.argmax(res["probabilities"])))
+        results[str(path)] = res
     return results

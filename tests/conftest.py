@@ -34,30 +34,33 @@ def png_bytes(pixels: np.ndarray) -> bytes:
 
 def export_tiny_image_model(export_base: Path, name: str = "tiny_image", *, size=(8, 8), channels=1,
                             class_names=("zero", "one", "two"), version=None) -> Path:
-    from cnnapp.export import export_image_classifier
     from cnnapp.models.image_cnn import build_image_cnn
     from cnnapp.preprocessing.image import ImageDecoder
+    from cnnapp.tasks import export_model
+    from cnnapp.tasks.images import ImageTask, image_prepared
     import keras
     keras.utils.set_random_seed(0)
     model = build_image_cnn(input_shape=(*size, channels), num_classes=len(class_names), filters=(4, 8),
                             dense_units=(8,), batch_norm=False)
-    decoder = ImageDecoder(height=size[0], width=size[1], channels=channels, name="image_decoder")
-    return export_image_classifier(model, decoder=decoder, class_names=list(class_names),
-                                   export_base=export_base, name=name, version=version)
+    prepared = image_prepared(ImageDecoder(height=size[0], width=size[1], channels=channels, name="image_decoder"),
+                              num_classes=len(class_names))
+    return export_model(ImageTask(), model, prepared, class_names=list(class_names), export_base=export_base,
+                        name=name, version=version)
 
 
 def export_tiny_text_model(export_base: Path, name: str = "tiny_text", *, version=None) -> Path:
-    from cnnapp.export import export_text_classifier
     from cnnapp.models.text_cnn import build_text_cnn
     from cnnapp.preprocessing.text import make_vectorizer
+    from cnnapp.tasks import export_model
+    from cnnapp.tasks.sentences import SentenceTask, text_prepared
     import keras
     keras.utils.set_random_seed(0)
     sentences = ["a good film", "a bad film", "great acting , great story", "dull and boring", "so so"]
     vectorizer = make_vectorizer(sentences, max_tokens=100, sequence_length=12)
     model = build_text_cnn(sequence_length=12, vocab_size=vectorizer.vocabulary_size(), num_classes=2,
                            region_sizes=(2, 3), feature_maps=4, embedding_dim=8)
-    return export_text_classifier(model, vectorizer=vectorizer, class_names=["negative", "positive"],
-                                  export_base=export_base, name=name, version=version)
+    return export_model(SentenceTask(), model, text_prepared(vectorizer, num_classes=2),
+                        class_names=["negative", "positive"], export_base=export_base, name=name, version=version)
 
 
 @pytest.fixture(scope="session")

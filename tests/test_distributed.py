@@ -152,15 +152,14 @@ def test_the_same_seed_gives_every_worker_the_same_vocabulary_and_the_fingerprin
     """What each worker does on its own (load, split with --seed, adapt on the training split),
     done twice here: the fingerprint the workers all-gather at start is equal for the same seed
     and differs when the split (hence the vocabulary) differs."""
-    from cnnapp.data.text import TextRequest, read_text_data, to_splits
-    from cnnapp.pipelines.text import prepare_text
-    from cnnapp.config import TextModelConfig
+    from cnnapp.tasks.sentences import SentenceTask
     from cnnapp.training.loop import data_fingerprint
 
     def worker(seed):
-        data, _ = read_text_data(TextRequest())
-        splits = to_splits(data, seed=seed)
-        vectorizer = prepare_text(splits, TextModelConfig(), seed=seed)[0]
+        task = SentenceTask()
+        data, _ = task.load()
+        splits = data.to_splits(seed=seed)
+        vectorizer = task.prepare(data, splits, model_options={"region_sizes": (3, 4, 5)}, seed=seed).preprocessor
         return splits, vectorizer
 
     (s0, v0), (s1, v1), (s2, v2) = worker(1337), worker(1337), worker(7)
@@ -173,12 +172,13 @@ def test_a_cluster_strategy_asked_for_after_tensorflow_ran_is_a_one_line_error()
     """Plain `cnnapp train-text` with a cluster TF_CONFIG runs TensorFlow (vocabulary) before the
     strategy: the error says to go through `cnnapp launch`. In a subprocess: a process can make
     (or fail to make) MultiWorkerMirroredStrategy only once."""
-    code = ("import tensorflow as tf\n"
+    code = ("import os\n"
+            "import tensorflow as tf\n"
             "from cnnapp.errors import CnnappError\n"
             "from cnnapp.training import runtime\n"
             "tf.constant(1.0) * 2\n"
             "try:\n"
-            "    runtime.make_strategy('auto')\n"
+            "    runtime.make_strategy('auto', runtime.read_tf_config(os.environ))\n"
             "except CnnappError as e:\n"
             "    print('ERROR', e)\n")
     tf_config = '{"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}'

@@ -34,12 +34,9 @@ def test_text_ensemble_exports_the_average_of_its_members(tmp_path):
     sentences = ["a moving and beautiful film", "dull", "", "très bien"]
     serve = tf.saved_model.load(str(models / "ens" / "1")).signatures["serving_default"]  # raw sentences in
     scores = serve(sentences=tf.constant(sentences))["scores"].numpy()
-    vocabulary = (runs / "ens" / "vocabulary.txt").read_text(encoding="utf-8").split("\n")
-    from cnnapp.preprocessing.text import make_vectorizer
+    from cnnapp.tasks import load_preprocessor
     members = _load_members(runs / "ens")
-    vectorizer = make_vectorizer(None, max_tokens=None, sequence_length=int(members[0].input_shape[1]),
-                                 vocabulary=vocabulary[2:])
-    token_ids = vectorizer(tf.constant(sentences))
+    token_ids = load_preprocessor(runs / "ens")(tf.constant(sentences))   # the run's saved vectorizer
     expected = np.mean([m(token_ids, training=False).numpy() for m in members], axis=0)
     assert np.allclose(scores, expected, atol=1e-5), (scores, expected)
     # the members differ (their own seeds), so the average is not one of them

@@ -136,7 +136,7 @@ def test_image_folder_trains_exports_and_numbers_versions(tmp_path):
     assert set(report["per_class"]) == {"circle", "square"}
     assert np.asarray(report["confusion_matrix"]).sum() == report["count"] > 0
     config = json.loads((run / "config.json").read_text())
-    assert config["ImageModelConfig"]["image_size"] == [16, 16] and config["ImageModelConfig"]["channels"] == 3
+    assert config["preprocessing"] == {"image_size": [16, 16], "channels": 3}
     run_cli(args)
     assert sorted(p.name for p in (base / "shapes").iterdir()) == ["1", "2"]
     meta = json.loads((base / "shapes" / "2" / "assets.extra" / "cnnapp.json").read_text())
@@ -159,12 +159,12 @@ def test_idx_folder_gzipped_or_not(tmp_path, gz):
     run_cli(["train-image", "--data", data, *TINY, "--no-export", "--run-dir", tmp_path / "runs", "--name", "i"])
     config = json.loads((tmp_path / "runs" / "i" / "config.json").read_text())
     assert config["resolved"]["splits"]["test"] == 40
-    assert config["ImageModelConfig"]["image_size"] == [12, 12]
+    assert config["preprocessing"]["image_size"] == [12, 12]
 
 
 def test_embedded_digits_default_needs_no_network(tmp_path):
-    from cnnapp.data.digits import load_digits_splits
-    splits = load_digits_splits(seed=3)
+    from cnnapp.data.image.digits import load_digits
+    splits = load_digits().to_splits(seed=3)
     counts = splits.counts()
     assert sum(counts.values()) == 1797 and splits.x_train.shape[1:] == (8, 8, 1)
     assert splits.x_train.dtype == np.uint8 and splits.x_train.max() == 255
@@ -176,9 +176,10 @@ def test_export_reloaded_in_a_fresh_process_matches_the_in_memory_model(tmp_path
     """Raw PNG bytes through the SavedModel in a new process == the Keras model on the same pixels."""
     import keras
     import tensorflow as tf
-    from cnnapp.export import export_image_classifier
     from cnnapp.models.image_cnn import build_image_cnn
     from cnnapp.preprocessing.image import ImageDecoder
+    from cnnapp.tasks import export_model
+    from cnnapp.tasks.images import ImageTask, image_prepared
     keras.utils.set_random_seed(0)
     model = build_image_cnn(input_shape=(10, 10, 1), num_classes=3, filters=(4, 8), dense_units=(8,))
     decoder = ImageDecoder(height=10, width=10, channels=1)
@@ -186,8 +187,8 @@ def test_export_reloaded_in_a_fresh_process_matches_the_in_memory_model(tmp_path
     images = [rng.integers(0, 256, (h, w, 1)).astype(np.uint8) for h, w in ((10, 10), (23, 17), (5, 9))]
     blobs = [png_bytes(i) for i in images]
     expected = model(decoder(tf.constant(blobs)), training=False).numpy()
-    export_dir = export_image_classifier(model, decoder=decoder, class_names=["a", "b", "c"],
-                                         export_base=tmp_path, name="m")
+    export_dir = export_model(ImageTask(), model, image_prepared(decoder, num_classes=3), class_names=["a", "b", "c"],
+                              export_base=tmp_path, name="m")
     for i, blob in enumerate(blobs):
         (tmp_path / f"{i}.png").write_bytes(blob)
     script = textwrap.dedent(f"""
@@ -348,5 +349,5 @@ def test_default_filters_downsample_to_at_most_8x8(size, filters):
 
 @pytest.mark.parametrize("num_train, batch", [(54000, 128), (2560, 128), (1295, 64), (360, 16), (40, 16)])
 def test_default_batch_size_gives_small_data_enough_steps(num_train, batch):
-    from cnnapp.models.image_cnn import default_batch_size
+    from cnnapp.config import default_batch_size
     assert default_batch_size(num_train) == batch

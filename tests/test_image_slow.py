@@ -24,9 +24,11 @@ def test_image_folder_trains_on_cats_vs_dogs_and_the_export_predicts_a_jpeg(tmp_
     assert "test accuracy:" in out and "exported:" in out
 
     config = json.loads((runs / "cats_vs_dogs" / "config.json").read_text())
-    model_cfg = config["ImageModelConfig"]
-    assert model_cfg["image_size"] == [128, 128] and model_cfg["channels"] == 3
-    assert model_cfg["filters"] == [32, 64, 128, 128]  # blocks until the map is 8x8 (folders: 128x128)
+    assert config["preprocessing"] == {"image_size": [128, 128], "channels": 3}
+    import keras
+    model = keras.saving.load_model(str(runs / "cats_vs_dogs" / "best.keras"), compile=False)
+    filters = [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert filters == [32, 64, 128, 128]  # blocks until the map is 8x8 (folders: 128x128)
     assert config["resolved"]["splits"] == {"train": 360, "validation": 40, "test": 200}
     assert config["resolved"]["class_names"] == ["cats", "dogs"]
     metrics = json.loads((runs / "cats_vs_dogs" / "metrics.json").read_text())

@@ -38,7 +38,8 @@ def test_inspect_text_run_shows_the_winning_ngrams(tmp_path):
     runs = tmp_path / "runs"
     run_cli(["train-text", "--name", "t", "--epochs", "2", "--feature-maps", "8", "--embedding-dim", "16",
              "--no-export", "--run-dir", runs])
-    vocabulary = (runs / "t" / "vocabulary.txt").read_text(encoding="utf-8").split("\n")
+    from cnnapp.tasks import load_preprocessor
+    vocabulary = load_preprocessor(runs / "t").layers[-1].get_vocabulary()
     assert vocabulary[:2] == ["", "[UNK]"] and "film" in vocabulary
     sentence = "the film is a tedious mess"
     [res] = json.loads(run_cli(["inspect", runs / "t", sentence, "--json", "--top", "3"]).output)

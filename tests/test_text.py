@@ -39,11 +39,6 @@ def read(**options):
 
 # ---------------------------------------------------------------------------- sources
 
-def test_every_registered_source_is_covered_below():
-    from cnnapp.data.text import SOURCES
-    assert set(SOURCES) == {"demo", "class-files", "labelled-lines", "csv", "folder", "tfds"}
-
-
 def test_demo_source_is_the_templated_corpus():
     data, source = read()
     assert source == "demo" and data.class_names == ["negative", "positive"]
@@ -71,14 +66,13 @@ def test_labelled_lines_with_dev_and_test_files(tmp_path):
     train = write_lines(tmp_path / "stsa.binary.train", lines * 3)
     dev = write_lines(tmp_path / "stsa.binary.dev", lines[:4])
     test = write_lines(tmp_path / "stsa.binary.test", lines[-4:])
-    from cnnapp.data.text import to_splits
     data, source = read(data=[train], dev=str(dev), test=str(test))
     assert source == "labelled-lines" and data.class_names == ["0", "1"]
-    splits = to_splits(data, seed=1)
+    splits = data.to_splits(seed=1)
     assert splits.counts() == {"train": 36, "validation": 4, "test": 4}
     assert "--dev file" in splits.description["validation"]
     # without dev/test: 10% test held out, then 10% of the rest as dev
-    splits = to_splits(read(data=[train])[0], seed=1)
+    splits = read(data=[train])[0].to_splits(seed=1)
     assert sum(splits.counts().values()) == 36 and splits.counts()["test"] > 0
 
 
@@ -174,7 +168,7 @@ def test_shared_glove_files_cover_most_sst2_tokens():
     sentences, _ = zip(*[(line.split(" ", 1)[1], 0) for line in
                          shared_data("text", "sst2", "stsa.binary.dev").read_text().splitlines()])
     from cnnapp.data.embeddings import build_embedding_matrix
-    from cnnapp.pipelines.text import training_token_counts
+    from cnnapp.tasks.sentences import training_token_counts
     from cnnapp.preprocessing.text import make_vectorizer
     vectorizer = make_vectorizer(sentences, max_tokens=None, sequence_length=60)
     matrix, coverage = build_embedding_matrix(vectorizer.get_vocabulary(), glove,
@@ -207,7 +201,7 @@ def test_cv_with_repeats_reports_mean_min_max_and_exports_the_chosen_fold(tmp_pa
     metrics = json.loads((fold / "metrics.json").read_text())
     assert metrics["evaluated_on"] == "test" and "confusion_matrix" in json.dumps(metrics)
     assert metrics["embedding_coverage"]["types_found"] == 2  # "the" and "film" occur in the demo corpus
-    assert "tokens_found" in json.loads((fold / "config.json").read_text())["embedding_coverage"]
+    assert "tokens_found" in json.loads((fold / "config.json").read_text())["preprocessing"]["embedding_coverage"]
     meta = json.loads((tmp_path / "models" / "cvdemo" / "1" / "assets.extra" / "cnnapp.json").read_text())
     assert meta["trained_on"].startswith("fold 2")
 
@@ -221,18 +215,18 @@ def test_cv_refuses_fixed_test_split(tmp_path):
 
 def test_export_reload_in_fresh_process_gives_same_probabilities(tmp_path):
     import tensorflow as tf
-    from cnnapp.config import TextModelConfig, TrainConfig
+    from cnnapp.config import ModelChoice, TrainConfig
     from cnnapp.data.text import TextRequest
-    from cnnapp.pipelines.text import train_text
+    from cnnapp.tasks.sentences import SentenceTask
+    from cnnapp.training.run import run
     write_lines(tmp_path / "reviews.pos", POS * 3)
     write_lines(tmp_path / "reviews.neg", NEG * 3)
-    outcome = train_text(
-        request=TextRequest(data=(str(tmp_path / "reviews.*"),)),
-        model_cfg=TextModelConfig(region_sizes=(2, 3), feature_maps=4, embedding_dim=8),
-        train_cfg=TrainConfig(name="parity", epochs=1, batch_size=8, run_dir=str(tmp_path / "runs"),
-                              export_base=str(tmp_path / "models"), verbose=0))
+    outcome = run(SentenceTask(TextRequest(data=(str(tmp_path / "reviews.*"),))),
+                  model=ModelChoice(options=dict(region_sizes=(2, 3), feature_maps=4, embedding_dim=8)),
+                  train=TrainConfig(name="parity", epochs=1, batch_size=8, run_dir=str(tmp_path / "runs"),
+                                    export_base=str(tmp_path / "models"), verbose=0))
     sentences = POS[:2] + NEG[:2] + ODD_SENTENCES
-    in_memory = outcome.result.model(outcome.vectorizer(tf.constant(sentences)), training=False).numpy()
+    in_memory = outcome.result.model(outcome.prepared.preprocessor(tf.constant(sentences)), training=False).numpy()
     assert in_memory.shape == (len(sentences), 2) and np.isfinite(in_memory).all()
     script = textwrap.dedent(f"""
         import json, sys, tensorflow as tf
@@ -274,6 +268,8 @@ def test_summary_text_multichannel_shows_both_channels():
     assert "(N, 38, 16)" in out and "(N, 35, 100)" in out and "(N, 300)" in out
     plain = run_cli(["summary", "text", "--sequence-length", "30", "--vocab-size", "500",
                      "--no-edge-padding"]).output
+    assert "edge_padding=False" in plain.split("Model:")[0]   # the resolved options line
+    plain = plain.split("Model:")[1]
     assert "edge_padding" not in plain and "(N, 27, 100)" in plain
 
 

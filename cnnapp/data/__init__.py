@@ -1,14 +1,21 @@
-"""Data sources: each turns what the user has into in-memory `Splits` plus class names.
+"""Data sources: each turns what the user has into `RawData` (examples, integer labels, class names).
 
 Data flows one way: a source here -> `cnnapp.preprocessing` (Keras layers, in tf.data and in the
 export) -> a model from `cnnapp.models` -> `cnnapp.training` -> `cnnapp.export`. A source never
-normalises or augments; it only reads, checks and splits.
+normalises or augments; it only reads, checks and labels. `RawData.to_splits` completes the
+missing splits (seeded, stratified); cross-validation folds `RawData` instead.
+
+Sources are registered one file each, per kind, in `cnnapp.data.image` and `cnnapp.data.text`
+(`SourceRegistry`): the first source (by priority) that claims a request reads it.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+import pkgutil
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -47,19 +54,79 @@ class Splits:
             "test": int(len(self.y_test)) if self.y_test is not None else 0,
         }
 
+    def held_out(self) -> tuple[str, np.ndarray, np.ndarray]:
+        """(name, x, y) of the split a run reports: test when there is one, else validation."""
+        if self.x_test is not None:
+            return "test", self.x_test, self.y_test
+        return "validation", self.x_val, self.y_val
+
+
+@dataclass
+class RawData:
+    """What a source read: examples with int64 labels indexing `class_names`, and the fixed dev and
+    test parts when the source has them. `test_fraction` of `x` is held out when there is no test
+    part; `name` is the default model name (runs/<name>/); `info` holds kind-specific facts (an
+    image source's size and channels)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    class_names: list[str]
+    name: str
+    x_dev: np.ndarray | None = None
+    y_dev: np.ndarray | None = None
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    description: dict = field(default_factory=dict)
+    test_fraction: float = 0.1
+    info: dict = field(default_factory=dict)
+
+    @property
+    def has_fixed_splits(self) -> bool:
+        return self.x_test is not None or self.x_dev is not None
+
+    def to_splits(self, *, seed: int) -> Splits:
+        """The fixed splits of the source, the missing ones held out (seeded, stratified)."""
+        return make_splits(self.x, self.y, self.class_names, x_val=self.x_dev, y_val=self.y_dev,
+                           x_test=self.x_test, y_test=self.y_test, seed=seed, test_fraction=self.test_fraction,
+                           description=dict(self.description))
+
+    def fold_splits(self, train_idx: np.ndarray, test_idx: np.ndarray, *, seed: int, what: str) -> Splits:
+        """One cross-validation fold: train on `train_idx` (10% of it held out for early stopping)."""
+        return make_splits(self.x[train_idx], self.y[train_idx], self.class_names, x_test=self.x[test_idx],
+                           y_test=self.y[test_idx], seed=seed, description={**self.description, "test": what})
+
+
+# ---------------------------------------------------------------------------- the stratifier
+
+def _deal(y: np.ndarray, parts: int, rng: np.random.Generator) -> np.ndarray:
+    """Each example's part 0..parts-1: every class shuffled and dealt round-robin, continuing where
+    the previous class stopped, so part sizes differ by at most one and classes stay balanced."""
+    part_of = np.empty(len(y), dtype=np.int64)
+    offset = 0
+    for label in np.unique(y):
+        idx = np.flatnonzero(y == label)
+        rng.shuffle(idx)
+        part_of[idx] = (np.arange(len(idx)) + offset) % parts
+        offset = (offset + len(idx)) % parts
+    return part_of
+
+
+def stratified_folds(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    """K disjoint index arrays covering `y`, stratified by class and seeded."""
+    part_of = _deal(np.asarray(y), k, np.random.default_rng(seed))
+    return [np.flatnonzero(part_of == f) for f in range(k)]
+
 
 def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (keep, held_out): `fraction` of every class held out, seeded and repeatable."""
+    """Indices (keep, held_out): `fraction` of every class held out (at least one of a class with
+    two or more examples, never all of one), seeded and repeatable."""
     rng = np.random.default_rng(seed)
+    y = np.asarray(y)
     keep, held = [], []
     for label in np.unique(y):
         idx = np.flatnonzero(y == label)
         rng.shuffle(idx)
-        n_held = int(round(len(idx) * fraction))
-        if len(idx) > 1:
-            n_held = min(max(n_held, 1), len(idx) - 1)
-        else:
-            n_held = 0
+        n_held = min(max(int(round(len(idx) * fraction)), 1), len(idx) - 1) if len(idx) > 1 else 0
         held.append(idx[:n_held])
         keep.append(idx[n_held:])
     keep_idx, held_idx = np.concatenate(keep), np.concatenate(held)
@@ -115,3 +182,55 @@ def check_classes(y: np.ndarray, class_names) -> None:
     if present.min() < 0 or present.max() >= len(class_names):
         raise CnnappError(
             f"labels must be 0..{len(class_names) - 1}. Received: labels {present.min()}..{present.max()}")
+
+
+# ---------------------------------------------------------------------------- source registries
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    load: Callable                    # request -> RawData
+    claims: Callable                  # request -> bool
+    priority: int                     # lower is asked first
+    description: str
+
+
+class SourceRegistry:
+    """The sources of one kind: every module of `package` registers its own with `register`.
+
+    >>> @TEXT_SOURCES.register("jsonl", claims=lambda r: ..., priority=30)
+    ... def load_jsonl(request) -> RawData: ...
+    """
+
+    def __init__(self, package: str, kind: str):
+        self.package, self.kind = package, kind
+        self._sources: dict[str, Source] = {}
+
+    def register(self, name: str, *, claims: Callable, priority: int):
+        def wrap(fn):
+            doc = (fn.__doc__ or "").strip().splitlines()
+            self._sources[name] = Source(name, fn, claims, priority, doc[0] if doc else "")
+            return fn
+        return wrap
+
+    def sources(self) -> dict[str, Source]:
+        module = importlib.import_module(self.package)
+        for info in pkgutil.iter_modules(module.__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{self.package}.{info.name}")
+        return dict(sorted(self._sources.items(), key=lambda kv: (kv[1].priority, kv[0])))
+
+    def detect(self, request) -> Source:
+        for source in self.sources().values():
+            if source.claims(request):
+                return source
+        raise CnnappError(f"--data: no {self.kind} source reads this. Received: {request}")
+
+    def read(self, request) -> tuple[RawData, str]:
+        """(RawData, source name) for a request."""
+        source = self.detect(request)
+        data = source.load(request)
+        log.info("%s: %d examples, classes %s%s%s", data.description.get("source", source.name), len(data.y),
+                 data.class_names, f", dev {len(data.y_dev)}" if data.y_dev is not None else "",
+                 f", test {len(data.y_test)}" if data.y_test is not None else "")
+        return data, source.name

@@ -1,5 +1,3 @@
 """model + preprocessing + class names -> saved_models/<name>/<version>/, atomically."""
 
-from cnnapp.export.saved_model import (  # noqa: F401
-    export_image_classifier, export_text_classifier, write_version,
-)
+from cnnapp.export.saved_model import export_classifier, write_version  # noqa: F401

@@ -1,16 +1,15 @@
 """Export a trained classifier as a TensorFlow SavedModel that TF Serving loads unchanged.
 
-Layout: `<export_base>/<name>/<version>/` with integer versions (TF Serving's convention). A
-version is written to a hidden temporary folder beside it and renamed into place, so a crash
-never leaves a half-written version that a server could pick up.
+One function for every kind of model: the task says which raw inputs the signatures take and
+which preprocessing they run (`endpoints`); the layout (`<export_base>/<name>/<version>/`, the
+metadata file) is `cnnapp.layout`'s. A version is written to a hidden temporary folder beside it
+and renamed into place, so a crash never leaves a half-written version a server could pick up.
 
-Signatures (outputs are the same for all: `scores` float32 [N, C] and `classes` string [N, C],
-the class names in score order, as TF Serving's classification outputs are named):
-- image models: `serving_default` takes `image_bytes` (tf.string [N], JPEG/PNG/BMP/GIF) and runs
-  the training `ImageDecoder`; `serving_pixels` takes `pixels` (float32 [N, H, W, C], 0..255).
-- text models: `serving_default` takes `sentences` (tf.string [N]) and runs the adapted
-  `TextVectorization`; `serving_token_ids` takes the token ids directly.
-`assets.extra/cnnapp.json` (ignored by TF Serving) records the kind, class names and run config.
+Every signature returns `scores` float32 [N, C] and `classes` string [N, C] (the class names in
+score order, as TF Serving's classification outputs are named). The first endpoint is
+`serving_default` and takes the raw input (`image_bytes` or `sentences`); the others take what
+the model takes after preprocessing (`pixels`, `token_ids`). `assets.extra/cnnapp.json` (ignored
+by TF Serving) records the kind, class names and run facts.
 """
 
 from __future__ import annotations
@@ -19,7 +18,9 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
+from typing import Callable
 
 import keras
 import tensorflow as tf
@@ -28,6 +29,7 @@ from cnnapp import layout
 from cnnapp.errors import CnnappError
 
 log = logging.getLogger(__name__)
+STARTED = time.time()   # exports left half-written before this process started are stale
 
 
 def _outputs(model, inputs, class_names):
@@ -41,6 +43,9 @@ def write_version(archive: keras.export.ExportArchive, *, export_base, name: str
     """Write `archive` as the next (or given) version of `name`, atomically; return its folder."""
     model_dir = Path(export_base) / layout.check_model_name(name)
     model_dir.mkdir(parents=True, exist_ok=True)
+    for stale in layout.stale_tmp_dirs(model_dir, older_than=STARTED):   # left by a killed export
+        log.info("removing %s, an export that never finished", stale)
+        shutil.rmtree(stale, ignore_errors=True)
     version = version or layout.next_version(model_dir)
     final = model_dir / str(version)
     if final.exists():
@@ -48,6 +53,7 @@ def write_version(archive: keras.export.ExportArchive, *, export_base, name: str
                           f"Received: version={version}")
     tmp = Path(tempfile.mkdtemp(prefix=f"{layout.TMP_PREFIX}{version}-", dir=model_dir))
     try:
+        logging.getLogger("tensorflow").setLevel(logging.WARNING)   # not "Assets written to: .tmp-..."
         archive.write_out(str(tmp), verbose=False)
         layout.write_metadata(tmp, {**metadata, "version": version})
         os.chmod(tmp, 0o755)
@@ -55,53 +61,27 @@ def write_version(archive: keras.export.ExportArchive, *, export_base, name: str
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("exported %s", final)
+    log.debug("exported %s", final)
     return final
 
 
-def export_image_classifier(model: keras.Model, *, decoder, class_names, export_base, name: str,
-                            version: int | None = None, metadata: dict | None = None) -> Path:
-    """Export an image classifier whose input is float pixels 0..255 of the decoder's size."""
+def export_classifier(model: keras.Model, *, endpoints: dict[str, tuple[tf.TensorSpec, Callable]],
+                      track: tuple = (), class_names, export_base, name: str, version: int | None = None,
+                      metadata: dict | None = None) -> Path:
+    """Export `model` with one signature per endpoint `{name: (raw input spec, raw -> model input)}`.
+
+    `track` lists the preprocessing layers the endpoints call (their variables and assets, e.g. a
+    vocabulary, are saved with the graph).
+    """
     class_names = [str(c) for c in class_names]
     archive = keras.export.ExportArchive()
     archive.track(model)
+    for obj in track:
+        archive.track(obj)
+    def endpoint(to_model_input):   # a closure: tf.function would trace a default argument as an input
+        return lambda raw: _outputs(model, to_model_input(raw), class_names)
 
-    def from_bytes(image_bytes):
-        return _outputs(model, decoder(image_bytes), class_names)
-
-    def from_pixels(pixels):
-        return _outputs(model, decoder.resize_pixels(pixels), class_names)
-
-    archive.add_endpoint("serving_default", from_bytes,
-                         input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-    archive.add_endpoint("serving_pixels", from_pixels,
-                         input_signature=[tf.TensorSpec([None, None, None, decoder.channels], tf.float32,
-                                                        name="pixels")])
-    meta = {"kind": "image", "class_names": class_names, "input": "image_bytes",
-            "image_size": [decoder.height, decoder.width], "channels": decoder.channels, **(metadata or {})}
-    return write_version(archive, export_base=export_base, name=name, version=version, metadata=meta)
-
-
-def export_text_classifier(model: keras.Model, *, vectorizer, class_names, export_base, name: str,
-                           version: int | None = None, metadata: dict | None = None) -> Path:
-    """Export a sentence classifier with its adapted TextVectorization inside the graph."""
-    class_names = [str(c) for c in class_names]
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.track(vectorizer)
-
-    def from_sentences(sentences):
-        return _outputs(model, vectorizer(sentences), class_names)
-
-    def from_token_ids(token_ids):
-        return _outputs(model, token_ids, class_names)
-
-    archive.add_endpoint("serving_default", from_sentences,
-                         input_signature=[tf.TensorSpec([None], tf.string, name="sentences")])
-    archive.add_endpoint("serving_token_ids", from_token_ids,
-                         input_signature=[tf.TensorSpec([None, model.input_shape[1]], tf.int64,
-                                                        name="token_ids")])
-    meta = {"kind": "text", "class_names": class_names, "input": "sentences",
-            "sequence_length": int(model.input_shape[1]),
-            "vocabulary_size": int(vectorizer.vocabulary_size()), **(metadata or {})}
+    for signature, (spec, to_model_input) in endpoints.items():
+        archive.add_endpoint(signature, endpoint(to_model_input), input_signature=[spec])
+    meta = {"class_names": class_names, **(metadata or {})}
     return write_version(archive, export_base=export_base, name=name, version=version, metadata=meta)

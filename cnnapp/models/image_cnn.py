@@ -1,4 +1,6 @@
-"""The 2-D CNN: [Conv2D -> (BatchNorm) -> ReLU -> MaxPool -> (Dropout)] x N -> Flatten -> Dense -> softmax.
+"""The plain CNN (LeNet / keras-io style): conv blocks, then Flatten -> Dense -> softmax.
+
+[Conv2D -> (BatchNorm) -> ReLU -> MaxPool -> (Dropout)] x N -> Flatten -> Dense -> dropout -> softmax.
 
 The defaults (32, 64 and 128 filters of 3x3, same padding, batch norm, Dense 128, dropout 0.5,
 20 epochs) are chosen for 28x28 grayscale data (see docs/bench/image.md for Fashion-MNIST); larger
@@ -30,18 +32,6 @@ def default_filters(image_size) -> tuple[int, ...]:
     return tuple(min(32 * 2 ** i, 128) for i in range(blocks))
 
 
-def default_batch_size(num_train: int) -> int:
-    """128, or less for small data so an epoch has at least ~20 steps (a power of two, >= 16).
-
-    Batch norm's moving statistics and Adam both need steps: 400 photos at batch 128 are 3 steps
-    an epoch, and such a run never left chance (docs/bench/image.md).
-    """
-    batch = 128
-    while batch > 16 and num_train / batch < 20:
-        batch //= 2
-    return batch
-
-
 def _per_block(values, n: int, arg: str) -> list:
     values = list(values)
     if len(values) == 1:
@@ -56,12 +46,12 @@ def conv_output_side(side: int, kernel: int, stride: int, pool: int, padding: st
     return side // pool
 
 
-@register("image_cnn")
+@register("image_cnn", kind="image")
 def build_image_cnn(
     *,
     input_shape: tuple[int, int, int],
     num_classes: int,
-    filters=(32, 64),
+    filters=None,
     kernel_sizes=(3,),
     strides=(1,),
     padding: str = "same",
@@ -74,10 +64,13 @@ def build_image_cnn(
 ) -> keras.Model:
     """Build the image classifier; its input is float pixels in 0..255 of shape `input_shape`.
 
+    `filters=None` derives the blocks from the input size (`default_filters`).
+
     >>> model = build_image_cnn(input_shape=(28, 28, 1), num_classes=10)
     >>> model.output_shape
     (None, 10)
     """
+    filters = tuple(filters) if filters else default_filters(input_shape[:2])
     if padding not in ("same", "valid"):
         raise CnnappError(f"--padding: choose same or valid. Received: padding={padding}")
     n = len(filters)

@@ -69,3 +69,19 @@ def format_summary(model: keras.Model) -> str:
         f"Forward cost per example: {macs:,} multiply-adds ({2 * macs / 1e6:,.2f} MFLOP)",
     ]
     return "\n".join(out)
+
+
+def summarize(kind: str, choice, data_args: dict) -> str:
+    """The table for a registered model built on stand-in data arguments, with its resolved options."""
+    import numpy as np
+
+    from cnnapp.models import get_model
+    spec = get_model(choice.name, kind=kind)
+    spec.check_options(choice.options)
+    resolved = {**spec.options(), **choice.options}
+    if kind == "text" and resolved.get("embedding_mode", "rand") != "rand":   # shapes only: stand-in vectors
+        data_args = {**data_args, "embedding_matrix": np.zeros(
+            (data_args["vocab_size"], resolved.get("embedding_dim") or 128), "float32")}
+    model = spec.build(data_args, choice.options)
+    options = ", ".join(f"{k}={v!r}" for k, v in resolved.items())
+    return f"{spec.name} ({spec.description})\noptions: {options}\n" + format_summary(model)

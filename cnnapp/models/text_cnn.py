@@ -1,4 +1,4 @@
-"""The sentence CNN of Kim (2014), as studied by Zhang & Wallace (2015).
+"""The sentence CNN of Kim (2014) / Zhang & Wallace (2015): parallel 1-D convolutions, max over time.
 
 token ids -> embedding (1 or 2 channels; padding ids give zero vectors) -> zero padding at both
 edges -> one Conv1D per region size (ReLU) -> max over time -> concatenate -> dropout -> dense
@@ -40,7 +40,7 @@ class ZeroPaddingTokens(keras.layers.Layer):
         return input_shape[1]
 
 
-@register("text_cnn")
+@register("text_cnn", kind="text")
 def build_text_cnn(
     *,
     sequence_length: int,

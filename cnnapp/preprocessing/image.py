@@ -24,7 +24,8 @@ class ImageDecoder(keras.layers.Layer):
     """
 
     def __init__(self, *, height: int, width: int, channels: int, **kwargs):
-        super().__init__(trainable=False, **kwargs)
+        kwargs["trainable"] = False   # nothing to learn; a saved config carries trainable too
+        super().__init__(**kwargs)
         self.height, self.width, self.channels = int(height), int(width), int(channels)
 
     def decode_one(self, image_bytes):

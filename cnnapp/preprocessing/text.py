@@ -12,8 +12,7 @@ import tensorflow as tf
 
 from cnnapp.errors import CnnappError
 
-STANDARDIZE = ("kim", "kim_sst", "lower", "lower_and_strip_punctuation", "none")
-MAX_DEFAULT_LENGTH = 400
+from cnnapp.config import MAX_DEFAULT_LENGTH, STANDARDIZE  # noqa: F401  (re-exported)
 
 
 @keras.saving.register_keras_serializable(package="cnnapp")

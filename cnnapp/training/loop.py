@@ -8,8 +8,8 @@ With `config.ensemble` = N > 1, that runs N times (seeds seed, seed+1, ...; the 
 preprocessing) into run_dir/member1..N, and the result is one model averaging the members'
 probabilities, evaluated like a single one: it is what the export holds.
 
-The image and text commands differ only in the data, the preprocessing and the model factory
-they pass in; export is a separate step (`cnnapp.export`).
+Images and sentences differ only in the data, the preprocessing and the model factory that
+`cnnapp.training.run` passes in; export is a separate step (`cnnapp.export`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cnnapp.config import TrainConfig
+from cnnapp.config import OPTIMIZERS as OPTIMIZER_NAMES, TrainConfig
 from cnnapp.data import Splits
 from cnnapp.errors import CnnappError
 from cnnapp.training import keras_patch, runtime
@@ -47,6 +47,7 @@ OPTIMIZERS = {
     "sgd": (keras.optimizers.SGD, 1e-2),
     "rmsprop": (keras.optimizers.RMSprop, 1e-3),
 }
+assert tuple(OPTIMIZERS) == OPTIMIZER_NAMES  # the CLI's choices come from cnnapp.config
 
 
 @dataclass
@@ -162,22 +163,23 @@ def train_classifier(
     run_dir: Path,
     run_config: dict,
     augment: Callable | None = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> TrainResult:
     """Train `build_model()` on `splits` and evaluate it on the held-out split.
 
     `preprocess` maps a batch of raw examples (uint8 pixels, or strings) to model inputs; it is
     the same Keras layer the export bakes in. `run_config` is saved as config.json, with what
-    this function resolved (precision, XLA, strategy, batch sizes, split counts) added.
+    this function resolved (precision, XLA, strategy, batch sizes, split counts) added. `strategy`
+    is the one the CLI made at program start (None: made here from `config`).
     """
-    if config.ensemble > 1:
-        return _train_ensemble(build_model=build_model, splits=splits, preprocess=preprocess, config=config,
-                               run_dir=Path(run_dir), run_config=run_config, augment=augment)
     if config.ensemble < 1:
         raise CnnappError(f"--ensemble: the number of models must be at least 1. Received: ensemble={config.ensemble}")
-    # The strategy first: MultiWorkerMirroredStrategy must exist before other TensorFlow ops
-    # (under `cnnapp launch` it already does, and this returns it).
-    strategy = runtime.make_strategy(config.strategy)
-    worker = runtime.worker_of_strategy(strategy)
+    if strategy is None:
+        strategy = runtime.make_strategy(config.strategy, config.cluster)
+    if config.ensemble > 1:
+        return _train_ensemble(build_model=build_model, splits=splits, preprocess=preprocess, config=config,
+                               run_dir=Path(run_dir), run_config=run_config, augment=augment, strategy=strategy)
+    worker = runtime.worker_of_strategy(strategy, config.cluster)
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         keras_patch.apply()
     run_dir = Path(run_dir)
@@ -207,10 +209,15 @@ def _train(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *,
     resuming = backup_dir.is_dir() and any(backup_dir.iterdir())
     if resuming:
         log.info("resuming the interrupted run from its backup in %s", backup_dir)
-
     runtime.seed_everything(config.seed, deterministic=config.deterministic)
-    precision = runtime.resolve_precision(config.precision)
-    runtime.apply_precision(precision)
+    with runtime.precision_policy(runtime.resolve_precision(config.precision)) as precision:
+        return _fit(strategy, worker, run_dir, backup_dir, resuming=resuming, precision=precision,
+                    build_model=build_model, splits=splits, preprocess=preprocess, config=config,
+                    run_config=run_config, augment=augment)
+
+
+def _fit(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *, resuming: bool, precision: str,
+         build_model, splits, preprocess, config: TrainConfig, run_config: dict, augment) -> TrainResult:
     jit = runtime.resolve_jit(config.jit)
     replicas = strategy.num_replicas_in_sync
     fingerprint = check_workers_agree(splits, preprocess, strategy) if worker.count > 1 else None
@@ -222,11 +229,6 @@ def _train(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *,
                             augment=augment, shuffle_seed=config.seed, options=options)
     val_ds = make_dataset(splits.x_val, splits.y_val, batch_size=global_batch, preprocess=preprocess,
                           options=options)
-    if splits.x_test is not None:
-        x_eval, y_eval, eval_name = splits.x_test, splits.y_test, "test"
-    else:
-        x_eval, y_eval, eval_name = splits.x_val, splits.y_val, "validation"
-    eval_ds = make_dataset(x_eval, y_eval, batch_size=global_batch, preprocess=preprocess, options=options)
 
     with strategy.scope():
         model = build_model()
@@ -236,9 +238,9 @@ def _train(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *,
     resolved = {
         "precision": precision, "jit_compile": jit, "strategy": type(strategy).__name__,
         "replicas": replicas, "batch_size_per_replica": config.batch_size, "global_batch_size": global_batch,
-        "splits": splits.counts(), "data": splits.description, "class_names": splits.class_names,
-        "params": int(model.count_params()), "resumed": resuming, "workers": worker.count,
-        "data_fingerprint": fingerprint,
+        "epochs": config.epochs, "splits": splits.counts(), "data": splits.description,
+        "class_names": splits.class_names, "params": int(model.count_params()), "resumed": resuming,
+        "workers": worker.count, "data_fingerprint": fingerprint,
     }
     write_json(run_dir / "config.json", {**run_config, "resolved": resolved})
     log.info("training %s (%s params) on %s examples, validating on %s; run directory %s",
@@ -252,38 +254,54 @@ def _train(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *,
     train_seconds = time.perf_counter() - start
     if worker.count > 1:
         average_across_workers(model.non_trainable_variables, strategy)
-
-    if worker.count == 1:
-        probs = model.predict(eval_ds, verbose=0)
-    else:
-        # predict() under multi-worker gathers the DATA-sharded batches out of order; every
-        # worker holds the same weights, so each scores the whole held-out split itself.
-        plain_eval_ds = make_dataset(x_eval, y_eval, batch_size=global_batch, preprocess=preprocess)
-        probs = np.concatenate([keras.ops.convert_to_numpy(model(x, training=False)) for x, _ in plain_eval_ds])
-    if runtime.debug_weights_dir:
-        dump = Path(runtime.debug_weights_dir) / f"worker-{worker.index}.weights.h5"
+    if config.dump_weights_dir:
+        dump = Path(config.dump_weights_dir) / f"worker-{worker.index}.weights.h5"
         dump.parent.mkdir(parents=True, exist_ok=True)
         model.save_weights(str(dump))
-    report = classification_report(y_eval, np.argmax(probs, axis=1), splits.class_names)
+
+    # Every worker holds the same weights, so each scores the whole held-out split itself (a
+    # distributed predict() would gather the DATA-sharded batches out of order).
+    eval_name, report = held_out_report(model, splits, preprocess=preprocess, batch_size=global_batch)
     history = read_history_csv(run_dir / "history.csv")
     steady = timer.seconds[1:] or timer.seconds
-    metrics = {
-        "evaluated_on": eval_name,
-        "evaluation_source": splits.description.get(eval_name, eval_name),
-        eval_name: report,
-        "best_val_accuracy": round(max(history.get("val_accuracy", [0.0])), 4),
-        "epochs_run": len(history.get("loss", [])),
-        "train_seconds": round(train_seconds, 2),
-        "epoch_seconds": [round(s, 3) for s in timer.seconds],
-        "examples_per_second": round(len(splits.y_train) / (sum(steady) / len(steady)), 1) if steady else None,
-    }
+    metrics = run_metrics(
+        splits, eval_name, report, best_val_accuracy=max(history.get("val_accuracy", [0.0])),
+        epochs_run=len(history.get("loss", [])), train_seconds=train_seconds,
+        epoch_seconds=[round(s, 3) for s in timer.seconds],
+        examples_per_second=round(len(splits.y_train) / (sum(steady) / len(steady)), 1) if steady else None)
     write_json(run_dir / "metrics.json", metrics)
     plot_history(history, run_dir / "learning_curves.png")
     plot_confusion(report, run_dir / "confusion_matrix.png")
-    log.info("%s accuracy %.4f (macro F1 %.4f) on %d examples; %s/metrics.json",
+    log.debug("%s accuracy %.4f (macro F1 %.4f) on %d examples; %s/metrics.json",
              eval_name, report["accuracy"], report["macro_f1"], report["count"], run_dir)
-    keras.mixed_precision.set_global_policy("float32")
     return TrainResult(model=model, history=history, metrics=metrics, run_dir=run_dir, is_chief=worker.is_chief)
+
+
+def probabilities(model: keras.Model, x, y, *, preprocess, batch_size: int) -> np.ndarray:
+    """Class probabilities for in-memory examples, batch by batch through the training preprocessing."""
+    ds = make_dataset(x, y, batch_size=batch_size, preprocess=preprocess)
+    return np.concatenate([keras.ops.convert_to_numpy(model(batch, training=False)) for batch, _ in ds])
+
+
+def held_out_report(model: keras.Model, splits: Splits, *, preprocess, batch_size: int) -> tuple[str, dict]:
+    """(split name, classification report) on the split a run reports: test, else validation."""
+    eval_name, x_eval, y_eval = splits.held_out()
+    probs = probabilities(model, x_eval, y_eval, preprocess=preprocess, batch_size=batch_size)
+    return eval_name, classification_report(y_eval, probs.argmax(axis=1), splits.class_names)
+
+
+def run_metrics(splits: Splits, eval_name: str, report: dict, *, best_val_accuracy: float, epochs_run: int,
+                train_seconds: float, **extra) -> dict:
+    """The one shape of metrics.json, for single models and ensembles (`extra` adds their own keys)."""
+    return {
+        "evaluated_on": eval_name,
+        "evaluation_source": splits.description.get(eval_name, eval_name),
+        eval_name: report,
+        "best_val_accuracy": round(float(best_val_accuracy), 4),
+        "epochs_run": int(epochs_run),
+        "train_seconds": round(float(train_seconds), 2),
+        **extra,
+    }
 
 
 def average_models(members: list[keras.Model], *, name: str) -> keras.Model:
@@ -299,7 +317,7 @@ def average_models(members: list[keras.Model], *, name: str) -> keras.Model:
 
 
 def _train_ensemble(*, build_model, splits: Splits, preprocess, config: TrainConfig, run_dir: Path,
-                    run_config: dict, augment) -> TrainResult:
+                    run_config: dict, augment, strategy) -> TrainResult:
     """Train `config.ensemble` members through the single-model path, then evaluate their average."""
     n = config.ensemble
     member_results = []
@@ -308,34 +326,24 @@ def _train_ensemble(*, build_model, splits: Splits, preprocess, config: TrainCon
         log.info("ensemble: member %d of %d (seed %d)", i + 1, n, member_cfg.seed)
         member_results.append(train_classifier(
             build_model=build_model, splits=splits, preprocess=preprocess, config=member_cfg,
-            run_dir=run_dir / f"member{i + 1}", augment=augment,
+            run_dir=run_dir / f"member{i + 1}", augment=augment, strategy=strategy,
             run_config={**run_config, "ensemble_member": {"index": i + 1, "of": n, "seed": member_cfg.seed}}))
     model = average_models([r.model for r in member_results], name=f"{member_results[0].model.name}_ensemble{n}")
 
-    def probabilities(x, y):
-        ds = make_dataset(x, y, batch_size=config.batch_size, preprocess=preprocess)
-        return np.concatenate([keras.ops.convert_to_numpy(model(batch, training=False)) for batch, _ in ds])
-
-    eval_name = "test" if splits.x_test is not None else "validation"
-    x_eval, y_eval = (splits.x_test, splits.y_test) if splits.x_test is not None else (splits.x_val, splits.y_val)
-    report = classification_report(y_eval, probabilities(x_eval, y_eval).argmax(axis=1), splits.class_names)
-    val_accuracy = float(np.mean(probabilities(splits.x_val, splits.y_val).argmax(axis=1) == splits.y_val))
+    eval_name, report = held_out_report(model, splits, preprocess=preprocess, batch_size=config.batch_size)
+    val_probs = probabilities(model, splits.x_val, splits.y_val, preprocess=preprocess, batch_size=config.batch_size)
     member_acc = [r.metrics[eval_name]["accuracy"] for r in member_results]
-    metrics = {
-        "evaluated_on": eval_name,
-        "evaluation_source": splits.description.get(eval_name, eval_name),
-        eval_name: report,
-        "best_val_accuracy": round(val_accuracy, 4),   # the ensemble's, on the validation split
-        "epochs_run": [r.metrics["epochs_run"] for r in member_results],
-        "train_seconds": round(sum(r.metrics["train_seconds"] for r in member_results), 2),
-        "ensemble": {
+    metrics = run_metrics(
+        splits, eval_name, report, best_val_accuracy=float(np.mean(val_probs.argmax(axis=1) == splits.y_val)),
+        epochs_run=sum(r.metrics["epochs_run"] for r in member_results),   # all members' epochs together
+        train_seconds=sum(r.metrics["train_seconds"] for r in member_results),
+        ensemble={
             "members": n,
             "member_accuracy": {"mean": round(float(np.mean(member_acc)), 4), "min": min(member_acc),
                                 "max": max(member_acc)},
             "runs": [{"run_dir": str(r.run_dir), "seed": config.seed + i, "accuracy": member_acc[i],
                       "epochs_run": r.metrics["epochs_run"]} for i, r in enumerate(member_results)],
-        },
-    }
+        })
     is_chief = member_results[0].is_chief
     if is_chief:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,15 @@
-"""Process-wide runtime choices made once before a model is built: seed, precision, XLA, strategy."""
+"""Runtime choices made before a model is built: seed, precision, XLA, strategy, the worker's place.
+
+Nothing here reads the environment or keeps state between runs: the CLI reads TF_CONFIG once
+(`read_tf_config`) and passes the cluster on as a value; the precision policy is set for one run
+and restored after it (`precision_policy`), also when the run fails.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import keras
@@ -16,9 +21,6 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 JIT_CHOICES = ("auto", "on", "off")
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
-# Test hook set only by `cnnapp launch --dump-weights DIR`: every worker saves its final weights
-# there as worker-<i>.weights.h5, so a test can prove that all workers end identical.
-debug_weights_dir: str | None = None
 
 
 def gpus() -> list:
@@ -54,9 +56,17 @@ def resolve_jit(jit: str) -> bool:
     return bool(gpus()) if jit == "auto" else jit == "on"
 
 
-def apply_precision(policy: str) -> None:
+@contextmanager
+def precision_policy(policy: str):
+    """Keras's global dtype policy set to `policy` for the block, and restored after it (also when
+    the block raises), so one run's mixed precision never leaks into the next model of a process."""
+    previous = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(policy)
     log.info("precision policy: %s", policy)
+    try:
+        yield policy
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 @dataclass(frozen=True)
@@ -71,11 +81,11 @@ class Worker:
         return self.index == 0
 
 
-def read_tf_config(environ=None) -> dict | None:
-    """The cluster from TF_CONFIG, or None when it names no cluster of several workers.
+def read_tf_config(environ) -> dict | None:
+    """The cluster from TF_CONFIG in `environ`, or None when it names no cluster of several workers.
 
-    Read here and in the CLI layer only: tf.distribute reads the same variable itself."""
-    raw = (os.environ if environ is None else environ).get("TF_CONFIG", "").strip()
+    Called once, by the CLI (the edge); tf.distribute reads the same variable itself."""
+    raw = environ.get("TF_CONFIG", "").strip()
     if not raw:
         return None
     try:
@@ -92,60 +102,43 @@ def read_tf_config(environ=None) -> dict | None:
     return tf_config if len(workers) > 1 else None
 
 
-def worker_of(tf_config: dict | None) -> Worker:
-    if tf_config is None:
+def worker_of(cluster: dict | None) -> Worker:
+    if cluster is None:
         return Worker()
-    return Worker(index=int(tf_config["task"]["index"]), count=len(tf_config["cluster"]["worker"]))
+    return Worker(index=int(cluster["task"]["index"]), count=len(cluster["cluster"]["worker"]))
 
 
-# One strategy per process: MultiWorkerMirroredStrategy can be made once, before any other
-# TensorFlow op, so the CLI makes it at program start and the training loop reuses it.
-_strategies: dict[str, tf.distribute.Strategy] = {}
-
-
-def resolve_strategy_name(name: str, tf_config: dict | None) -> str:
+def resolve_strategy_name(name: str, cluster: dict | None) -> str:
     if name not in STRATEGIES:
         raise CnnappError(f"--strategy: choose from {', '.join(STRATEGIES)}. Received: {name}")
     if name == "auto":
-        return "multi-worker" if tf_config else ("mirrored" if len(gpus()) > 1 else "default")
-    if name == "multi-worker" and not tf_config:
+        return "multi-worker" if cluster else ("mirrored" if len(gpus()) > 1 else "default")
+    if name == "multi-worker" and not cluster:
         raise CnnappError("--strategy multi-worker: TF_CONFIG names no cluster of several workers "
-                          f"(start them with `cnnapp launch`). Received: TF_CONFIG={os.environ.get('TF_CONFIG', '')!r}")
+                          "(start them with `cnnapp launch`). Received: TF_CONFIG without a cluster")
     return name
 
 
-def make_strategy(name: str) -> tf.distribute.Strategy:
-    """`auto`: multi-worker when TF_CONFIG names a cluster, mirrored over several local GPUs,
-    else the default strategy. `--batch-size` is per replica (see the training loop)."""
-    name = resolve_strategy_name(name, read_tf_config())
-    if name in _strategies:
-        return _strategies[name]
+def make_strategy(name: str, cluster: dict | None) -> tf.distribute.Strategy:
+    """`auto`: multi-worker when `cluster` (TF_CONFIG) names one, mirrored over several local GPUs,
+    else the default strategy. MultiWorkerMirroredStrategy can be made only at program start, before
+    any other TensorFlow op: the CLI calls this first thing and passes the strategy to the run."""
+    name = resolve_strategy_name(name, cluster)
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        strategy = tf.distribute.MirroredStrategy()
-    else:
-        # One INFO line per traced all-reduce ("Collective all_reduce tensors: ...") is noise here.
-        logging.getLogger("tensorflow").setLevel(logging.WARNING)
-        try:
-            strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        except RuntimeError as e:
-            raise CnnappError("--strategy multi-worker: the strategy must be made at program start, before "
-                              "TensorFlow runs anything; run the command through `cnnapp launch -- train-...` "
-                              f"(it does that). Received: {e}") from None
-    _strategies[name] = strategy
-    return strategy
+        return tf.distribute.MirroredStrategy()
+    # One INFO line per traced all-reduce ("Collective all_reduce tensors: ...") is noise here.
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    except RuntimeError as e:
+        raise CnnappError("--strategy multi-worker: the strategy must be made at program start, before "
+                          "TensorFlow runs anything; run the command through `cnnapp launch -- train-...` "
+                          f"(it does that). Received: {e}") from None
 
 
-def start_multi_worker() -> Worker:
-    """At program start: make MultiWorkerMirroredStrategy from TF_CONFIG when it names a cluster."""
-    tf_config = read_tf_config()
-    if tf_config is not None:
-        make_strategy("multi-worker")
-    return worker_of(tf_config)
-
-
-def worker_of_strategy(strategy: tf.distribute.Strategy) -> Worker:
+def worker_of_strategy(strategy: tf.distribute.Strategy, cluster: dict | None) -> Worker:
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return worker_of(read_tf_config())
+        return worker_of(cluster)
     return Worker()

@@ -10,6 +10,9 @@ import itertools
 
 import numpy as np
 
+from cnnapp.data import RawData
+from cnnapp.data.text import TEXT_SOURCES
+
 
 SUBJECTS = ["the film", "this movie", "the story", "the cast", "the script", "the director's new work",
             "the soundtrack", "the final act", "her performance", "the animation"]
@@ -34,3 +37,12 @@ def demo_corpus() -> tuple[list[str], np.ndarray]:
     keep = np.random.default_rng(0).permutation(len(sentences))[:500]
     keep = keep[np.argsort(np.asarray(labels)[keep], kind="stable")]
     return [sentences[i] for i in keep], np.asarray(labels, dtype=np.int64)[keep]
+
+
+@TEXT_SOURCES.register("demo", claims=lambda r: not r.data and not r.dataset, priority=10)
+def load_demo(request) -> RawData:
+    """The embedded demo corpus (no --data): 500 templated movie-review sentences."""
+    sentences, labels = demo_corpus()
+    return RawData(x=np.asarray(sentences, dtype=object), y=labels, class_names=["negative", "positive"],
+                   name="demo-sentences", test_fraction=0.2,
+                   description={"source": "embedded demo sentences (templated, not real reviews)"})

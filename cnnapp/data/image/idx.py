@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnapp.data import Splits, make_splits
+from cnnapp.data import RawData
+from cnnapp.data.image import IMAGE_SOURCES, ImageRequest
 from cnnapp.errors import CnnappError
 
 # Magic numbers are 0x00 0x00 <dtype> <ndim>; MNIST uses unsigned bytes (0x08).
@@ -62,9 +63,9 @@ def has_idx_files(folder: Path) -> bool:
     return "train_images" in find_idx_files(folder)
 
 
-def load_idx_folder(folder: str | Path, *, class_names: list[str] | None = None, seed: int = 1337,
-                    arg: str = "--data") -> Splits:
-    """Splits from a folder holding train-*/t10k-* IDX files (test files optional)."""
+def load_idx_folder(folder: str | Path, *, class_names: list[str] | None = None, name: str | None = None,
+                    arg: str = "--data") -> RawData:
+    """RawData from a folder holding train-*/t10k-* IDX files (test files optional)."""
     folder = Path(folder)
     files = find_idx_files(folder)
     if "train_images" not in files or "train_labels" not in files:
@@ -83,6 +84,35 @@ def load_idx_folder(folder: str | Path, *, class_names: list[str] | None = None,
         class_names = (FASHION_MNIST_CLASSES if "fashion" in str(folder).lower() and num_classes == 10
                        else [str(i) for i in range(num_classes)])
     x, x_test = x[..., None], (x_test[..., None] if x_test is not None else None)
-    return make_splits(x, y, class_names, x_test=x_test, y_test=y_test, seed=seed,
-                       description={"source": f"IDX files in {folder}",
-                                    "test": "the t10k files" if x_test is not None else None})
+    description = {"source": f"IDX files in {folder}"}
+    if x_test is not None:
+        description["test"] = "the t10k files"
+    return RawData(x=x, y=y, class_names=class_names, name=name or folder.name, x_test=x_test, y_test=y_test,
+                   description=description)
+
+
+def _is_idx_folder(request: ImageRequest) -> bool:
+    return bool(request.data) and Path(request.data).is_dir() and has_idx_files(Path(request.data))
+
+
+@IMAGE_SOURCES.register("idx", claims=_is_idx_folder, priority=10)
+def load_idx(request: ImageRequest) -> RawData:
+    """--data FOLDER of IDX files (train-images-idx3-ubyte[.gz], ..., t10k-...): the MNIST format."""
+    return load_idx_folder(Path(request.data), name=Path(request.data).resolve().name)
+
+
+def fashion_mnist_folder(request: ImageRequest) -> Path | None:
+    """Where Fashion-MNIST's IDX files are: --data-dir (or its fashion-mnist/), else Debian's package."""
+    if request.data or request.dataset != "fashion_mnist":
+        return None
+    candidates = [Path(request.data_dir) / "fashion-mnist", Path(request.data_dir)] if request.data_dir else []
+    for folder in candidates + [DEBIAN_FASHION_MNIST]:
+        if folder.is_dir() and has_idx_files(folder):
+            return folder
+    return None
+
+
+@IMAGE_SOURCES.register("fashion_mnist", claims=lambda r: fashion_mnist_folder(r) is not None, priority=5)
+def load_fashion_mnist(request: ImageRequest) -> RawData:
+    """--dataset fashion_mnist from IDX files (Debian's dataset-fashion-mnist, or --data-dir); else TFDS."""
+    return load_idx_folder(fashion_mnist_folder(request), class_names=FASHION_MNIST_CLASSES, name="fashion_mnist")

@@ -1,7 +1,7 @@
 """The embedded default: scikit-learn's 1,797 real handwritten digits (8x8, no network needed).
 
 Run as a module to write a few of them as PNG files for `cnnapp predict`:
-    python -m cnnapp.data.digits --write-samples DIR      # prints the paths
+    python -m cnnapp.data.image.digits --write-samples DIR      # prints the paths
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnapp.data import Splits, make_splits
+from cnnapp.data import RawData
+from cnnapp.data.image import IMAGE_SOURCES
 
 
 def load_digit_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -22,10 +23,12 @@ def load_digit_arrays() -> tuple[np.ndarray, np.ndarray]:
     return x, digits.target.astype(np.int64)
 
 
-def load_digits_splits(*, seed: int = 1337) -> Splits:
+@IMAGE_SOURCES.register("digits", claims=lambda r: not r.data and r.dataset in (None, "digits"), priority=0)
+def load_digits(request=None) -> RawData:
+    """The embedded default: scikit-learn's 1,797 real 8x8 handwritten digits (offline)."""
     x, y = load_digit_arrays()
-    return make_splits(x, y, [str(i) for i in range(10)], seed=seed, test_fraction=0.2,
-                       description={"source": "scikit-learn load_digits (1,797 real 8x8 digits, embedded)"})
+    return RawData(x=x, y=y, class_names=[str(i) for i in range(10)], name="digits", test_fraction=0.2,
+                   description={"source": "scikit-learn load_digits (1,797 real 8x8 digits, embedded)"})
 
 
 def write_samples(folder: str | Path, count: int = 4) -> list[Path]:

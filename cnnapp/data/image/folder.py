@@ -2,7 +2,7 @@
 
 With `train/` and `validation/` (or `test/`) subfolders, those are used: the validation/test
 folder is the held-out evaluation set and 10% of train drives early stopping. Without them, a
-seeded stratified split is made. Every file is decoded once when loaded, through the same
+seeded stratified split is made (`RawData.to_splits`). Every file is decoded once when loaded, through the same
 `ImageDecoder` the export uses, so a corrupt file is named here rather than failing mid-epoch.
 """
 
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnapp.data import Splits, make_splits
+from cnnapp.data import RawData
+from cnnapp.data.image import IMAGE_SOURCES, ImageRequest
 from cnnapp.errors import CnnappError, tf_error_reason
 
 log = logging.getLogger(__name__)
@@ -86,8 +87,8 @@ def decode_files(paths, labels, *, decoder, skip_bad: bool, arg: str = "--data")
 
 
 def load_image_folder(folder: str | Path, *, decoder_factory, image_size=None, channels=None,
-                      skip_bad: bool = False, seed: int = 1337, arg: str = "--data"):
-    """Return (splits, image_size, channels). `decoder_factory(h, w, c)` builds the ImageDecoder."""
+                      skip_bad: bool = False, arg: str = "--data") -> RawData:
+    """RawData of decoded images; `decoder_factory(h, w, c)` builds the ImageDecoder."""
     folder = Path(folder)
     if not folder.exists():
         raise CnnappError(f"{arg}: no such folder. Received: {folder}")
@@ -108,14 +109,20 @@ def load_image_folder(folder: str | Path, *, decoder_factory, image_size=None, c
     if not paths:
         raise CnnappError(f"{arg}: the class folders hold no files. Received: {root}")
     x, y, skipped = decode_files(paths, labels, decoder=decoder, skip_bad=skip_bad, arg=arg)
-    description = {"source": f"image folder {folder}", "skipped_files": len(skipped)}
-    x_test = y_test = None
+    out = RawData(x=x, y=y, class_names=class_names, name=folder.resolve().name,
+                  description={"source": f"image folder {folder}", "skipped_files": len(skipped)},
+                  info={"image_size": image_size, "channels": channels})
     if train_dir is not None and eval_dir is not None:
         test_paths, test_labels, _ = list_images(eval_dir, class_names)
-        x_test, y_test, skipped_test = decode_files(
+        out.x_test, out.y_test, skipped_test = decode_files(
             test_paths, test_labels, decoder=decoder, skip_bad=skip_bad, arg=arg)
-        description["skipped_files"] += len(skipped_test)
-        description["test"] = f"the {eval_dir.name}/ folder"
-    splits = make_splits(x, y, class_names, x_test=x_test, y_test=y_test, seed=seed,
-                         description=description)
-    return splits, image_size, channels
+        out.description["skipped_files"] += len(skipped_test)
+        out.description["test"] = f"the {eval_dir.name}/ folder"
+    return out
+
+
+@IMAGE_SOURCES.register("folder", claims=lambda r: bool(r.data), priority=20)
+def load_folder(request: ImageRequest) -> RawData:
+    """--data FOLDER of class subfolders of images (train/ + validation/ or test/ when present)."""
+    return load_image_folder(request.data, decoder_factory=request.decoder_factory, image_size=request.image_size,
+                             channels=request.channels, skip_bad=request.skip_bad)

@@ -1,0 +1,111 @@
+"""`cnnapp inspect`, `cnnapp summary` and `cnnapp models`: what a network is and what it learned."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from cnnapp.cli import library_errors
+from cnnapp.cli.options import (IMAGE_MODEL_FIELDS, TEXT_MODEL_FIELDS, ImageSize, ModelArg, image_model_options,
+                                model_choice, text_model_options)
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path())
+@click.argument("inputs", nargs=-1)
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Where image plots go [default: RUN_DIR/inspect].")
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="N-grams to show per sentence.")
+@click.option("--json", "as_json", is_flag=True)
+@library_errors
+def inspect(run_dir, inputs, out, top, as_json):
+    """See what a trained model learned (RUN_DIR is runs/<name>).
+
+    Images: writes the first layer's filters and each conv block's feature maps for every input
+    image as PNGs. Sentences: prints the n-grams whose filters won max-over-time pooling and
+    pushed the predicted class most.
+    """
+    if not inputs:
+        raise click.UsageError("give image files or sentences to inspect.")
+    from cnnapp.inspection import inspect_images, inspect_sentences, kind_of, load_run
+    model, preprocessor, config = load_run(run_dir)
+    if kind_of(model) == "image":
+        out_dir = Path(out or Path(run_dir) / "inspect")
+        results = inspect_images(model, preprocessor, config, inputs, out_dir)
+        if as_json:
+            click.echo(json.dumps(results, indent=2))
+            return
+        for path, res in results.items():
+            click.echo(f"{path}: predicted {res['predicted']}")
+            for name, layer in res["layers"].items():
+                click.echo(f"  {name:8s} {'x'.join(map(str, layer['shape'])):>10s}  "
+                           f"{layer['active_fraction']:.0%} active  -> {layer['plot']}")
+        click.echo(f"filters: {out_dir / 'filters.png'}")
+        return
+    results = inspect_sentences(model, preprocessor, config, list(inputs), top=top)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    for res in results:
+        click.echo(f"{res['sentence']!r}: {res['predicted']} {max(res['probabilities']):.3f}")
+        for g in res["ngrams"]:
+            click.echo(f"  {g['contribution']:+8.3f}  {g['ngram']!r} (width {g['width']}, {g['filters']} filter(s))")
+
+
+@click.group()
+def summary():
+    """Print a model's layers, output shapes, activations, parameters and cost, without training."""
+
+
+model_option = click.option("--model", "model_name", default=None, metavar="NAME",
+                            help="A registered model (`cnnapp models`). [default: the kind's default]")
+model_arg_option = click.option("--model-arg", "model_args", type=ModelArg(), multiple=True,
+                                help="KEY=VALUE for any keyword of the model's factory (repeatable).")
+
+
+@summary.command("image")
+@click.option("--num-classes", type=click.IntRange(min=2), default=10, show_default=True)
+@click.option("--image-size", type=ImageSize(), default="28", show_default=True, help="N or HxW.")
+@click.option("--channels", type=click.Choice(["1", "3"]), default="1", show_default=True)
+@model_option
+@model_arg_option
+@image_model_options
+@library_errors
+def summary_image(num_classes, image_size, channels, **kw):
+    """An image model for the given options (default input 28x28x1)."""
+    from cnnapp.models.summary import summarize
+    click.echo(summarize("image", model_choice(kw, IMAGE_MODEL_FIELDS),
+                         {"input_shape": (*image_size, int(channels)), "num_classes": num_classes}))
+
+
+@summary.command("text")
+@click.option("--num-classes", type=click.IntRange(min=2), default=2, show_default=True)
+@click.option("--vocab-size", type=click.IntRange(min=2), default=20000, show_default=True)
+@click.option("--sequence-length", type=click.IntRange(min=1), default=50, show_default=True)
+@model_option
+@model_arg_option
+@text_model_options
+@library_errors
+def summary_text(num_classes, vocab_size, sequence_length, **kw):
+    """A sentence model for the given options (default sequence length 50)."""
+    from cnnapp.models.summary import summarize
+    click.echo(summarize("text", model_choice(kw, TEXT_MODEL_FIELDS),
+                         {"sequence_length": sequence_length, "vocab_size": vocab_size, "num_classes": num_classes}))
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True)
+def models(as_json):
+    """List the registered models: name, kind and what each is."""
+    from cnnapp.models import registry
+    specs = registry()
+    if as_json:
+        click.echo(json.dumps([{"name": s.name, "kind": s.kind, "description": s.description,
+                                "options": {k: repr(v) for k, v in s.options().items()}} for s in specs.values()],
+                              indent=2))
+        return
+    width = max(len(n) for n in specs)
+    for spec in specs.values():
+        click.echo(f"{spec.name:{width}s}  {spec.kind:5s}  {spec.description}")

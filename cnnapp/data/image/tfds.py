@@ -1,0 +1,24 @@
+"""Any TFDS image data set by name (`--dataset cifar10`), from --data-dir or downloaded."""
+
+from __future__ import annotations
+
+from cnnapp.data import RawData
+from cnnapp.data.image import IMAGE_SOURCES, ImageRequest
+from cnnapp.errors import CnnappError
+
+
+@IMAGE_SOURCES.register("tfds", claims=lambda r: bool(r.dataset) and not r.data, priority=90)
+def load_tfds(request: ImageRequest) -> RawData:
+    """--dataset NAME: a TensorFlow Datasets image set (its test split is the test set)."""
+    from cnnapp.data.tfds_source import load_tfds_arrays
+    name = request.dataset
+    arrays, class_names = load_tfds_arrays(name, data_dir=request.data_dir, feature="image")
+    train = arrays.get("train")
+    if train is None:
+        raise CnnappError(f"--dataset: TFDS dataset has no 'train' split. Received: {name}")
+    out = RawData(x=train[0], y=train[1], class_names=class_names, name=name.replace("/", "_"),
+                  description={"source": f"TFDS {name}"})
+    if "test" in arrays:
+        out.x_test, out.y_test = arrays["test"]
+        out.description["test"] = "the TFDS test split"
+    return out

@@ -1,0 +1,101 @@
+"""Sentences: a registered text source -> `TextVectorization` adapted on the training split only.
+
+With pretrained vectors (`--embeddings`, for Kim's static / non-static / multichannel modes) the
+embedding matrix of the adapted vocabulary is built here and handed to the model factory.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from cnnapp.config import MAX_TOKENS_DEFAULT, STANDARDIZE_DEFAULT
+from cnnapp.data import RawData, Splits
+from cnnapp.data.text import TextRequest, read_text_data
+from cnnapp.errors import CnnappError
+from cnnapp.preprocessing.text import default_sequence_length, make_vectorizer
+from cnnapp.tasks import Prepared
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SentenceTask:
+    """>>> run(SentenceTask(TextRequest(data=("rt-polarity.*",), encoding="latin-1")), ...)"""
+
+    request: TextRequest = TextRequest()
+    standardize: str = STANDARDIZE_DEFAULT   # one of cnnapp.config.STANDARDIZE
+    max_tokens: int | None = MAX_TOKENS_DEFAULT   # vocabulary cap
+    sequence_length: int | None = None    # None: the longest training sentence (<= 400), >= the widest filter
+    embeddings: tuple[str, ...] = ()      # pretrained vector files (static / non-static / multichannel)
+    kind = "text"
+
+    def describe(self) -> dict:
+        return {**{k: v for k, v in vars(self.request).items()}, "standardize": self.standardize,
+                "max_tokens": self.max_tokens, "sequence_length": self.sequence_length,
+                "embeddings": list(self.embeddings)}
+
+    def load(self) -> tuple[RawData, str]:
+        return read_text_data(self.request)
+
+    def prepare(self, data: RawData, splits: Splits, *, model_options: dict, seed: int) -> Prepared:
+        """`model_options` are the model's resolved keyword options (its defaults and the user's)."""
+        widest = max(model_options.get("region_sizes") or (1,))
+        sequence_length = self.sequence_length or default_sequence_length(
+            splits.x_train, min_length=widest, standardize=self.standardize)
+        vectorizer = make_vectorizer(splits.x_train, max_tokens=self.max_tokens, sequence_length=sequence_length,
+                                     standardize=self.standardize)
+        vocab_size = vectorizer.vocabulary_size()
+        log.info("vocabulary %d tokens, sequence length %d", vocab_size, sequence_length)
+        matrix, coverage = self._embedding_matrix(vectorizer, splits, model_options.get("embedding_mode", "rand"), seed)
+        return text_prepared(vectorizer, num_classes=splits.num_classes, embedding_matrix=matrix, coverage=coverage)
+
+    def _embedding_matrix(self, vectorizer, splits: Splits, mode: str, seed: int):
+        if mode == "rand":
+            if self.embeddings:
+                log.warning("--embeddings is ignored with --embedding-mode rand")
+            return None, None
+        if not self.embeddings:
+            raise CnnappError(f"--embeddings: the {mode} mode needs pretrained vectors. "
+                              f"Received: embedding_mode={mode} with no --embeddings file")
+        from cnnapp.data.embeddings import build_embedding_matrix
+        return build_embedding_matrix(vectorizer.get_vocabulary(), self.embeddings, seed=seed,
+                                      token_counts=training_token_counts(vectorizer, splits.x_train))
+
+    def augmenter(self, seed: int):
+        return None
+
+    def endpoints(self, prepared: Prepared, model) -> dict:
+        length = prepared.info["sequence_length"]
+        return {
+            "serving_default": (tf.TensorSpec([None], tf.string, name="sentences"), prepared.preprocessor),
+            "serving_token_ids": (tf.TensorSpec([None, length], tf.int64, name="token_ids"), lambda ids: ids),
+        }
+
+    def export_metadata(self, prepared: Prepared, model) -> dict:
+        return {"kind": "text", "input": "sentences", "standardize": self.standardize,
+                "sequence_length": prepared.info["sequence_length"],
+                "vocabulary_size": prepared.info["vocabulary_size"]}
+
+
+def training_token_counts(vectorizer, sentences) -> dict[str, int]:
+    """{vocabulary word: occurrences} in the training sentences, [UNK] counted as itself."""
+    ids = vectorizer(tf.constant(np.asarray(sentences, dtype=object).astype(str))).numpy().ravel()
+    counts = np.bincount(ids[ids > 0], minlength=vectorizer.vocabulary_size())
+    vocabulary = vectorizer.get_vocabulary()
+    return {vocabulary[i]: int(c) for i, c in enumerate(counts) if c and i > 0}
+
+
+def text_prepared(vectorizer, *, num_classes: int, embedding_matrix=None, coverage: dict | None = None) -> Prepared:
+    """The preprocessing of a sentence model: its adapted vectorizer, and the model's data-given arguments."""
+    sequence_length = int(vectorizer.get_config()["output_sequence_length"])
+    info = {"sequence_length": sequence_length, "vocabulary_size": int(vectorizer.vocabulary_size())}
+    if coverage is not None:
+        info["embedding_coverage"] = coverage
+    return Prepared(preprocessor=vectorizer, raw_input="sentences", preprocess=vectorizer, track=(vectorizer,),
+                    model_args={"sequence_length": sequence_length, "vocab_size": vectorizer.vocabulary_size(),
+                                "num_classes": num_classes, "embedding_matrix": embedding_matrix},
+                    info=info)

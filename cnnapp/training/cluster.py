@@ -1,0 +1,115 @@
+"""A local multi-worker cluster: free loopback ports, one TF_CONFIG per worker, start, stream, stop.
+
+`run_local_cluster(N, command)` starts N copies of `cnnapp launch -- <command>`, each with a
+TF_CONFIG naming N free 127.0.0.1 ports and its own index, streams their output prefixed
+`[worker i]`, stops them all when one fails or on Ctrl-C, and returns the first failing exit code.
+No click and no TensorFlow here (`cnnapp.cli.launch` is the command).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free TCP ports on 127.0.0.1 (held open together so none repeats)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def tf_config_for(addresses: list[str], index: int) -> str:
+    return json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})
+
+
+def _stream(index: int, proc: subprocess.Popen, lock: threading.Lock) -> None:
+    for line in proc.stdout:
+        with lock:
+            sys.stdout.write(f"[worker {index}] {line}")
+            sys.stdout.flush()
+
+
+def _stop(procs: list[subprocess.Popen], grace_seconds: float = 10.0) -> None:
+    """SIGTERM the workers still running, then SIGKILL what is left after the grace period."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    deadline = time.monotonic() + grace_seconds
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def _say(message: str, *, err: bool = False) -> None:
+    stream = sys.stderr if err else sys.stdout
+    stream.write(message + "\n")
+    stream.flush()
+
+
+def run_local_cluster(workers: int, command: list[str], *, cpu: bool, dump_weights: str | None) -> int:
+    """Start `workers` local worker processes; the first non-zero exit code, or 0."""
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(workers)]
+    lock = threading.Lock()
+    procs: list[subprocess.Popen] = []
+    threads = []
+    extra = ["--dump-weights", dump_weights] if dump_weights else []
+
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        for i in range(workers):
+            env = {**os.environ, "TF_CONFIG": tf_config_for(addresses, i), "PYTHONUNBUFFERED": "1"}
+            if cpu:
+                env["CUDA_VISIBLE_DEVICES"] = "-1"
+            proc = subprocess.Popen([sys.executable, "-m", "cnnapp", "launch", *extra, "--", *command],
+                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    stdin=subprocess.DEVNULL)
+            procs.append(proc)
+            with lock:
+                _say(f"[launch] worker {i}: pid {proc.pid}, {addresses[i]}")
+            t = threading.Thread(target=_stream, args=(i, proc, lock), daemon=True)
+            t.start()
+            threads.append(t)
+        failed = None
+        while failed is None and any(p.poll() is None for p in procs):
+            failed = next((i for i, p in enumerate(procs) if p.poll() not in (None, 0)), None)
+            time.sleep(0.2)  # a launcher's poll interval, not a test's wait
+        failed = next((i for i, p in enumerate(procs) if p.poll() not in (None, 0)), failed)
+        if failed is not None:
+            # A cluster with a dead worker blocks in its next collective: stop the rest.
+            _stop(procs)
+            for t in threads:
+                t.join()
+            _say(f"[launch] worker {failed} failed (exit {procs[failed].returncode}); stopped the others",
+                       err=True)
+            return procs[failed].returncode if procs[failed].returncode > 0 else 1  # killed: 1
+        for t in threads:
+            t.join()
+        _say(f"[launch] all {workers} workers finished")
+        return 0
+    except KeyboardInterrupt:
+        _stop(procs)
+        _say("[launch] interrupted; stopped the workers", err=True)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)

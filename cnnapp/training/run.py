@@ -1,0 +1,203 @@
+"""`run(task, train=..., model=...)`: the one run path for every model and kind of data.
+
+    task.load() -> RawData -> splits (fixed, or K folds x N seeds) -> task.prepare() (fit the
+    preprocessor on the training split) -> the registered model factory -> the one training loop
+    (single model or --ensemble) -> one evaluation -> runs/<name>/ -> one export function
+
+Two protocols, as the papers report them:
+- fixed splits (a test file or split, or a seeded hold-out): one training run;
+- `cv=K, repeats=N` (stratified K-fold, N seeds; Kim's MR protocol, Zhang & Wallace's mean (min,
+  max)): one run per fold in runs/<name>/cv/, then the exported model is trained on all the data
+  (or taken from the fold `export_fold` picks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cnnapp import layout
+from cnnapp.config import ModelChoice, TrainConfig, to_dict
+from cnnapp.data import RawData, Splits, make_splits, stratified_folds
+from cnnapp.errors import CnnappError
+from cnnapp.models import ModelSpec, get_model
+from cnnapp.tasks import Prepared, export_model, save_preprocessor
+from cnnapp.training.evaluation import write_json
+from cnnapp.training.loop import TrainResult, train_classifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOutcome:
+    """What a run did: the model that was (or would be) exported, the export, the CV summary."""
+
+    run_dir: Path
+    result: TrainResult | None
+    export_dir: Path | None
+    cv: dict | None = None
+    exported_from: str = ""               # which model was exported, in words
+    prepared: Prepared | None = None      # the preprocessing of `result.model`
+    plots: list[Path] = field(default_factory=list)
+
+
+def run(task, *, train: TrainConfig, model: ModelChoice = ModelChoice(), strategy=None) -> RunOutcome:
+    """Train, evaluate and (on the chief) export a classifier for `task` (an ImageTask or SentenceTask)."""
+    spec = get_model(model.name, kind=task.kind)
+    spec.check_options(model.options)
+    check_protocol(train)
+    data, source = task.load()
+    name = layout.check_model_name(train.name or data.name, arg="--name" if train.name else "--data")
+    train = dataclasses.replace(train, name=name)
+    run_dir = Path(train.run_dir) / name
+    run_config = {"command": f"train-{task.kind}", "source": source, "task": task.describe(),
+                  "model": {"name": spec.name, "options": model.options}}
+    fit = _Fitter(task, spec, model.options, strategy)
+    summary = None
+    if train.cv is None:
+        splits = data.to_splits(seed=train.seed)
+        result, prepared = fit(splits, data, train, run_dir, run_config)
+        what = "the model trained above"
+    else:
+        summary, kept = cross_validate(data, fit, train=train, run_dir=run_dir, run_config=run_config)
+        if train.export_fold:
+            result, prepared = kept
+            what = f"fold {train.export_fold} of the first seed ({train.seed})"
+        elif train.export:
+            log.info("cv done; training the model to export on all %d examples (10%% dev)", len(data.y))
+            splits = make_splits(data.x, data.y, data.class_names, seed=train.seed, test_fraction=0.0,
+                                 description={**data.description, "validation":
+                                              "seeded stratified 10% of all the data (after cross-validation)"})
+            result, prepared = fit(splits, data, train, run_dir / "all", {**run_config, "cv_export": "all data"})
+            what = "a model trained on all the data after the folds (its accuracy is on its 10% dev split)"
+        else:
+            return RunOutcome(run_dir=run_dir, result=None, export_dir=None, cv=summary,
+                              exported_from="nothing (--no-export)", plots=[run_dir / "cv.json"])
+    export_dir = None
+    if train.export and result.is_chief:
+        export_dir = export_model(
+            task, result.model, prepared, class_names=data.class_names, export_base=train.export_base, name=name,
+            metadata={"model": spec.name, "run_dir": str(result.run_dir), "trained_on": what,
+                      "ensemble": train.ensemble, "metrics": headline(result.metrics)})
+    plots = [p for p in (result.run_dir / "learning_curves.png", result.run_dir / "confusion_matrix.png") if p.exists()]
+    return RunOutcome(run_dir=run_dir, result=result, export_dir=export_dir, cv=summary,
+                      exported_from=what if export_dir else "nothing (--no-export)", prepared=prepared, plots=plots)
+
+
+def check_protocol(train: TrainConfig) -> None:
+    if train.cv is None:
+        if train.repeats != 1 or train.export_fold is not None:
+            raise CnnappError(f"--repeats/--export-fold need --cv. Received: repeats={train.repeats}, "
+                              f"export_fold={train.export_fold}")
+        return
+    if train.cv < 2:
+        raise CnnappError(f"--cv: needs at least 2 folds. Received: cv={train.cv}")
+    if train.export_fold is not None and not 1 <= train.export_fold <= train.cv:
+        raise CnnappError(f"--export-fold: must be in 1..{train.cv}. Received: export_fold={train.export_fold}")
+
+
+def headline(metrics: dict) -> dict:
+    ev = metrics["evaluated_on"]
+    return {"evaluated_on": ev, "accuracy": metrics[ev]["accuracy"], "macro_f1": metrics[ev]["macro_f1"]}
+
+
+class _Fitter:
+    """One training run on one set of splits: prepare, build, train, save the preprocessor."""
+
+    def __init__(self, task, spec: ModelSpec, options: dict, strategy):
+        self.task, self.spec, self.options, self.strategy = task, spec, options, strategy
+
+    def __call__(self, splits: Splits, data: RawData, train: TrainConfig, run_dir: Path,
+                 run_config: dict) -> tuple[TrainResult, Prepared]:
+        train = train.for_task(self.task.kind, len(splits.y_train))
+        resolved_options = {**self.spec.options(), **self.options}
+        prepared = self.task.prepare(data, splits, model_options=resolved_options, seed=train.seed)
+        result = train_classifier(
+            build_model=lambda: self.spec.build(prepared.model_args, self.options),
+            splits=splits, preprocess=prepared.preprocess, augment=self.task.augmenter(train.seed), config=train,
+            run_dir=run_dir, strategy=self.strategy,
+            run_config={**run_config, "preprocessing": prepared.info, **to_dict(train)})
+        if prepared.info.get("embedding_coverage") is not None:
+            result.metrics["embedding_coverage"] = prepared.info["embedding_coverage"]
+            if result.is_chief:
+                write_json(Path(result.run_dir) / "metrics.json", result.metrics)
+        if result.is_chief:   # `cnnapp inspect` loads it (in each ensemble member's run too)
+            members = [Path(m["run_dir"]) for m in result.metrics.get("ensemble", {}).get("runs", [])]
+            for folder in [Path(result.run_dir), *members]:
+                save_preprocessor(prepared, folder)
+        return result, prepared
+
+
+def cross_validate(data: RawData, fit: _Fitter, *, train: TrainConfig, run_dir: Path, run_config: dict):
+    """K-fold CV repeated with seeds seed, seed+1, ...; writes and returns the cv.json summary, and
+    the (TrainResult, Prepared) of the fold `train.export_fold` names (first seed), if any.
+
+    Each fold trains in run_dir/cv/seed<s>/fold<f>/ (export off), with 10% of its training part
+    held out for early stopping.
+    """
+    k, repeats = train.cv, train.repeats
+    if data.has_fixed_splits:
+        raise CnnappError("--cv: the data has fixed dev/test splits; cross-validation is for data without "
+                          f"them (drop --dev/--test, or drop --cv). Received: cv={k}")
+    smallest = int(np.bincount(data.y).min())
+    if smallest < k:
+        raise CnnappError(f"--cv: the smallest class has {smallest} examples, fewer than the folds. Received: cv={k}")
+    fold_cfg = dataclasses.replace(train, export=False, cv=None, repeats=1, export_fold=None)
+    accuracies, folds_out, kept = [], [], None
+    start = time.perf_counter()
+    total, done = k * repeats, 0
+    for r in range(repeats):
+        seed = train.seed + r
+        repeat_acc = []
+        for f, test_idx in enumerate(stratified_folds(data.y, k, seed)):
+            train_idx = np.setdiff1d(np.arange(len(data.y)), test_idx)
+            splits = data.fold_splits(train_idx, test_idx, seed=seed, what=f"fold {f + 1}/{k} (seed {seed})")
+            log.info("cv %d/%d: seed %d fold %d/%d: train %d, dev %d, test %d%s", done + 1, total, seed, f + 1, k,
+                     len(splits.y_train), len(splits.y_val), len(splits.y_test), _eta(start, done, total))
+            result, prepared = fit(splits, data, dataclasses.replace(fold_cfg, seed=seed),
+                                   run_dir / "cv" / f"seed{seed}" / f"fold{f + 1}",
+                                   {**run_config, "cv": {"k": k, "fold": f + 1, "seed": seed}})
+            done += 1
+            acc = float(result.metrics["test"]["accuracy"])
+            repeat_acc.append(acc)
+            folds_out.append({"seed": seed, "fold": f + 1, "accuracy": round(acc, 4),
+                              "epochs_run": result.metrics["epochs_run"], "run_dir": str(result.run_dir)})
+            if train.export_fold and (r, f + 1) == (0, train.export_fold):
+                kept = (result, prepared)
+        accuracies.append(repeat_acc)
+        log.info("cv seed %d: mean accuracy %.4f over %d folds", seed, float(np.mean(repeat_acc)), k)
+    repeat_means = [float(np.mean(a)) for a in accuracies]
+    all_acc = np.asarray(accuracies).ravel()
+    summary = {
+        "protocol": f"stratified {k}-fold cross-validation x {repeats} seed(s)",
+        "k": k, "repeats": repeats, "seeds": [train.seed + r for r in range(repeats)],
+        # Zhang & Wallace report mean (min, max) of the K-fold mean over repeated runs; with one
+        # repeat, min and max are over folds.
+        "mean": round(float(np.mean(repeat_means)), 4),
+        "min": round(min(repeat_means) if repeats > 1 else float(all_acc.min()), 4),
+        "max": round(max(repeat_means) if repeats > 1 else float(all_acc.max()), 4),
+        "min_max_over": "repeats" if repeats > 1 else "folds",
+        "repeat_means": [round(m, 4) for m in repeat_means],
+        "fold_min": round(float(all_acc.min()), 4), "fold_max": round(float(all_acc.max()), 4),
+        "fold_std": round(float(all_acc.std()), 4),
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "folds": folds_out,
+        "data": data.description, "class_names": data.class_names, "run_dir": str(run_dir),
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "cv.json", summary)
+    log.info("cv: accuracy mean %.4f (min %.4f, max %.4f over %s); %s/cv.json", summary["mean"], summary["min"],
+             summary["max"], summary["min_max_over"], run_dir)
+    return summary, kept
+
+
+def _eta(start: float, done: int, total: int) -> str:
+    if not done:
+        return ""
+    left = (time.perf_counter() - start) / done * (total - done)
+    return f"; about {left / 60:.1f} min left"
