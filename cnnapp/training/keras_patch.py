@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 # Checked by tests/test_distributed.py (2 CPU workers: identical weights, export = in-memory model).
 CHECKED_KERAS_VERSIONS = ("3.15.1",)
 UPSTREAM = "keras-team/keras#20585, tensorflow/tensorflow#72388"
-_applied = False
 
 
 def check_version(keras_version: str) -> None:
@@ -42,16 +41,20 @@ def check_version(keras_version: str) -> None:
             f"Received: keras=={keras_version}")
 
 
+def is_applied() -> bool:
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+    return hasattr(tf_trainer.TensorFlowTrainer._maybe_symbolic_build, "cnnapp_patch")
+
+
 def apply(keras_version: str | None = None) -> None:
     """Patch Keras's TensorFlow trainer for MultiWorkerMirroredStrategy (idempotent)."""
-    global _applied
     import keras
     check_version(keras_version or keras.__version__)
-    if _applied:
-        return
     import tensorflow as tf
     from keras.src import tree
     from keras.src.backend.tensorflow import trainer as tf_trainer
+    if is_applied():
+        return
 
     original_reduce = tf_trainer.reduce_per_replica
 
@@ -81,6 +84,6 @@ def apply(keras_version: str | None = None) -> None:
             self._symbolic_build(data_batch=data_batch)
 
     tf_trainer.reduce_per_replica = reduce_per_replica
+    _maybe_symbolic_build.cnnapp_patch = UPSTREAM   # the patch marks itself: no module flag
     tf_trainer.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
-    _applied = True
     log.info("applied the Keras %s multi-worker workaround (%s)", keras.__version__, UPSTREAM)

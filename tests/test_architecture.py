@@ -1,0 +1,86 @@
+"""The layout's promises, checked on the source: data flows one way, the CLI is the only click code,
+nothing reads the environment behind the caller's back, and no module-level import circles."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "cnnapp"
+# serving/command.py is the `serve` click command, kept beside the server until it moves into cli/.
+CLICK_ALLOWED = ("cli/", "serving/command.py")
+
+
+def modules() -> dict[str, Path]:
+    return {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): p
+            for p in PACKAGE.rglob("*.py")}
+
+
+def imports(path: Path, *, top_level_only: bool = False) -> set[str]:
+    """Absolute names a module imports (relative imports resolved), at module level or anywhere."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    nodes = tree.body if top_level_only else ast.walk(tree)
+    names = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names |= {f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
+def test_inference_and_serving_import_nothing_of_training_models_or_preprocessing():
+    forbidden = ("cnnapp.training", "cnnapp.models", "cnnapp.pipelines", "cnnapp.preprocessing", "cnnapp.tasks",
+                 "cnnapp.export", "cnnapp.data")
+    bad = {name: sorted(i for i in imports(path) if i.startswith(forbidden))
+           for name, path in modules().items() if name.startswith(("cnnapp.inference", "cnnapp.serving"))}
+    assert not {k: v for k, v in bad.items() if v}, bad
+
+
+def test_only_the_cli_imports_click():
+    bad = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+           if "click" in imports(p) and not str(p.relative_to(PACKAGE)).startswith(CLICK_ALLOWED)]
+    assert not bad, bad
+
+
+def test_library_code_reads_no_environment_variables():
+    """TF_CONFIG and friends are read by the CLI and passed on as values (the launcher copies the
+    environment to its workers; the digits sample writer is a script's __main__)."""
+    allowed = ("cli/", "serving/command.py", "training/cluster.py", "data/image/digits.py")
+    bad = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+           if ("os.environ" in p.read_text() or "getenv" in p.read_text())
+           and not str(p.relative_to(PACKAGE)).startswith(allowed)]
+    assert not bad, bad
+
+
+def test_no_module_level_import_circles():
+    mods = modules()
+    graph = {name: {i for i in imports(path, top_level_only=True) if i in mods and i != name}
+             for name, path in mods.items()}
+    # importing a submodule imports its packages first, which is not a circle through this module
+    graph = {n: {i for i in deps if not n.startswith(i + ".")} for n, deps in graph.items()}
+    seen, on_path, cycles = set(), [], []
+
+    def visit(node):
+        if node in on_path:
+            cycles.append(on_path[on_path.index(node):] + [node])
+            return
+        if node in seen:
+            return
+        seen.add(node)
+        on_path.append(node)
+        for dep in sorted(graph[node]):
+            visit(dep)
+        on_path.pop()
+
+    for node in sorted(graph):
+        visit(node)
+    assert not cycles, cycles[:3]
+
+
+def test_no_mutable_module_state_in_the_training_path():
+    """No module-level assignment of a mutable value that code later rebinds via `global`."""
+    bad = [str(p.relative_to(PACKAGE)) for p in (PACKAGE / "training").rglob("*.py")
+           if any(isinstance(n, ast.Global) for n in ast.walk(ast.parse(p.read_text())))]
+    assert not bad, bad

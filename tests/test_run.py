@@ -1,0 +1,53 @@
+"""The one run path: cross-validation for images too, only the user's model options recorded, and
+no process state left behind by a failed run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_cli
+
+TINY = ["--filters", "4,8", "--dense-units", "8", "--batch-size", "64"]
+
+
+def test_image_cross_validation_on_the_embedded_digits(tmp_path):
+    result = run_cli(["train-image", "--cv", "2", "--epochs", "1", *TINY, "--name", "cvd",
+                      "--run-dir", tmp_path / "runs", "--export-base", tmp_path / "models"])
+    summary = json.loads((tmp_path / "runs" / "cvd" / "cv.json").read_text())
+    assert summary["k"] == 2 and len(summary["folds"]) == 2 and summary["min_max_over"] == "folds"
+    assert summary["min"] <= summary["mean"] <= summary["max"]
+    assert sum(json.loads((tmp_path / "runs" / "cvd" / "cv" / "seed1337" / f"fold{f}" / "metrics.json").read_text())
+               ["test"]["count"] for f in (1, 2)) == 1797   # the folds cover the data once
+    assert f"accuracy mean {summary['mean']:.4f} (min {summary['min']:.4f}, max {summary['max']:.4f}" in result.output
+    assert "exported: " in result.output and (tmp_path / "models" / "cvd" / "1" / "saved_model.pb").is_file()
+
+
+def test_run_config_records_the_model_and_only_the_options_the_user_set(tmp_path):
+    run_cli(["train-image", "--epochs", "1", "--filters", "4,8", "--model-arg", "dropout=0.25", "--name", "c",
+             "--no-export", "--run-dir", tmp_path])
+    config = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert config["model"] == {"name": "image_cnn", "options": {"filters": [4, 8], "dropout": 0.25}}
+    assert config["TrainConfig"]["epochs"] == 1 and config["TrainConfig"]["batch_size"] == 64   # resolved
+
+
+def test_a_failed_run_does_not_leak_its_precision_policy(tmp_path):
+    """The policy is set for a run and restored after it even when the run fails, so the next model
+    built in the process (a test, a CV fold) gets float32 variables."""
+    import keras
+    from cnnapp.config import TrainConfig
+    from cnnapp.data.image.digits import load_digits
+    from cnnapp.training.loop import train_classifier
+
+    def broken_model():
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"   # the run's policy is on
+        raise RuntimeError("the model factory failed")
+
+    splits = load_digits().to_splits(seed=1)
+    with pytest.raises(RuntimeError, match="factory failed"):
+        train_classifier(build_model=broken_model, splits=splits, preprocess=lambda x: x, run_config={},
+                         config=TrainConfig(name="p", epochs=1, batch_size=32, precision="mixed_bfloat16",
+                                            export=False), run_dir=tmp_path)
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert keras.layers.Dense(2).dtype_policy.name == "float32"
