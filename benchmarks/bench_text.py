@@ -8,7 +8,7 @@
 
 - MR: stratified 10-fold cross-validation (Kim's protocol), mean of the fold accuracies per seed;
 - SST-2, TREC: their fixed test files; dev = the SST-2 dev file, TREC 10% of train (as Kim).
-Every run goes through the library (`cnnapp.pipelines.text`, so `train_classifier`), export off.
+Every run goes through the library (`cnnapp.training.run`, so `train_classifier`), export off.
 Results go to benchmarks/results/text-<dataset>-<mode>.json after every seed (rerunning a dataset
 replaces its file) and the table to docs/bench/text.md, with the command that made each row.
 `rand` is Kim's CNN-rand row; `static` / `non-static` use the two small GloVe 6B 50-d files in
@@ -18,6 +18,7 @@ replaces its file) and the table to docs/bench/text.md, with the command that ma
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -54,26 +55,28 @@ DATASETS = {
 
 def run_dataset(name: str, mode: str, args) -> dict:
     import numpy as np
-    from cnnapp.config import TextModelConfig, TrainConfig
-    from cnnapp.data.text import TextRequest, read_text_data, to_splits
-    from cnnapp.pipelines.text import cross_validate, fit_split
+    from cnnapp.config import TrainConfig
+    from cnnapp.data.text import TextRequest
+    from cnnapp.models import get_model
+    from cnnapp.tasks.sentences import SentenceTask
+    from cnnapp.training.run import Fitter, cross_validate
 
     files, encoding, protocol, kim = DATASETS[name]
-    request = TextRequest(encoding=encoding, **files)
-    data, source = read_text_data(request)
-    model_cfg = TextModelConfig(embedding_mode=mode, embedding_dim=args.embedding_dim,
-                                feature_maps=args.feature_maps, edge_padding=args.edge_padding,
-                                region_sizes=tuple(int(w) for w in args.region_sizes.split(",")),
-                                embeddings_path=tuple(str(p) for p in GLOVE) if mode != "rand" else None)
-    standardize = args.standardize or STANDARDIZE[name]
+    standardize_rule = args.standardize or STANDARDIZE[name]
+    task = SentenceTask(TextRequest(encoding=encoding, **files), standardize=standardize_rule,
+                        embeddings=tuple(str(p) for p in GLOVE) if mode != "rand" else ())
+    data, source = task.load()
+    options = dict(embedding_mode=mode, embedding_dim=args.embedding_dim, feature_maps=args.feature_maps,
+                   edge_padding=args.edge_padding, region_sizes=tuple(int(w) for w in args.region_sizes.split(",")))
+    fit = Fitter(task, get_model("text_cnn", kind="text"), options, strategy=None)
     label = f"{name}-{mode}" + (f"-{args.tag}" if args.tag else "")
     run_root = Path(args.run_dir) / label
     out = {"dataset": name, "mode": mode, "protocol": protocol, "kim": kim[mode], "runs": [],
            "settings": {"optimizer": args.optimizer, "learning_rate": args.learning_rate, "batch_size": args.batch_size,
                         "epochs": args.epochs, "patience": args.patience, "embedding_dim": args.embedding_dim,
-                        "feature_maps": args.feature_maps, "region_sizes": list(model_cfg.region_sizes),
+                        "feature_maps": args.feature_maps, "region_sizes": list(options["region_sizes"]),
                         "dropout": 0.5, "max_norm": 3.0,
-                        "standardize": standardize, "edge_padding": args.edge_padding,
+                        "standardize": standardize_rule, "edge_padding": args.edge_padding,
                         "padding_ids": "zero vectors", "ema": args.ema, "ensemble": args.ensemble},
            "command": "python benchmarks/bench_text.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
            "embeddings": [p.name for p in GLOVE] if mode != "rand" else None}
@@ -87,17 +90,16 @@ def run_dataset(name: str, mode: str, args) -> dict:
                                 run_dir=str(run_root), export=False, verbose=0)
         start = time.perf_counter()
         if protocol == "cv":
-            summary, _ = cross_validate(data, k=args.folds, repeats=1, model_cfg=model_cfg, train_cfg=train_cfg,
-                                        run_dir=run_root / f"seed{seed}", standardize=standardize,
-                                        run_config={"benchmark": "bench_text"})
+            summary, _ = cross_validate(data, fit, train=dataclasses.replace(train_cfg, cv=args.folds),
+                                        run_dir=run_root / f"seed{seed}", run_config={"benchmark": "bench_text"})
             acc, extra = summary["mean"], {"fold_min": summary["fold_min"], "fold_max": summary["fold_max"],
                                            "epochs_run": [f["epochs_run"] for f in summary["folds"]]}
         else:
-            splits = to_splits(data, seed=seed)
-            result, vectorizer, coverage = fit_split(splits, model_cfg=model_cfg, train_cfg=train_cfg,
-                                                     run_dir=run_root / f"seed{seed}", standardize=standardize,
-                                                     run_config={"benchmark": "bench_text"})
+            splits = data.to_splits(seed=seed)
+            result, prepared = fit(splits, data, train_cfg, run_root / f"seed{seed}", {"benchmark": "bench_text"})
+            coverage = prepared.info.get("embedding_coverage")
             acc = result.metrics["test"]["accuracy"]
+            vectorizer = prepared.preprocessor
             test_probs.append(result.model.predict(vectorizer(np.asarray(splits.x_test, dtype=object).astype(str)),
                                                    batch_size=500, verbose=0))
             y_test = splits.y_test

@@ -30,7 +30,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cnnapp.config import TrainConfig  # noqa: E402
-from cnnapp.data.idx import DEBIAN_FASHION_MNIST, load_idx_folder  # noqa: E402
+from cnnapp.data.image.idx import DEBIAN_FASHION_MNIST, load_idx_folder  # noqa: E402
 from cnnapp.models.image_cnn import build_image_cnn  # noqa: E402
 from cnnapp.preprocessing.image import ImageDecoder  # noqa: E402
 from cnnapp.training.callbacks import build_callbacks  # noqa: E402
@@ -49,7 +49,7 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     a = p.parse_args()
     keras.utils.set_random_seed(0)
-    s = load_idx_folder(DEBIAN_FASHION_MNIST)
+    s = load_idx_folder(DEBIAN_FASHION_MNIST).to_splits(seed=1337)
     n = len(s.y_train)
     x_np = s.x_train.astype("float32")  # the model rescales /255 itself, like the peer's manual /255
     xv_np = s.x_val.astype("float32")

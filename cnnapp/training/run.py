@@ -57,7 +57,7 @@ def run(task, *, train: TrainConfig, model: ModelChoice = ModelChoice(), strateg
     run_dir = Path(train.run_dir) / name
     run_config = {"command": f"train-{task.kind}", "source": source, "task": task.describe(),
                   "model": {"name": spec.name, "options": model.options}}
-    fit = _Fitter(task, spec, model.options, strategy)
+    fit = Fitter(task, spec, model.options, strategy)
     summary = None
     if train.cv is None:
         splits = data.to_splits(seed=train.seed)
@@ -106,7 +106,7 @@ def headline(metrics: dict) -> dict:
     return {"evaluated_on": ev, "accuracy": metrics[ev]["accuracy"], "macro_f1": metrics[ev]["macro_f1"]}
 
 
-class _Fitter:
+class Fitter:
     """One training run on one set of splits: prepare, build, train, save the preprocessor."""
 
     def __init__(self, task, spec: ModelSpec, options: dict, strategy):
@@ -133,7 +133,7 @@ class _Fitter:
         return result, prepared
 
 
-def cross_validate(data: RawData, fit: _Fitter, *, train: TrainConfig, run_dir: Path, run_config: dict):
+def cross_validate(data: RawData, fit: Fitter, *, train: TrainConfig, run_dir: Path, run_config: dict):
     """K-fold CV repeated with seeds seed, seed+1, ...; writes and returns the cv.json summary, and
     the (TrainResult, Prepared) of the fold `train.export_fold` names (first seed), if any.
 
