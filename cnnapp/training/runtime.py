@@ -62,7 +62,7 @@ def precision_policy(policy: str):
     the block raises), so one run's mixed precision never leaks into the next model of a process."""
     previous = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(policy)
-    log.info("precision policy: %s", policy)
+    log.debug("precision policy: %s", policy)
     try:
         yield policy
     finally:
