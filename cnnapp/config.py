@@ -22,9 +22,12 @@ OPTIMIZERS = ("adam", "adamw", "adadelta", "sgd", "rmsprop")
 
 # Training defaults that differ by kind of data; None in TrainConfig means "the task's".
 TASK_DEFAULTS = {
-    "image": {"epochs": 20, "batch_size": None},    # None: `default_batch_size(len(train))`
-    "text": {"epochs": 15, "batch_size": 50},       # Kim's mini-batch of 50
+    # batch_size None: `default_batch_size(len(train))`
+    "image": {"epochs": 20, "batch_size": None, "lr_schedule": "plateau", "label_smoothing": 0.0},
+    # Kim's mini-batch of 50
+    "text": {"epochs": 15, "batch_size": 50, "lr_schedule": "plateau", "label_smoothing": 0.0},
 }
+LR_SCHEDULES = ("plateau", "cosine", "onecycle")
 
 
 def default_batch_size(num_train: int) -> int:
@@ -51,7 +54,9 @@ class TrainConfig:
     seed: int = 1337
     deterministic: bool = False           # tf.config.experimental.enable_op_determinism()
     patience: int = 6                     # early stopping on the validation metric; > 2 x lr_patience
-    lr_schedule: str = "plateau"          # plateau (ReduceLROnPlateau on val_loss) | cosine (over the epochs)
+    lr_schedule: str | None = None        # plateau (halve on a val_loss plateau) | cosine | onecycle; None: the task's
+    label_smoothing: float | None = None  # None: the task's
+    accuracy_levels: tuple = (0.8, 0.9, 0.95)   # metrics.json: wall seconds to first reach each (val accuracy)
     lr_patience: int = 2                  # ReduceLROnPlateau
     ema: float = 0.0                      # > 0: weights averaged with this momentum (Polyak); validated and kept
     ensemble: int = 1                     # > 1: train this many members (seeds seed, seed+1, ...) and average them
@@ -73,7 +78,10 @@ class TrainConfig:
         """Fill the task-dependent defaults."""
         defaults = TASK_DEFAULTS[kind]
         batch = self.batch_size or defaults["batch_size"] or default_batch_size(num_train)
-        return dataclasses.replace(self, epochs=self.epochs or defaults["epochs"], batch_size=batch)
+        return dataclasses.replace(
+            self, epochs=self.epochs or defaults["epochs"], batch_size=batch,
+            lr_schedule=self.lr_schedule or defaults["lr_schedule"],
+            label_smoothing=defaults["label_smoothing"] if self.label_smoothing is None else self.label_smoothing)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,9 @@ def start(kind: str, kw: dict):
               help="N or HxW. Default: the data's own size (image folders: 128).")
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None,
               help="Default: the data's own (folders: 3 unless all grayscale).")
-@click.option("--augment", type=NAMES, default="", help="Comma list of flip,translate,rotate,zoom,contrast.")
+@click.option("--augment", type=NAMES, default=None,
+              help="Comma list of flip,crop,translate,rotate,zoom,contrast, or none. [default: the data's preset: "
+                   "flip,crop for photos, Fashion-MNIST and CIFAR; crop for digits and other IDX data]")
 @image_model_options
 @train_options("image")
 @library_errors

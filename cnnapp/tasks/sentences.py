@@ -65,7 +65,7 @@ class SentenceTask:
         return build_embedding_matrix(vectorizer.get_vocabulary(), self.embeddings, seed=seed,
                                       token_counts=training_token_counts(vectorizer, splits.x_train))
 
-    def augmenter(self, seed: int):
+    def augmenter(self, data: RawData, seed: int):
         return None
 
     def endpoints(self, prepared: Prepared, model) -> dict:

@@ -9,6 +9,7 @@ from pathlib import Path
 import keras
 
 from cnnapp.config import TrainConfig
+from cnnapp.training.recipe import WallClock
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +27,11 @@ def build_callbacks(config: TrainConfig, run_dir: Path, *, resuming: bool,
     elif config.lr_schedule == "plateau":
         schedule = [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=config.lr_patience,
                                                       min_lr=1e-5, verbose=1)]
+    elif config.lr_schedule == "onecycle":
+        schedule = []   # an in-graph LearningRateSchedule of the optimizer (cnnapp.training.recipe.OneCycle)
     else:
         from cnnapp.errors import CnnappError
-        raise CnnappError(f"--lr-schedule: choose plateau or cosine. Received: {config.lr_schedule}")
+        raise CnnappError(f"--lr-schedule: choose plateau, cosine or onecycle. Received: {config.lr_schedule}")
     # With --ema, validation, early stopping and the checkpoint all see the averaged weights (swapped
     # in after BackupAndRestore has saved the raw ones, so a resumed run continues from those).
     ema = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema else []
@@ -41,7 +44,19 @@ def build_callbacks(config: TrainConfig, run_dir: Path, *, resuming: bool,
         ModelCheckpoint(str(run_dir / "best.keras"), monitor=config.monitor, mode=mode, save_best_only=True),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
         EpochTensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False),
+        WallClock(offset=wall_clock_offset(run_dir / "history.csv") if resuming else 0.0),
     ]
+
+
+def wall_clock_offset(history_csv: Path) -> float:
+    """The wall seconds an interrupted run had reached (its history's last `wall_seconds`)."""
+    import csv
+    try:
+        with history_csv.open() as f:
+            rows = [r for r in csv.DictReader(f) if r.get("wall_seconds")]
+    except OSError:
+        return 0.0
+    return float(rows[-1]["wall_seconds"]) if rows else 0.0
 
 
 class CosineDecay(keras.callbacks.Callback):

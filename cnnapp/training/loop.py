@@ -35,6 +35,7 @@ from cnnapp.data import Splits
 from cnnapp.errors import CnnappError
 from cnnapp.training import keras_patch, runtime
 from cnnapp.training.callbacks import EpochTimer, build_callbacks, progress_verbosity
+from cnnapp.training.recipe import OneCycle, SparseSmoothedCrossentropy, time_to_accuracy
 from cnnapp.training.evaluation import classification_report, plot_confusion, plot_history, write_json
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,10 @@ class TrainResult:
     is_chief: bool = True
 
 
-def make_optimizer(name: str, learning_rate: float | None, ema: float = 0.0) -> keras.optimizers.Optimizer:
-    """The named optimizer; `ema` > 0 also keeps an exponential moving average of the weights."""
+def make_optimizer(name: str, learning_rate: float | None, ema: float = 0.0, *,
+                   onecycle_steps: int | None = None) -> keras.optimizers.Optimizer:
+    """The named optimizer; `ema` > 0 also keeps an exponential moving average of the weights;
+    `onecycle_steps` runs the rate as a one-cycle schedule over that many steps, peaking at the rate."""
     if name not in OPTIMIZERS:
         raise CnnappError(f"--optimizer: choose from {', '.join(OPTIMIZERS)}. Received: {name}")
     if not 0.0 <= ema < 1.0:
@@ -69,7 +72,16 @@ def make_optimizer(name: str, learning_rate: float | None, ema: float = 0.0) -> 
     kwargs = {"rho": 0.95, "epsilon": 1e-6} if name == "adadelta" else {}
     if ema:
         kwargs.update(use_ema=True, ema_momentum=ema)
-    return cls(learning_rate=learning_rate or default_lr, **kwargs)
+    rate = learning_rate or default_lr
+    if onecycle_steps:
+        rate = OneCycle(peak=rate, total_steps=onecycle_steps)
+    return cls(learning_rate=rate, **kwargs)
+
+
+def make_loss(label_smoothing: float):
+    if not 0.0 <= label_smoothing < 1.0:
+        raise CnnappError(f"--label-smoothing: must be in [0, 1). Received: label_smoothing={label_smoothing}")
+    return SparseSmoothedCrossentropy(label_smoothing) if label_smoothing else "sparse_categorical_crossentropy"
 
 
 def make_dataset(x, y, *, batch_size: int, preprocess: Callable, augment=None,
@@ -87,7 +99,9 @@ def make_dataset(x, y, *, batch_size: int, preprocess: Callable, augment=None,
         ds = ds.shuffle(len(y), seed=shuffle_seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     if augment is not None:
-        ds = ds.map(lambda a, b: (augment(a, training=True), b), num_parallel_calls=AUTOTUNE)
+        # One batch at a time: the layers draw from one seeded generator, and parallel calls would
+        # take its draws in a different order each run (prefetch still overlaps it with training).
+        ds = ds.map(lambda a, b: (augment(a, training=True), b))
     if options is not None:
         ds = ds.with_options(options)
     return ds.prefetch(AUTOTUNE)
@@ -232,8 +246,9 @@ def _fit(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *, r
 
     with strategy.scope():
         model = build_model()
-        model.compile(optimizer=make_optimizer(config.optimizer, config.learning_rate, config.ema),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=jit)
+        steps = config.epochs * -(-len(splits.y_train) // global_batch) if config.lr_schedule == "onecycle" else None
+        model.compile(optimizer=make_optimizer(config.optimizer, config.learning_rate, config.ema, onecycle_steps=steps),
+                      loss=make_loss(config.label_smoothing or 0.0), metrics=["accuracy"], jit_compile=jit)
 
     resolved = {
         "precision": precision, "jit_compile": jit, "strategy": type(strategy).__name__,
@@ -268,9 +283,10 @@ def _fit(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *, r
         splits, eval_name, report, best_val_accuracy=max(history.get("val_accuracy", [0.0])),
         epochs_run=len(history.get("loss", [])), train_seconds=train_seconds,
         epoch_seconds=[round(s, 3) for s in timer.seconds],
+        time_to_accuracy=time_to_accuracy(history, config.accuracy_levels),
         examples_per_second=round(len(splits.y_train) / (sum(steady) / len(steady)), 1) if steady else None)
     write_json(run_dir / "metrics.json", metrics)
-    plot_history(history, run_dir / "learning_curves.png")
+    plot_history(history, run_dir / "learning_curves.png", levels=config.accuracy_levels)
     plot_confusion(report, run_dir / "confusion_matrix.png")
     log.debug("%s accuracy %.4f (macro F1 %.4f) on %d examples; %s/metrics.json",
              eval_name, report["accuracy"], report["macro_f1"], report["count"], run_dir)

@@ -119,7 +119,7 @@ class Fitter:
         prepared = self.task.prepare(data, splits, model_options=resolved_options, seed=train.seed)
         result = train_classifier(
             build_model=lambda: self.spec.build(prepared.model_args, self.options),
-            splits=splits, preprocess=prepared.preprocess, augment=self.task.augmenter(train.seed), config=train,
+            splits=splits, preprocess=prepared.preprocess, augment=self.task.augmenter(data, train.seed), config=train,
             run_dir=run_dir, strategy=self.strategy,
             run_config={**run_config, "preprocessing": prepared.info, **to_dict(train)})
         if prepared.info.get("embedding_coverage") is not None:

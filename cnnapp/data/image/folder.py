@@ -111,7 +111,7 @@ def load_image_folder(folder: str | Path, *, decoder_factory, image_size=None, c
     x, y, skipped = decode_files(paths, labels, decoder=decoder, skip_bad=skip_bad, arg=arg)
     out = RawData(x=x, y=y, class_names=class_names, name=folder.resolve().name,
                   description={"source": f"image folder {folder}", "skipped_files": len(skipped)},
-                  info={"image_size": image_size, "channels": channels})
+                  info={"image_size": image_size, "channels": channels, "augment": ("flip", "crop")})
     if train_dir is not None and eval_dir is not None:
         test_paths, test_labels, _ = list_images(eval_dir, class_names)
         out.x_test, out.y_test, skipped_test = decode_files(
