@@ -63,6 +63,7 @@ class TrainConfig:
     cv: int | None = None                 # K-fold cross-validation instead of a held-out test split
     repeats: int = 1                      # under cv: seeds seed, seed+1, ... ; mean (min, max)
     export_fold: int | None = None        # under cv: export this fold's model (first seed)
+    steps_per_execution: int = 32         # training steps per call into the graph (less Python per step)
     monitor: str = "val_accuracy"
     strategy: str = "auto"                # auto | default | mirrored | multi-worker
     precision: str = "auto"               # auto | float32 | mixed_float16 | mixed_bfloat16

@@ -176,6 +176,8 @@ def train_options(kind: str):
                      help="Under --cv: repeat with seeds seed, seed+1, ... and report mean (min, max)."),
         click.option("--export-fold", type=click.IntRange(min=1), default=None,
                      help="Under --cv: export this fold's model (first seed) instead of one trained on all the data."),
+        click.option("--steps-per-execution", type=click.IntRange(min=1), default=DEFAULTS.steps_per_execution,
+                     show_default=True, help="Training steps per call into the compiled graph (fewer Python round trips)."),
         click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=DEFAULTS.seed, show_default=True,
                      help="Seeds data splits, shuffling, init."),
         click.option("--deterministic/--no-deterministic", default=DEFAULTS.deterministic, show_default=True,
@@ -199,7 +201,7 @@ def train_options(kind: str):
 
 
 TRAIN_FIELDS = ("name", "epochs", "batch_size", "learning_rate", "optimizer", "lr_schedule", "label_smoothing",
-                "accuracy_levels", "ema", "ensemble",
+                "accuracy_levels", "steps_per_execution", "ema", "ensemble",
                 "cv", "repeats", "export_fold", "seed", "deterministic", "patience", "strategy", "precision",
                 "jit", "run_dir", "export_base", "export")
 
