@@ -35,7 +35,11 @@ def build_callbacks(config: TrainConfig, run_dir: Path, *, resuming: bool,
     # With --ema, validation, early stopping and the checkpoint all see the averaged weights (swapped
     # in after BackupAndRestore has saved the raw ones, so a resumed run continues from those).
     ema = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema else []
-    return schedule + [  # the schedule first: CosineDecay reads the initial rate before a resume restores it
+    # The clock first, so `wall_seconds` is in the logs every later callback reads (CSVLogger fixes its
+    # columns at the first epoch); then the schedule: CosineDecay reads the initial rate before a
+    # resume restores it.
+    clock = WallClock(offset=wall_clock_offset(run_dir / "history.csv") if resuming else 0.0)
+    return [clock] + schedule + [
         # A killed run resumes from the last finished epoch when the same command is run again.
         keras.callbacks.BackupAndRestore(str(backup_dir or run_dir / "backup")),
         *ema,
@@ -44,7 +48,6 @@ def build_callbacks(config: TrainConfig, run_dir: Path, *, resuming: bool,
         ModelCheckpoint(str(run_dir / "best.keras"), monitor=config.monitor, mode=mode, save_best_only=True),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
         EpochTensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False),
-        WallClock(offset=wall_clock_offset(run_dir / "history.csv") if resuming else 0.0),
     ]
 
 
