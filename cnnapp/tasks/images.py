@@ -42,6 +42,12 @@ class ImageTask:
         names = data.info.get("augment", ()) if self.augment is None else self.augment
         return build_augmenter(names, seed=seed, image_size=data.info["image_size"])
 
+    def tta(self, data: RawData, asked: str | None) -> str:
+        """The test-time augmentation: as asked, else 'flip' where the data's preset flips."""
+        if asked is not None:
+            return asked
+        return "flip" if "flip" in (data.info.get("augment", ()) if self.augment is None else self.augment) else "none"
+
     def endpoints(self, prepared: Prepared, model) -> dict:
         decoder = prepared.preprocessor
         return {

@@ -65,6 +65,11 @@ class SentenceTask:
         return build_embedding_matrix(vectorizer.get_vocabulary(), self.embeddings, seed=seed,
                                       token_counts=training_token_counts(vectorizer, splits.x_train))
 
+    def tta(self, data: RawData, asked: str | None) -> str:
+        if asked not in (None, "none"):
+            raise CnnappError(f"--tta: sentence models have no test-time augmentation. Received: tta={asked}")
+        return "none"
+
     def augmenter(self, data: RawData, seed: int):
         return None
 

@@ -35,7 +35,7 @@ from cnnapp.data import Splits
 from cnnapp.errors import CnnappError
 from cnnapp.training import keras_patch, runtime
 from cnnapp.training.callbacks import EpochTimer, build_callbacks, progress_verbosity
-from cnnapp.training.recipe import OneCycle, SparseSmoothedCrossentropy, time_to_accuracy
+from cnnapp.training.recipe import OneCycle, SparseSmoothedCrossentropy, time_to_accuracy, tta_views
 from cnnapp.training.evaluation import classification_report, plot_confusion, plot_history, write_json
 
 log = logging.getLogger(__name__)
@@ -282,7 +282,8 @@ def _fit(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *, r
 
     # Every worker holds the same weights, so each scores the whole held-out split itself (a
     # distributed predict() would gather the DATA-sharded batches out of order).
-    eval_name, report = held_out_report(model, splits, preprocess=preprocess, batch_size=global_batch)
+    eval_name, report = held_out_report(model, splits, preprocess=preprocess, batch_size=global_batch,
+                                        tta=tta_views(config.tta))
     history = read_history_csv(run_dir / "history.csv")
     steady = timer.seconds[1:] or timer.seconds
     metrics = run_metrics(
@@ -299,16 +300,21 @@ def _fit(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *, r
     return TrainResult(model=model, history=history, metrics=metrics, run_dir=run_dir, is_chief=worker.is_chief)
 
 
-def probabilities(model: keras.Model, x, y, *, preprocess, batch_size: int) -> np.ndarray:
-    """Class probabilities for in-memory examples, batch by batch through the training preprocessing."""
+def probabilities(model: keras.Model, x, y, *, preprocess, batch_size: int, tta=None) -> np.ndarray:
+    """Class probabilities for in-memory examples, batch by batch through the training preprocessing;
+    `tta(batch) -> [views]` averages the model over test-time augmentation views, as the export does."""
     ds = make_dataset(x, y, batch_size=batch_size, preprocess=preprocess)
-    return np.concatenate([keras.ops.convert_to_numpy(model(batch, training=False)) for batch, _ in ds])
+
+    def predict(batch):
+        views = tta(batch) if tta else [batch]
+        return np.mean([keras.ops.convert_to_numpy(model(v, training=False)) for v in views], axis=0)
+    return np.concatenate([predict(batch) for batch, _ in ds])
 
 
-def held_out_report(model: keras.Model, splits: Splits, *, preprocess, batch_size: int) -> tuple[str, dict]:
+def held_out_report(model: keras.Model, splits: Splits, *, preprocess, batch_size: int, tta=None) -> tuple[str, dict]:
     """(split name, classification report) on the split a run reports: test, else validation."""
     eval_name, x_eval, y_eval = splits.held_out()
-    probs = probabilities(model, x_eval, y_eval, preprocess=preprocess, batch_size=batch_size)
+    probs = probabilities(model, x_eval, y_eval, preprocess=preprocess, batch_size=batch_size, tta=tta)
     return eval_name, classification_report(y_eval, probs.argmax(axis=1), splits.class_names)
 
 
@@ -352,7 +358,8 @@ def _train_ensemble(*, build_model, splits: Splits, preprocess, config: TrainCon
             run_config={**run_config, "ensemble_member": {"index": i + 1, "of": n, "seed": member_cfg.seed}}))
     model = average_models([r.model for r in member_results], name=f"{member_results[0].model.name}_ensemble{n}")
 
-    eval_name, report = held_out_report(model, splits, preprocess=preprocess, batch_size=config.batch_size)
+    eval_name, report = held_out_report(model, splits, preprocess=preprocess, batch_size=config.batch_size,
+                                        tta=tta_views(config.tta))
     val_probs = probabilities(model, splits.x_val, splits.y_val, preprocess=preprocess, batch_size=config.batch_size)
     member_acc = [r.metrics[eval_name]["accuracy"] for r in member_results]
     metrics = run_metrics(

@@ -79,3 +79,22 @@ def time_to_accuracy(history: dict, levels, monitor: str = "val_accuracy") -> di
     for level in sorted(levels):
         out[f"{level:g}"] = next((round(s, 1) for v, s in zip(values, seconds) if v >= level), None)
     return out
+
+
+TTA_CHOICES = ("flip", "none")
+
+
+def flip_views(images):
+    """Test-time augmentation views of an image batch [N, H, W, C]: itself and its mirror image."""
+    import tensorflow as tf
+    return [images, tf.reverse(images, axis=[2])]
+
+
+def tta_views(name: str | None):
+    """The views function of a test-time augmentation name (None or 'none': no TTA)."""
+    if name in (None, "none"):
+        return None
+    if name == "flip":
+        return flip_views
+    from cnnapp.errors import CnnappError
+    raise CnnappError(f"--tta: choose from {', '.join(TTA_CHOICES)}. Received: tta={name}")
