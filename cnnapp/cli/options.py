@@ -173,12 +173,15 @@ def train_options(kind: str):
                      help="Runs go to RUN_DIR/<name>/ (config, history, metrics, plots, checkpoints)."),
         click.option("--export-base", default=DEFAULTS.export_base, show_default=True, type=click.Path(file_okay=False)),
         click.option("--export/--no-export", default=DEFAULTS.export, show_default=True),
+        click.option("--fresh", is_flag=True, default=DEFAULTS.fresh,
+                     help="Discard the backup an interrupted run of this --name left and start over "
+                          "(by default the same command resumes it; other settings are refused)."),
     )
 
 
 TRAIN_FIELDS = ("name", "epochs", "batch_size", "learning_rate", "optimizer", "lr_schedule", "ema", "ensemble",
                 "cv", "repeats", "export_fold", "seed", "deterministic", "patience", "strategy", "precision",
-                "jit", "run_dir", "export_base", "export")
+                "jit", "run_dir", "export_base", "export", "fresh")
 
 
 def train_config(kw: dict, *, cluster: dict | None = None, dump_weights_dir: str | None = None) -> TrainConfig:

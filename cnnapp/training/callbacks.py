@@ -34,7 +34,7 @@ def build_callbacks(config: TrainConfig, run_dir: Path, *, resuming: bool,
     ema = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema else []
     return schedule + [  # the schedule first: CosineDecay reads the initial rate before a resume restores it
         # A killed run resumes from the last finished epoch when the same command is run again.
-        keras.callbacks.BackupAndRestore(str(backup_dir or run_dir / "backup")),
+        BackupAndRestore(str(backup_dir or run_dir / "backup")),
         *ema,
         EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience,
                       restore_best_weights=True, verbose=1),
@@ -42,6 +42,24 @@ def build_callbacks(config: TrainConfig, run_dir: Path, *, resuming: bool,
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
         EpochTensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False),
     ]
+
+
+class BackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras BackupAndRestore whose failure to restore (a backup of another model) is one line.
+
+    `cnnapp.training.loop.claim_backup` refuses a backup of other settings before training; this
+    catches what a fingerprint cannot: a backup written before fingerprints, or a damaged file.
+    """
+
+    def on_train_begin(self, logs=None):
+        try:
+            super().on_train_begin(logs)
+        except (ValueError, OSError, KeyError) as e:
+            from cnnapp.errors import CnnappError
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise CnnappError(f"--fresh: the backup in {self.backup_dir} does not fit this model ({reason}); add "
+                              f"--fresh to discard it and start over, or choose another --name. "
+                              f"Received: {self.backup_dir}") from None
 
 
 class CosineDecay(keras.callbacks.Callback):

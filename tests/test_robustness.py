@@ -1,0 +1,91 @@
+"""Work is never lost and never mixed up: a rerun resumes only its own backup, output folders are
+checked before training, a full disk after training says what was kept, half-written exports are
+cleaned up. Real processes (SIGKILL, RLIMIT_FSIZE) and real TensorFlow; tiny models."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+TINY = ["--dataset", "digits", "--batch-size", "64", "--dense-units", "8"]
+
+
+def cnnapp(*args) -> list[str]:
+    return [sys.executable, "-m", "cnnapp", *map(str, args)]
+
+
+def kill_after_first_epoch(args: list[str]) -> list[str]:
+    """Run `args`, SIGKILL it once epoch 2 starts (epoch 1's backup is on disk); the lines it printed."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    seen = []
+    try:
+        for line in proc.stdout:   # blocks until the run prints: no sleeping
+            seen.append(line)
+            if re.match(r"Epoch 2/", line):
+                proc.send_signal(signal.SIGKILL)
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "".join(seen[-20:])
+    return seen
+
+
+def one_error_line(out: str) -> str:
+    """The output's one `Error:` line (and no traceback)."""
+    assert "Traceback" not in out, out[-3000:]
+    errors = [line for line in out.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, out[-3000:]
+    return errors[0]
+
+
+def test_a_rerun_with_other_options_is_refused_and_fresh_starts_over(tmp_path):
+    base = cnnapp("train-image", *TINY, "--name", "kc", "--epochs", "40", "--patience", "40",
+                  "--run-dir", tmp_path / "runs", "--export-base", tmp_path / "models")
+    first = base + ["--filters", "4,8"]
+    seen = kill_after_first_epoch(first)
+    assert not any("resuming" in line for line in seen)
+    backup = tmp_path / "runs" / "kc" / "backup"
+    assert (backup / "fingerprint.json").is_file() and (backup / "latest.weights.h5").is_file()
+
+    # Other filters: one line naming what differs and the ways out; the backup is kept.
+    other = base + ["--filters", "8,16"]
+    refused = subprocess.run(other, capture_output=True, text=True, env=ENV, timeout=600)
+    assert refused.returncode == 1
+    line = one_error_line(refused.stdout + refused.stderr)
+    assert "filters: [4, 8] -> [8, 16]" in line and "--fresh" in line and "another --name" in line, line
+    assert (backup / "latest.weights.h5").is_file()
+
+    # --fresh discards it and starts at epoch 1 with the new options; killed again after epoch 1 ...
+    seen = kill_after_first_epoch(other + ["--fresh"])
+    assert not any("resuming" in line for line in seen) and any(line.startswith("Epoch 1/40") for line in seen)
+
+    # ... the same options resume (the history continues), and the backup is gone after the run.
+    resumed = subprocess.run(base[:base.index("--epochs") + 1] + ["2"] + base[base.index("--epochs") + 2:]
+                             + ["--filters", "8,16"], capture_output=True, text=True, env=ENV, timeout=600)
+    out = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, out[-3000:]
+    assert "resuming the interrupted run" in out and "Epoch 1/2" not in out and "Epoch 2/2" in out, out[-3000:]
+    with open(tmp_path / "runs" / "kc" / "history.csv") as f:
+        assert [row.split(",")[0] for row in f.read().split()[1:]] == ["0", "1"]
+    assert not backup.exists()
+    assert (tmp_path / "models" / "kc" / "1" / "saved_model.pb").is_file()
+
+
+def test_fingerprint_names_changed_data_and_options():
+    from cnnapp.training.loop import fingerprint_differences
+    before = {"data": "aa", "model": {"name": "text_cnn", "resolved_options": {"feature_maps": 100}},
+              "training": {"seed": 1337}}
+    now = {"data": "bb", "model": {"name": "text_cnn", "resolved_options": {"feature_maps": 8}},
+           "training": {"seed": 1337}}
+    assert fingerprint_differences(before, now) == [
+        "data: other examples, labels or vocabulary", "model.resolved_options.feature_maps: 100 -> 8"]
+    assert fingerprint_differences(before, before) == []
