@@ -14,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+REPO = Path(__file__).resolve().parents[1]
+# This checkout's cnnapp, also for runs in another working directory.
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3",
+       "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
 TINY = ["--dataset", "digits", "--batch-size", "64", "--dense-units", "8"]
 
 
@@ -89,3 +92,32 @@ def test_fingerprint_names_changed_data_and_options():
     assert fingerprint_differences(before, now) == [
         "data: other examples, labels or vocabulary", "model.resolved_options.feature_maps: 100 -> 8"]
     assert fingerprint_differences(before, before) == []
+
+
+def limited_run(args, file_size_limit: int, cwd: Path) -> subprocess.CompletedProcess:
+    """Run with RLIMIT_FSIZE: writing past `file_size_limit` bytes fails with EFBIG, as on a full disk."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+    return subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=600, cwd=cwd, preexec_fn=limit)
+
+
+@pytest.mark.parametrize("limit, kept", [
+    (20_000, "nothing was kept"),                       # the first backup (latest.weights.h5) does not fit
+    (60_000, "kept the backup of epoch 1"),             # the backup fits, best.keras (~70 kB) does not
+    (100_000, "kept the trained model"),                # training fits, the SavedModel (~120 kB) does not
+])
+def test_a_full_disk_is_one_line_saying_what_was_kept(tmp_path, limit, kept):
+    args = cnnapp("train-image", *TINY, "--filters", "4,8", "--epochs", "1", "--name", "df")
+    done = limited_run(args, limit, tmp_path)
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out[-3000:]
+    line = one_error_line(out)
+    assert "File too large" in line and kept in line, line
+    assert not list((tmp_path / "saved_models").glob("df/*"))    # no version, and no half-written .tmp-*
+    if "backup" in kept:   # and the same command without the limit resumes from it
+        rerun = subprocess.run(args + ["--epochs", "2"], capture_output=True, text=True, env=ENV, timeout=600,
+                               cwd=tmp_path)
+        assert rerun.returncode == 0 and "resuming the interrupted run" in rerun.stdout + rerun.stderr
+        assert "Epoch 1/2" not in rerun.stdout

@@ -38,6 +38,9 @@ class SentenceTask:
                 "max_tokens": self.max_tokens, "sequence_length": self.sequence_length,
                 "embeddings": list(self.embeddings)}
 
+    def preflight(self, *, batch_size: int | None, model_options: dict) -> None:
+        """Nothing to check before reading sentences (their sizes come from the data)."""
+
     def load(self) -> tuple[RawData, str]:
         return read_text_data(self.request)
 
