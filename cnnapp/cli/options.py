@@ -246,6 +246,12 @@ text_task_options = options(
 )
 
 
+class_names_option = click.option(
+    "--class-names", default=None, metavar="NAMES|@FILE",
+    help="Names for integer labels (TREC/SST .all files, digits), in label order: a comma list "
+         "(DESC,ENTY,ABBR,HUM,LOC,NUM) or @FILE with one name per line. They reach metrics, plots and the export.")
+
+
 def cluster_from_environment() -> dict | None:
     """TF_CONFIG, read here once (the edge) and passed on as a value."""
     from cnnapp.training.runtime import read_tf_config

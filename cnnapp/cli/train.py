@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from cnnapp.cli import library_errors
-from cnnapp.cli.options import (IMAGE_MODEL_FIELDS, NAMES, TEXT_MODEL_FIELDS, ImageSize, cluster_from_environment,
-                                image_model_options, model_choice, text_model_options, text_task_options,
+from cnnapp.cli.options import (IMAGE_MODEL_FIELDS, NAMES, TEXT_MODEL_FIELDS, ImageSize, class_names_option,
+                                cluster_from_environment, image_model_options, model_choice, text_model_options, text_task_options,
                                 train_config, train_options)
 
 
@@ -34,18 +34,21 @@ def start(kind: str, kw: dict):
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None,
               help="Default: the data's own (folders: 3 unless all grayscale).")
 @click.option("--augment", type=NAMES, default="", help="Comma list of flip,translate,rotate,zoom,contrast.")
+@class_names_option
 @image_model_options
 @train_options("image")
 @library_errors
-def train_image(data, dataset, data_dir, skip_bad_images, image_size, channels, augment, **kw):
+def train_image(data, dataset, data_dir, skip_bad_images, image_size, channels, augment, class_names, **kw):
     """Train an image CNN, evaluate it, and export a SavedModel."""
     train, model, strategy = start("image", kw)
+    from cnnapp.data import parse_class_names
     from cnnapp.data.image import ImageRequest
     from cnnapp.tasks.images import ImageTask
     from cnnapp.training.run import run
     request = ImageRequest(data=data, dataset=dataset, data_dir=data_dir, image_size=image_size,
                            channels=int(channels) if channels else None, skip_bad=skip_bad_images)
-    report(run(ImageTask(request, augment=augment), train=train, model=model, strategy=strategy))
+    report(run(ImageTask(request, augment=augment, class_names=parse_class_names(class_names)), train=train,
+               model=model, strategy=strategy))
 
 
 @click.command("train-text")
@@ -62,21 +65,23 @@ def train_image(data, dataset, data_dir, skip_bad_images, image_size, channels, 
 @click.option("--text-column", default=None, help="CSV/TSV/JSONL text column [default: text, else sentence].")
 @click.option("--label-column", default=None, help="CSV/TSV/JSONL label column [default: label].")
 @click.option("--encoding", default="utf-8", show_default=True, help="File encoding (MR needs latin-1).")
+@class_names_option
 @text_task_options
 @text_model_options
 @train_options("text")
 @library_errors
-def train_text(data, dataset, data_dir, dev, test, text_column, label_column, encoding, standardize, max_tokens,
-               sequence_length, embeddings, **kw):
+def train_text(data, dataset, data_dir, dev, test, text_column, label_column, encoding, class_names, standardize,
+               max_tokens, sequence_length, embeddings, **kw):
     """Train the Kim / Zhang & Wallace sentence CNN, evaluate it, and export a SavedModel."""
     train, model, strategy = start("text", kw)
+    from cnnapp.data import parse_class_names
     from cnnapp.data.text import TextRequest
     from cnnapp.tasks.sentences import SentenceTask
     from cnnapp.training.run import run
     request = TextRequest(data=tuple(data), dataset=dataset, dev=dev, test=test, encoding=encoding,
                           text_column=text_column, label_column=label_column, data_dir=data_dir)
     task = SentenceTask(request, standardize=standardize, max_tokens=max_tokens, sequence_length=sequence_length,
-                        embeddings=tuple(embeddings))
+                        embeddings=tuple(embeddings), class_names=parse_class_names(class_names))
     report(run(task, train=train, model=model, strategy=strategy))
 
 

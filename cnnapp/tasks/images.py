@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from cnnapp.data import RawData, Splits
+from cnnapp.data import RawData, Splits, with_class_names
 from cnnapp.data.image import ImageRequest, read_image_data
 from cnnapp.errors import CnnappError
 from cnnapp.preprocessing.image import ImageDecoder, build_augmenter
@@ -21,12 +21,14 @@ class ImageTask:
 
     request: ImageRequest = ImageRequest()
     augment: tuple[str, ...] = ()         # names from cnnapp.preprocessing.image.AUGMENTATIONS
+    class_names: tuple[str, ...] = ()     # names for integer labels, in label order (--class-names)
     kind = "image"
 
     def describe(self) -> dict:
         return {"data": self.request.data, "dataset": self.request.dataset, "data_dir": self.request.data_dir,
                 "image_size": self.request.image_size, "channels": self.request.channels,
-                "skip_bad_images": self.request.skip_bad, "augment": list(self.augment)}
+                "skip_bad_images": self.request.skip_bad, "augment": list(self.augment),
+                "class_names": list(self.class_names)}
 
     def preflight(self, *, batch_size: int | None, model_options: dict) -> None:
         """Refuse an --image-size whose first-layer activations cannot fit in memory, before reading data."""
@@ -35,8 +37,9 @@ class ImageTask:
 
     def load(self) -> tuple[RawData, str]:
         build_augmenter(self.augment)   # an unknown augmentation fails before any data is read
-        return read_image_data(dataclasses.replace(
+        data, source = read_image_data(dataclasses.replace(
             self.request, decoder_factory=lambda h, w, c: ImageDecoder(height=h, width=w, channels=c)))
+        return with_class_names(data, self.class_names), source
 
     def prepare(self, data: RawData, splits: Splits, *, model_options: dict, seed: int) -> Prepared:
         (height, width), channels = data.info["image_size"], data.info["channels"]
