@@ -151,7 +151,8 @@ def resume_fingerprint(splits: Splits, preprocess, config: TrainConfig, run_conf
     return json.loads(json.dumps({
         "data": h.hexdigest()[:16],
         "class_names": list(splits.class_names),
-        "model": run_config.get("model"),
+        "model": {"name": (run_config.get("model") or {}).get("name"),
+                  "resolved_options": run_config.get("model_resolved_options")},
         "task": strip(run_config.get("task") or {}),
         "preprocessing": strip(run_config.get("preprocessing") or {}),
         "training": {f: getattr(config, f) for f in RESUME_TRAIN_FIELDS},

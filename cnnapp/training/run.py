@@ -207,7 +207,7 @@ class Fitter:
             build_model=lambda: self.spec.build(prepared.model_args, self.options),
             splits=splits, preprocess=prepared.preprocess, augment=self.task.augmenter(train.seed), config=train,
             run_dir=run_dir, strategy=self.strategy,
-            run_config={**run_config, "model": {**run_config["model"], "resolved_options": resolved_options},
+            run_config={**run_config, "model_resolved_options": resolved_options,   # for the resume fingerprint
                         "preprocessing": prepared.info, **to_dict(train)})
         if prepared.info.get("embedding_coverage") is not None:
             result.metrics["embedding_coverage"] = prepared.info["embedding_coverage"]
