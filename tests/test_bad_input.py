@@ -31,7 +31,7 @@ CASES = [
     ("seed-huge", TRAIN_IMAGE + ["--seed", str(10**30)], USAGE, "--seed"),
     ("seed-negative", TRAIN_IMAGE + ["--seed", "-1"], USAGE, "--seed"),
     ("seed-ensemble-overflow", TRAIN_IMAGE + ["--seed", str(2**32 - 1), "--ensemble", "2"], BAD, "--seed"),
-    ("run-dir-proc", TRAIN_IMAGE + ["--run-dir", "/proc/x"], BAD, "--run-dir: cannot write"),
+    ("run-dir-proc", TRAIN_IMAGE + ["--run-dir", "/proc/x"], BAD, "--run-dir: cannot write in /proc"),
     ("run-dir-below-file", TRAIN_IMAGE + ["--run-dir", "afile/sub"], BAD, "--run-dir: afile is a file"),
     ("export-base-proc", TRAIN_IMAGE + ["--export-base", "/proc/x"], BAD, "--export-base: cannot write"),
     ("export-base-below-file", TRAIN_IMAGE + ["--export-base", "afile/sub"], BAD, "--export-base: afile is a file"),

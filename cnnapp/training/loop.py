@@ -123,7 +123,10 @@ def data_fingerprint(splits: Splits, preprocess) -> str:
 # precision and verbosity may change between the two.
 FINGERPRINT_FILE = "fingerprint.json"
 RESUME_TRAIN_FIELDS = ("seed", "batch_size", "optimizer", "learning_rate", "ema", "lr_schedule")
-_LOCATION_KEYS = ("data", "dataset", "data_dir", "dev", "test", "embeddings", "files")   # content is hashed instead
+# Task options whose effect the data hash or the preprocessing facts already hold (paths, sizes, columns):
+# `--image-size 8` on the 8x8 digits is the same run as no --image-size.
+_COVERED_TASK_KEYS = ("data", "dataset", "data_dir", "dev", "test", "embeddings", "encoding", "text_column",
+                      "label_column", "image_size", "channels", "sequence_length", "max_tokens")
 
 
 def _example_bytes(x) -> bytes:
@@ -143,18 +146,19 @@ def resume_fingerprint(splits: Splits, preprocess, config: TrainConfig, run_conf
     if hasattr(preprocess, "get_vocabulary"):
         h.update("\n".join(preprocess.get_vocabulary()).encode())
 
-    def strip(d):
-        if isinstance(d, dict):
-            return {k: strip(v) for k, v in d.items() if k not in _LOCATION_KEYS}
-        return d
+    task = {k: v for k, v in (run_config.get("task") or {}).items() if k not in _COVERED_TASK_KEYS}
+    preprocessing = dict(run_config.get("preprocessing") or {})
+    if isinstance(preprocessing.get("embedding_coverage"), dict):   # its file paths may be spelled otherwise
+        preprocessing["embedding_coverage"] = {k: v for k, v in preprocessing["embedding_coverage"].items()
+                                               if k != "files"}
 
     return json.loads(json.dumps({
         "data": h.hexdigest()[:16],
         "class_names": list(splits.class_names),
         "model": {"name": (run_config.get("model") or {}).get("name"),
                   "resolved_options": run_config.get("model_resolved_options")},
-        "task": strip(run_config.get("task") or {}),
-        "preprocessing": strip(run_config.get("preprocessing") or {}),
+        "task": task,
+        "preprocessing": preprocessing,
         "training": {f: getattr(config, f) for f in RESUME_TRAIN_FIELDS},
     }, default=str, sort_keys=True))
 

@@ -59,7 +59,8 @@ def run(task, *, train: TrainConfig, model: ModelChoice = ModelChoice(), strateg
     check_protocol(train)
     if train.name is not None:   # before any data is read
         layout.check_model_name(train.name)
-    task.preflight(batch_size=train.batch_size, model_options={**spec.options(), **model.options})
+    if hasattr(task, "preflight"):
+        task.preflight(batch_size=train.batch_size, model_options={**spec.options(), **model.options})
     data, source = task.load()
     name = layout.check_model_name(train.name or data.name, arg="--name" if train.name else "--data")
     train = dataclasses.replace(train, name=name)
@@ -144,31 +145,20 @@ def _run(task, data: RawData, *, train: TrainConfig, spec, model: ModelChoice, s
 
 
 def check_writable(folder: Path, arg: str, value) -> None:
-    """A one-line error unless files can be written in `folder`: it (and its missing parents) is created,
-    a probe file written and removed, and the folders this made removed again, so nothing is left."""
-    folder = Path(folder)
-    missing, existing = [], folder
+    """A one-line error unless `folder` can be made and written: a probe file is created and removed in
+    it, or in its nearest existing parent (where the missing folders would be made). Nothing is left
+    behind, and several workers may probe the same folder at once."""
+    existing = Path(folder)
     while not existing.exists() and existing != existing.parent:
-        missing.append(existing)
         existing = existing.parent
     if not existing.is_dir():
         raise CnnappError(f"{arg}: {existing} is a file, not a folder. Received: {value}")
-    created = []
     try:
-        for d in reversed(missing):
-            d.mkdir()
-            created.append(d)
-        fd, probe = tempfile.mkstemp(prefix=".cnnapp-probe-", dir=folder)
+        fd, probe = tempfile.mkstemp(prefix=".cnnapp-probe-", dir=existing)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise CnnappError(f"{arg}: cannot write in {folder} ({e.strerror}). Received: {value}") from None
-    finally:
-        for d in reversed(created):
-            try:
-                d.rmdir()
-            except OSError:
-                pass
+        raise CnnappError(f"{arg}: cannot write in {existing} ({e.strerror}). Received: {value}") from None
 
 
 def check_protocol(train: TrainConfig) -> None:
