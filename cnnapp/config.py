@@ -73,6 +73,7 @@ class TrainConfig:
     run_dir: str = "runs"
     export_base: str = "saved_models"
     export: bool = True
+    fresh: bool = False                   # discard the backup of an interrupted run instead of resuming it
     verbose: int | None = None            # None: progress bar on a terminal, one line per epoch otherwise
     cluster: dict | None = None           # the parsed TF_CONFIG of a multi-worker cluster (read by the CLI)
     dump_weights_dir: str | None = None   # test hook: each worker saves its final weights here

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import keras
@@ -88,15 +89,25 @@ def plot_first_filters(model: keras.Model, path: Path) -> int:
     return kernel.shape[-1]
 
 
+def decode_error_reason(error: Exception) -> str:
+    """The decoder's own words ('Input is empty.') from under Keras's 'Exception encountered when calling'."""
+    from cnnapp.errors import tf_error_reason
+    text = getattr(error, "message", None) or str(error)
+    found = re.search(r"(?:InvalidArgumentError|ValueError): (.+)", text)
+    if found:
+        line = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", found.group(1).strip())
+        return re.sub(r"\s*\[Op:.*$", "", line)[:160] or type(error).__name__
+    return tf_error_reason(error)
+
+
 def inspect_image(model: keras.Model, preprocessor: keras.Model, image_bytes: bytes, out_dir: Path, *, stem: str,
-                  max_maps: int = 32) -> dict:
+                  max_maps: int = 32, source: str | None = None) -> dict:
     """Write the filters and this image's feature maps as PNGs; return a summary per layer."""
     import tensorflow as tf
     try:
         pixels = np.asarray(preprocessor(tf.constant([image_bytes])))[0]
     except (tf.errors.InvalidArgumentError, ValueError) as e:
-        from cnnapp.errors import tf_error_reason
-        raise CnnappError(f"INPUTS: not a readable image ({tf_error_reason(e)}). Received: {stem}") from None
+        raise CnnappError(f"INPUTS: not a readable image ({decode_error_reason(e)}). Received: {source or stem}") from None
     out_dir = Path(out_dir)
     probs = np.asarray(model(pixels[np.newaxis], training=False))[0]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -176,14 +187,13 @@ def inspect_sentences(model: keras.Model, preprocessor: keras.Model, config: dic
 
 def inspect_images(model: keras.Model, preprocessor: keras.Model, config: dict, inputs, out_dir: Path) -> dict:
     """{path: inspect_image(...) + predicted class} for image files, folders or globs."""
-    from cnnapp.inference.inputs import expand_image_paths
+    from cnnapp.inference.inputs import read_images   # predict's reader, and its errors
+    values, paths, errors = read_images(inputs)
+    if errors:
+        raise CnnappError(f"INPUTS: {errors[0]['error']}. Received: {errors[0]['input']}")
     results = {}
-    for path in expand_image_paths(inputs):
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise CnnappError(f"INPUTS: cannot read file ({e.strerror}). Received: {path}") from None
-        res = inspect_image(model, preprocessor, data, out_dir, stem=path.stem)
+    for data, path in zip(values, paths):
+        res = inspect_image(model, preprocessor, data, out_dir, stem=Path(path).stem, source=path)
         res["predicted"] = class_name(config, int(np.argmax(res["probabilities"])))
-        results[str(path)] = res
+        results[path] = res
     return results

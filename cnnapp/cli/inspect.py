@@ -18,21 +18,31 @@ from cnnapp.cli.options import (IMAGE_MODEL_FIELDS, TEXT_MODEL_FIELDS, ImageSize
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Where image plots go [default: RUN_DIR/inspect].")
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="N-grams to show per sentence.")
+@click.option("--file", "input_file", type=str, default=None,
+              help="Sentence runs: one sentence per line ('-' for standard input); blank lines are skipped.")
+@click.option("--as-text", is_flag=True, help="Sentence runs: inspect arguments even when they name files.")
 @click.option("--json", "as_json", is_flag=True)
 @library_errors
-def inspect(run_dir, inputs, out, top, as_json):
+def inspect(run_dir, inputs, out, top, input_file, as_text, as_json):
     """See what a trained model learned (RUN_DIR is runs/<name>).
 
     Images: writes the first layer's filters and each conv block's feature maps for every input
     image as PNGs. Sentences: prints the n-grams whose filters won max-over-time pooling and
     pushed the predicted class most.
     """
-    if not inputs:
+    if not inputs and input_file is None:
         raise click.UsageError("give image files or sentences to inspect.")
     from cnnapp.inspection import inspect_images, inspect_sentences, kind_of, load_run
     model, preprocessor, config = load_run(run_dir)
     if kind_of(model) == "image":
+        if input_file is not None:
+            raise click.ClickException(f"--file: is for sentence runs; give image files, folders or globs. "
+                                       f"Received: {input_file}")
         out_dir = Path(out or Path(run_dir) / "inspect")
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise click.ClickException(f"--out: cannot create the folder ({e.strerror}). Received: {out_dir}") from None
         results = inspect_images(model, preprocessor, config, inputs, out_dir)
         if as_json:
             click.echo(json.dumps(results, indent=2))
@@ -44,7 +54,12 @@ def inspect(run_dir, inputs, out, top, as_json):
                            f"{layer['active_fraction']:.0%} active  -> {layer['plot']}")
         click.echo(f"filters: {out_dir / 'filters.png'}")
         return
-    results = inspect_sentences(model, preprocessor, config, list(inputs), top=top)
+    from cnnapp.inference.inputs import check_sentences, read_sentence_lines   # predict's readers and errors
+    sentences = list(inputs)
+    check_sentences(sentences, as_text=as_text)   # `inspect runs/text-run notes.txt` is predict's mistake too
+    if input_file is not None:
+        sentences += read_sentence_lines(input_file)
+    results = inspect_sentences(model, preprocessor, config, sentences, top=top)
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return

@@ -197,13 +197,16 @@ def train_options(kind: str):
                      help="Runs go to RUN_DIR/<name>/ (config, history, metrics, plots, checkpoints)."),
         click.option("--export-base", default=DEFAULTS.export_base, show_default=True, type=click.Path(file_okay=False)),
         click.option("--export/--no-export", default=DEFAULTS.export, show_default=True),
+        click.option("--fresh", is_flag=True, default=DEFAULTS.fresh,
+                     help="Discard the backup an interrupted run of this --name left and start over "
+                          "(by default the same command resumes it; other settings are refused)."),
     )
 
 
 TRAIN_FIELDS = ("name", "epochs", "batch_size", "learning_rate", "optimizer", "lr_schedule", "label_smoothing",
                 "accuracy_levels", "steps_per_execution", "ema", "ensemble",
                 "cv", "repeats", "export_fold", "seed", "deterministic", "patience", "strategy", "precision",
-                "jit", "run_dir", "export_base", "export")
+                "jit", "run_dir", "export_base", "export", "fresh")
 
 
 def train_config(kw: dict, *, cluster: dict | None = None, dump_weights_dir: str | None = None) -> TrainConfig:
@@ -266,6 +269,12 @@ text_task_options = options(
                  help="word2vec .bin, word2vec text or GloVe text vectors (for static/non-static/multichannel); "
                       "repeat it to combine files (the first file that has a word wins)."),
 )
+
+
+class_names_option = click.option(
+    "--class-names", default=None, metavar="NAMES|@FILE",
+    help="Names for integer labels (TREC/SST .all files, digits), in label order: a comma list "
+         "(DESC,ENTY,ABBR,HUM,LOC,NUM) or @FILE with one name per line. They reach metrics, plots and the export.")
 
 
 def cluster_from_environment() -> dict | None:

@@ -7,8 +7,8 @@ import dataclasses
 import click
 
 from cnnapp.cli import library_errors
-from cnnapp.cli.options import (IMAGE_MODEL_FIELDS, NAMES, TEXT_MODEL_FIELDS, ImageSize, cluster_from_environment,
-                                image_model_options, model_choice, text_model_options, text_task_options,
+from cnnapp.cli.options import (IMAGE_MODEL_FIELDS, NAMES, TEXT_MODEL_FIELDS, ImageSize, class_names_option,
+                                cluster_from_environment, image_model_options, model_choice, text_model_options, text_task_options,
                                 train_config, train_options)
 
 
@@ -32,28 +32,31 @@ def start(kind: str, kw: dict):
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="TFDS data directory.")
 @click.option("--skip-bad-images", is_flag=True, help="Skip (and count) unreadable image files instead of stopping.")
 @click.option("--image-size", type=ImageSize(), default=None,
-              help="N or HxW. Default: the data's own size (image folders: 128).")
+              help="N or HxW. Default: the data's own size (image folders: 64).")
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None,
               help="Default: the data's own (folders: 3 unless all grayscale).")
 @click.option("--augment", type=NAMES, default=None,
               help="Comma list of flip,crop,translate,rotate,zoom,contrast, or none. [default: the data's preset: "
-                   "flip,crop for photos, Fashion-MNIST and CIFAR; crop for digits and other IDX data]")
+                   "flip for Fashion-MNIST; flip,crop for photos and CIFAR; crop for other IDX data; none for digits]")
 @click.option("--tta", type=click.Choice(["flip", "none"]), default=None,
               help="Test-time augmentation, in the evaluation and inside the export: average the model over the "
                    "image and its mirror. [default: flip where the augmentation flips]")
+@class_names_option
 @image_model_options
 @train_options("image")
 @library_errors
-def train_image(data, dataset, data_dir, skip_bad_images, image_size, channels, augment, tta, **kw):
+def train_image(data, dataset, data_dir, skip_bad_images, image_size, channels, augment, tta, class_names, **kw):
     """Train an image CNN, evaluate it, and export a SavedModel."""
     train, model, strategy = start("image", kw)
     train = dataclasses.replace(train, tta=tta)
+    from cnnapp.data import parse_class_names
     from cnnapp.data.image import ImageRequest
     from cnnapp.tasks.images import ImageTask
     from cnnapp.training.run import run
     request = ImageRequest(data=data, dataset=dataset, data_dir=data_dir, image_size=image_size,
                            channels=int(channels) if channels else None, skip_bad=skip_bad_images)
-    report(run(ImageTask(request, augment=augment), train=train, model=model, strategy=strategy))
+    report(run(ImageTask(request, augment=augment, class_names=parse_class_names(class_names)), train=train,
+               model=model, strategy=strategy))
 
 
 @click.command("train-text")
@@ -70,21 +73,23 @@ def train_image(data, dataset, data_dir, skip_bad_images, image_size, channels, 
 @click.option("--text-column", default=None, help="CSV/TSV/JSONL text column [default: text, else sentence].")
 @click.option("--label-column", default=None, help="CSV/TSV/JSONL label column [default: label].")
 @click.option("--encoding", default="utf-8", show_default=True, help="File encoding (MR needs latin-1).")
+@class_names_option
 @text_task_options
 @text_model_options
 @train_options("text")
 @library_errors
-def train_text(data, dataset, data_dir, dev, test, text_column, label_column, encoding, standardize, max_tokens,
-               sequence_length, embeddings, **kw):
+def train_text(data, dataset, data_dir, dev, test, text_column, label_column, encoding, class_names, standardize,
+               max_tokens, sequence_length, embeddings, **kw):
     """Train the Kim / Zhang & Wallace sentence CNN, evaluate it, and export a SavedModel."""
     train, model, strategy = start("text", kw)
+    from cnnapp.data import parse_class_names
     from cnnapp.data.text import TextRequest
     from cnnapp.tasks.sentences import SentenceTask
     from cnnapp.training.run import run
     request = TextRequest(data=tuple(data), dataset=dataset, dev=dev, test=test, encoding=encoding,
                           text_column=text_column, label_column=label_column, data_dir=data_dir)
     task = SentenceTask(request, standardize=standardize, max_tokens=max_tokens, sequence_length=sequence_length,
-                        embeddings=tuple(embeddings))
+                        embeddings=tuple(embeddings), class_names=parse_class_names(class_names))
     report(run(task, train=train, model=model, strategy=strategy))
 
 

@@ -11,6 +11,7 @@ Sources are registered one file each, per kind, in `cnnapp.data.image` and `cnna
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import pkgutil
@@ -94,6 +95,43 @@ class RawData:
         """One cross-validation fold: train on `train_idx` (10% of it held out for early stopping)."""
         return make_splits(self.x[train_idx], self.y[train_idx], self.class_names, x_test=self.x[test_idx],
                            y_test=self.y[test_idx], seed=seed, description={**self.description, "test": what})
+
+
+def parse_class_names(value: str | None) -> tuple[str, ...]:
+    """`--class-names`: a comma list (`DESC,ENTY,ABBR`) or `@FILE` with one name per line; () for None."""
+    if not value:
+        return ()
+    if value.startswith("@"):
+        from pathlib import Path
+        try:
+            text = Path(value[1:]).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise CnnappError(f"--class-names: cannot read the names file ({getattr(e, 'strerror', None) or e}). "
+                              f"Received: {value}") from None
+        names = [line.strip() for line in text.splitlines() if line.strip()]
+    else:
+        names = [v.strip() for v in value.split(",")]
+    if not names or any(not n for n in names) or len(set(names)) != len(names):
+        raise CnnappError(f"--class-names: expected distinct, non-empty names (a comma list or @FILE, one per line). "
+                          f"Received: {value}")
+    return tuple(names)
+
+
+def with_class_names(data: RawData, names: tuple[str, ...]) -> RawData:
+    """`data` whose integer class names ('0', '1', ... in numeric order) are replaced, in that order, by
+    `names`; `data` itself when `names` is empty."""
+    if not names:
+        return data
+    current = list(data.class_names)
+    if not all(str(c).lstrip("-").isdigit() for c in current):
+        raise CnnappError(f"--class-names: is for integer labels; this data's classes are named already "
+                          f"{current[:10]}. Received: {','.join(names)}")
+    if len(names) != len(current):
+        raise CnnappError(f"--class-names: the data has {len(current)} classes ({', '.join(current[:10])}), "
+                          f"so give {len(current)} names. Received: {len(names)} names: {','.join(names)}")
+    log.info("class names: %s", ", ".join(f"{c}={n}" for c, n in zip(current, names)))
+    return dataclasses.replace(data, class_names=list(names),
+                               description={**data.description, "class_names": "from --class-names"})
 
 
 # ---------------------------------------------------------------------------- the stratifier

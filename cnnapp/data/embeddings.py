@@ -29,6 +29,7 @@ from cnnapp.errors import CnnappError
 log = logging.getLogger(__name__)
 HEADER = re.compile(rb"^\s*(\d+)\s+(\d+)\s*$")
 FORMATS = ("word2vec-binary", "word2vec-text", "glove-text")
+CHECKED_LINES = 5   # lines of every text file parsed whether their words are wanted or not
 
 
 def detect_format(path: Path) -> str:
@@ -50,7 +51,7 @@ def detect_format(path: Path) -> str:
 
 
 def _read_text_vectors(path: Path, wanted: set[str], *, header: bool, arg: str) -> tuple[dict, int]:
-    vectors, dim = {}, None
+    vectors, dim, checked = {}, None, 0
     with path.open("rb") as f:
         if header:
             dim = int(HEADER.match(f.readline()).group(2))
@@ -64,12 +65,21 @@ def _read_text_vectors(path: Path, wanted: set[str], *, header: bool, arg: str) 
                 word = parts[0].decode("utf-8")
             except UnicodeDecodeError:
                 word = parts[0].decode("latin-1")  # word2vec files from the web mix encodings
-            if word not in wanted and word.lower() not in wanted:
+            # Every wanted line, and the first few of any file, must be a word and `dim` numbers: a file
+            # that is not vectors at all (random bytes, a text corpus) stops here instead of training.
+            if word not in wanted and word.lower() not in wanted and checked >= CHECKED_LINES:
                 continue
+            checked += 1
             if len(parts) - 1 != dim:
                 raise CnnappError(f"{arg}: {path} line {n} has {len(parts) - 1} values, expected {dim}. "
                                   f"Received: embeddings={path}")
-            vectors.setdefault(word, np.asarray(parts[1:], dtype=np.float32))
+            try:
+                vector = np.asarray(parts[1:], dtype=np.float32)
+            except ValueError:
+                raise CnnappError(f"{arg}: {path} line {n} is not a word and {dim} numbers: not a word2vec or GloVe "
+                                  f"file. Received: embeddings={path}") from None
+            if word in wanted or word.lower() in wanted:
+                vectors.setdefault(word, vector)
     return vectors, dim or 0
 
 

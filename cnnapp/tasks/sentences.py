@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from cnnapp.config import MAX_TOKENS_DEFAULT, STANDARDIZE_DEFAULT
-from cnnapp.data import RawData, Splits
+from cnnapp.data import RawData, Splits, with_class_names
 from cnnapp.data.text import TextRequest, read_text_data
 from cnnapp.errors import CnnappError
 from cnnapp.preprocessing.text import default_sequence_length, make_vectorizer
@@ -31,15 +31,20 @@ class SentenceTask:
     max_tokens: int | None = MAX_TOKENS_DEFAULT   # vocabulary cap
     sequence_length: int | None = None    # None: the longest training sentence (<= 400), >= the widest filter
     embeddings: tuple[str, ...] = ()      # pretrained vector files (static / non-static / multichannel)
+    class_names: tuple[str, ...] = ()     # names for integer labels, in label order (--class-names)
     kind = "text"
 
     def describe(self) -> dict:
         return {**{k: v for k, v in vars(self.request).items()}, "standardize": self.standardize,
                 "max_tokens": self.max_tokens, "sequence_length": self.sequence_length,
-                "embeddings": list(self.embeddings)}
+                "embeddings": list(self.embeddings), "class_names": list(self.class_names)}
+
+    def preflight(self, *, batch_size: int | None, model_options: dict) -> None:
+        """Nothing to check before reading sentences (their sizes come from the data)."""
 
     def load(self) -> tuple[RawData, str]:
-        return read_text_data(self.request)
+        data, source = read_text_data(self.request)
+        return with_class_names(data, self.class_names), source
 
     def prepare(self, data: RawData, splits: Splits, *, model_options: dict, seed: int) -> Prepared:
         """`model_options` are the model's resolved keyword options (its defaults and the user's)."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -41,7 +44,7 @@ def build_callbacks(config: TrainConfig, run_dir: Path, *, resuming: bool,
     clock = WallClock(offset=wall_clock_offset(run_dir / "history.csv") if resuming else 0.0)
     return [clock] + schedule + [
         # A killed run resumes from the last finished epoch when the same command is run again.
-        keras.callbacks.BackupAndRestore(str(backup_dir or run_dir / "backup")),
+        BackupAndRestore(str(backup_dir or run_dir / "backup")),
         *ema,
         EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience,
                       restore_best_weights=True, verbose=1),
@@ -60,6 +63,62 @@ def wall_clock_offset(history_csv: Path) -> float:
     except OSError:
         return 0.0
     return float(rows[-1]["wall_seconds"]) if rows else 0.0
+
+
+class BackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras BackupAndRestore whose failure to restore (a backup of another model) is one line.
+
+    `cnnapp.training.loop.claim_backup` refuses a backup of other settings before training; this
+    catches what a fingerprint cannot: a backup written before fingerprints, or a damaged file.
+    """
+
+    def _save_model(self):
+        """As Keras saves it, but built in memory and then written to a temporary file renamed into place:
+        a full disk leaves the previous epoch's backup whole (h5py writing straight to a full disk
+        leaves a broken file and can crash the process) and raises a plain OSError."""
+        try:
+            from keras.src.saving import saving_lib
+            saving_lib.H5IOStore, saving_lib._save_state   # Keras internals (3.15): else Keras's own way
+        except (ImportError, AttributeError):
+            return super()._save_model()
+        buffer = io.BytesIO()
+        store = saving_lib.H5IOStore(buffer, mode="w")
+        saving_lib._save_state(self.model, weights_store=store, assets_store=None, inner_path="",
+                               visited_saveables=set())
+        store.close()
+        os.makedirs(self.backup_dir, exist_ok=True)
+        write_atomically(self._weights_path, buffer.getvalue())
+        write_atomically(self._training_metadata_path,
+                         json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}).encode())
+
+    def on_train_begin(self, logs=None):
+        try:
+            super().on_train_begin(logs)
+        except (ValueError, OSError, KeyError) as e:
+            from cnnapp.errors import CnnappError
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise CnnappError(f"--fresh: the backup in {self.backup_dir} does not fit this model ({reason}); add "
+                              f"--fresh to discard it and start over, or choose another --name. "
+                              f"Received: {self.backup_dir}") from None
+
+
+def write_atomically(path: str | Path, payload: bytes) -> None:
+    """Write `payload` to a temporary file beside `path` and rename it over `path`; on an error the
+    old file is untouched and the temporary one removed."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(payload)
+            f.flush()
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError) and not e.filename:
+            raise OSError(e.errno, e.strerror, str(path)) from None
+        raise
 
 
 class CosineDecay(keras.callbacks.Callback):

@@ -132,6 +132,104 @@ def data_fingerprint(splits: Splits, preprocess) -> str:
     return h.hexdigest()
 
 
+# The backup of an interrupted run holds weights and optimizer state for one model on one data set.
+# A rerun resumes it only when what shapes those weights is the same; epochs, patience, folders,
+# precision and verbosity may change between the two.
+FINGERPRINT_FILE = "fingerprint.json"
+RESUME_TRAIN_FIELDS = ("seed", "batch_size", "optimizer", "learning_rate", "ema", "lr_schedule")
+# Task options whose effect the data hash or the preprocessing facts already hold (paths, sizes, columns):
+# `--image-size 8` on the 8x8 digits is the same run as no --image-size.
+_COVERED_TASK_KEYS = ("data", "dataset", "data_dir", "dev", "test", "embeddings", "encoding", "text_column",
+                      "label_column", "image_size", "channels", "sequence_length", "max_tokens")
+
+
+def _example_bytes(x) -> bytes:
+    x = np.asarray(x)
+    if x.dtype == object or x.dtype.kind in "US":
+        return "\0".join(str(v) for v in x.ravel()).encode("utf-8", "surrogatepass")
+    return np.ascontiguousarray(x).tobytes()
+
+
+def resume_fingerprint(splits: Splits, preprocess, config: TrainConfig, run_config: dict) -> dict:
+    """What a backup must share with the run that resumes it: a hash of the training and validation
+    examples and labels (and the vocabulary), the class names, the model and its resolved options,
+    the preprocessing, and the training options that shape the weights (`RESUME_TRAIN_FIELDS`)."""
+    h = hashlib.sha256()
+    for part in (splits.x_train, splits.y_train, splits.x_val, splits.y_val):
+        h.update(_example_bytes(part))
+    if hasattr(preprocess, "get_vocabulary"):
+        h.update("\n".join(preprocess.get_vocabulary()).encode())
+
+    task = {k: v for k, v in (run_config.get("task") or {}).items() if k not in _COVERED_TASK_KEYS}
+    preprocessing = dict(run_config.get("preprocessing") or {})
+    if isinstance(preprocessing.get("embedding_coverage"), dict):   # its file paths may be spelled otherwise
+        preprocessing["embedding_coverage"] = {k: v for k, v in preprocessing["embedding_coverage"].items()
+                                               if k != "files"}
+
+    return json.loads(json.dumps({
+        "data": h.hexdigest()[:16],
+        "class_names": list(splits.class_names),
+        "model": {"name": (run_config.get("model") or {}).get("name"),
+                  "resolved_options": run_config.get("model_resolved_options")},
+        "task": task,
+        "preprocessing": preprocessing,
+        "training": {f: getattr(config, f) for f in RESUME_TRAIN_FIELDS},
+    }, default=str, sort_keys=True))
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def fingerprint_differences(before: dict, now: dict) -> list[str]:
+    """'what: then -> now' for every setting that differs between two resume fingerprints."""
+    a, b = _flat(before), _flat(now)
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            if key == "data":
+                out.append("data: other examples, labels or vocabulary")
+            else:
+                out.append(f"{key}: {json.dumps(a.get(key))} -> {json.dumps(b.get(key))}")
+    return out
+
+
+def has_backup(backup_dir: Path) -> bool:
+    """Whether BackupAndRestore left weights to resume from (not just our fingerprint)."""
+    return backup_dir.is_dir() and any(p.name != FINGERPRINT_FILE for p in backup_dir.iterdir())
+
+
+def claim_backup(backup_dir: Path, fingerprint: dict, *, fresh: bool, name: str | None) -> bool:
+    """Whether this run resumes the backup in `backup_dir`; raise CnnappError when it belongs to a run
+    with other settings. A fresh run (or `fresh`) records its fingerprint there first."""
+    if fresh and backup_dir.exists():
+        log.info("--fresh: removing the backup of the interrupted run in %s", backup_dir)
+        shutil.rmtree(backup_dir)
+    if has_backup(backup_dir):
+        path = backup_dir / FINGERPRINT_FILE
+        try:
+            before = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            before = None   # a backup from before fingerprints: tried, and a mismatch is one line (callbacks)
+        if before is not None and before != fingerprint:
+            diffs = fingerprint_differences(before, fingerprint)
+            shown = "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")
+            raise CnnappError(
+                f"--name: {backup_dir} holds an interrupted run with other settings ({shown}); rerun it as it was "
+                f"to resume, add --fresh to discard it and start over, or choose another --name. "
+                f"Received: name={name}")
+        return True
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    (backup_dir / FINGERPRINT_FILE).write_text(json.dumps(fingerprint, indent=2) + "\n", encoding="utf-8")
+    return False
+
+
 def check_workers_agree(splits: Splits, preprocess, strategy: tf.distribute.Strategy) -> str:
     """Raise CnnappError unless every worker has the same data fingerprint (one all-gather).
 
@@ -220,7 +318,8 @@ def train_classifier(
 def _train(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *, build_model, splits,
            preprocess, config: TrainConfig, run_config: dict, augment) -> TrainResult:
     run_dir.mkdir(parents=True, exist_ok=True)
-    resuming = backup_dir.is_dir() and any(backup_dir.iterdir())
+    resuming = claim_backup(backup_dir, resume_fingerprint(splits, preprocess, config, run_config),
+                            fresh=config.fresh, name=config.name)
     if resuming:
         log.info("resuming the interrupted run from its backup in %s", backup_dir)
     runtime.seed_everything(config.seed, deterministic=config.deterministic)

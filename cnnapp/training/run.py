@@ -13,8 +13,13 @@ Two protocols, as the papers report them:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import json
 import logging
+import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +36,7 @@ from cnnapp.training.evaluation import write_json
 from cnnapp.training.loop import TrainResult, train_classifier
 
 log = logging.getLogger(__name__)
+MAX_SEED = 2**32 - 1   # numpy's and TensorFlow's seeds are 32-bit
 
 
 @dataclass
@@ -51,12 +57,61 @@ def run(task, *, train: TrainConfig, model: ModelChoice = ModelChoice(), strateg
     spec = get_model(model.name, kind=task.kind)
     spec.check_options(model.options)
     check_protocol(train)
+    if train.name is not None:   # before any data is read
+        layout.check_model_name(train.name)
+    if hasattr(task, "preflight"):
+        task.preflight(batch_size=train.batch_size, model_options={**spec.options(), **model.options})
     data, source = task.load()
     name = layout.check_model_name(train.name or data.name, arg="--name" if train.name else "--data")
     train = dataclasses.replace(train, name=name)
     run_dir = Path(train.run_dir) / name
+    check_writable(run_dir, "--run-dir", train.run_dir)   # before training, not after it
+    if train.export:
+        check_writable(Path(train.export_base) / name, "--export-base", train.export_base)
     run_config = {"command": f"train-{task.kind}", "source": source, "task": task.describe(),
                   "model": {"name": spec.name, "options": model.options}}
+    with out_of_space_is_one_line(run_dir):
+        return _run(task, data, train=train, spec=spec, model=model, strategy=strategy, run_dir=run_dir,
+                    run_config=run_config, name=name)
+
+
+SPACE_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+SPACE_MESSAGES = ("No space left on device", "File too large", "Disk quota exceeded")
+
+
+@contextlib.contextmanager
+def out_of_space_is_one_line(run_dir: Path):
+    """A full disk (or a file size limit) during training or export is one line saying what was kept
+    and how to go on, instead of a traceback."""
+    import tensorflow as tf
+    try:
+        yield
+    except (OSError, tf.errors.OpError) as e:
+        text = getattr(e, "message", None) or str(e)
+        if getattr(e, "errno", None) not in SPACE_ERRNOS and not any(m in text for m in SPACE_MESSAGES):
+            raise
+        reason = next((m for m in SPACE_MESSAGES if m in text), None) or os.strerror(e.errno)
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        raise CnnappError(f"--run-dir: {reason} while writing{where}; {kept_after_failure(run_dir)}. "
+                          f"Received: run_dir={run_dir}") from None
+
+
+def kept_after_failure(run_dir: Path) -> str:
+    """What an interrupted run left that a rerun uses, and how to go on, in words."""
+    backups = sorted(p for p in run_dir.glob("**/training_metadata.json") if "backup" in p.parts)
+    if backups:
+        meta = json.loads(backups[0].read_text(encoding="utf-8"))
+        return (f"kept the backup of epoch {meta.get('epoch')} in {backups[0].parent}"
+                f"{' and the best checkpoint ' + str(run_dir / 'best.keras') if (run_dir / 'best.keras').exists() else ''}"
+                f"; free some space and run the same command again to resume from it")
+    if (run_dir / "best.keras").exists():
+        return (f"kept the trained model in {run_dir / 'best.keras'} (no export was written); free some space and "
+                f"run the same command again to train and export it")
+    return "nothing was kept; free some space and run the command again"
+
+
+def _run(task, data: RawData, *, train: TrainConfig, spec, model: ModelChoice, strategy, run_dir: Path,
+         run_config: dict, name: str) -> RunOutcome:
     fit = Fitter(task, spec, model.options, strategy)
     summary = None
     if train.cv is None:
@@ -90,7 +145,28 @@ def run(task, *, train: TrainConfig, model: ModelChoice = ModelChoice(), strateg
                       exported_from=what if export_dir else "nothing (--no-export)", prepared=prepared, plots=plots)
 
 
+def check_writable(folder: Path, arg: str, value) -> None:
+    """A one-line error unless `folder` can be made and written: a probe file is created and removed in
+    it, or in its nearest existing parent (where the missing folders would be made). Nothing is left
+    behind, and several workers may probe the same folder at once."""
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CnnappError(f"{arg}: {existing} is a file, not a folder. Received: {value}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".cnnapp-probe-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise CnnappError(f"{arg}: cannot write in {existing} ({e.strerror}). Received: {value}") from None
+
+
 def check_protocol(train: TrainConfig) -> None:
+    last_seed = train.seed + max(train.ensemble, train.repeats) - 1   # members and repeats use seed, seed+1, ...
+    if not 0 <= train.seed or last_seed > MAX_SEED:
+        raise CnnappError(f"--seed: seeds are 0..{MAX_SEED}, and --ensemble/--repeats use seed, seed+1, ... up to "
+                          f"{last_seed}. Received: seed={train.seed}")
     if train.cv is None:
         if train.repeats != 1 or train.export_fold is not None:
             raise CnnappError(f"--repeats/--export-fold need --cv. Received: repeats={train.repeats}, "
@@ -123,7 +199,8 @@ class Fitter:
             build_model=lambda: self.spec.build(prepared.model_args, self.options),
             splits=splits, preprocess=prepared.preprocess, augment=self.task.augmenter(data, train.seed), config=train,
             run_dir=run_dir, strategy=self.strategy,
-            run_config={**run_config, "preprocessing": prepared.info, **to_dict(train)})
+            run_config={**run_config, "model_resolved_options": resolved_options,   # for the resume fingerprint
+                        "preprocessing": prepared.info, **to_dict(train)})
         if prepared.info.get("embedding_coverage") is not None:
             result.metrics["embedding_coverage"] = prepared.info["embedding_coverage"]
             if result.is_chief:
