@@ -68,36 +68,109 @@ class BatchingParameters:
 
 @dataclass(frozen=True)
 class ServerConfig:
+    """Everything `create_app` needs; plain values, so tests build one in a line.
+
+    `watch_base`: a folder of several models (`<base>/<name>/<version>/`, cnnapp's extension):
+    models exported there after start are picked up by the same poll that finds new versions.
+    """
+
     models: tuple[ModelConfig, ...]
     batching: BatchingParameters | None = None      # None: every request is its own signature call
     max_body_bytes: int = 64 * 1024 * 1024
     poll_seconds: float = 1.0                       # TF Serving's --file_system_poll_wait_seconds
+    watch_base: Path | None = None
+    # Bounded work per request: a request over this many examples is refused (400), and what is
+    # accepted runs through the signature `chunk_examples` at a time, so memory follows the chunk.
+    max_instances_per_request: int = 10_000
+    chunk_examples: int = 256
+    request_timeout_ms: int = 30_000                # TF Serving's --rest_api_timeout_in_ms (0: none)
+    max_num_load_retries: int = 5                   # TF Serving's flags of the same names
+    load_retry_interval_micros: int = 60_000_000
+
+    def __post_init__(self):
+        for name in ("max_instances_per_request", "chunk_examples", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                raise CnnappError(f"--{name}: must be at least 1. Received: {getattr(self, name)}")
 
 
-def check_model_name(name: str, arg: str = "--model-name") -> str:
+def check_model_name(name: str, arg: str = "--model_name") -> str:
     # Names become URL path segments and folder names: no slashes, dots-only or other path tricks.
     if not layout.is_model_name(name):
         raise CnnappError(f"{arg}: a model name is letters, digits, '_', '-', '.'. Received: {name!r}")
     return name
 
 
+def _holds_versions(folder: Path) -> bool:
+    try:
+        return any(layout.is_version_name(c.name) and c.is_dir() for c in folder.iterdir())
+    except OSError:
+        return False
+
+
 def discover_models(base_path: Path, model_name: str | None = None) -> tuple[ModelConfig, ...]:
-    """`base/<name>/<version>/` folders -> one config per name (or only `model_name`)."""
+    """What `--model_base_path` (and `--model_name`) name, as ModelConfigs.
+
+    - TF Serving's form: `base_path` is ONE model's folder of numeric versions
+      (`saved_models/digits` holding `1/`, `2/`), served as `model_name` (default: the folder's name;
+      tensorflow_model_server would call it `default`).
+    - cnnapp's extension: `base_path` holds several models (`saved_models/<name>/<version>/`):
+      every one is served (or only `model_name`).
+    """
     base_path = Path(base_path)
     if not base_path.is_dir():
-        raise CnnappError(f"--model-base-path: no such folder. Received: {base_path}")
+        raise CnnappError(f"--model_base_path: no such folder. Received: {base_path}")
     if model_name is not None:
         check_model_name(model_name)
-        if not (base_path / model_name).is_dir():
+    if _holds_versions(base_path):
+        name = model_name or base_path.resolve().name
+        if model_name is None and not layout.is_model_name(name):
+            raise CnnappError(f"--model_name: the folder name {name!r} is not a model name; pass --model_name. "
+                              f"Received: {base_path}")
+        configs = (ModelConfig(name, base_path),)
+    elif model_name is not None:
+        if not _holds_versions(base_path / model_name):
             found = sorted(p.name for p in base_path.iterdir() if p.is_dir())
-            raise CnnappError(f"--model-name: no folder {model_name!r} in {base_path} (found {found}). "
-                              f"Received: {model_name}")
-        return (ModelConfig(model_name, base_path / model_name),)
-    names = sorted(p.name for p in base_path.iterdir()
-                   if p.is_dir() and layout.is_model_name(p.name) and any(layout.is_version_name(c.name) for c in p.iterdir()))
-    if not names:
-        raise CnnappError(f"--model-base-path: no <name>/<version>/ model folders. Received: {base_path}")
-    return tuple(ModelConfig(n, base_path / n) for n in names)
+            raise CnnappError(f"--model_name: {base_path} holds no numeric version folders, and no model folder "
+                              f"{model_name!r} either (found {found[:20]}). Received: {model_name}")
+        configs = (ModelConfig(model_name, base_path / model_name),)
+    else:
+        names = sorted(p.name for p in base_path.iterdir()
+                       if p.is_dir() and layout.is_model_name(p.name) and _holds_versions(p))
+        configs = tuple(ModelConfig(n, base_path / n) for n in names)
+    if not any(layout.version_dirs(c.base_path) for c in configs):
+        raise CnnappError(f"--model_base_path: nothing to serve: no <version>/saved_model.pb "
+                          f"(nor <name>/<version>/saved_model.pb) under it. Received: {base_path}")
+    return configs
+
+
+def is_multi_model_base(base_path: Path) -> bool:
+    """True when `base_path` is a folder of models (cnnapp's extension), not one model's versions."""
+    return Path(base_path).is_dir() and not _holds_versions(Path(base_path))
+
+
+def load_batching_parameters_file(path: str | Path) -> BatchingParameters:
+    """TF Serving's --batching_parameters_file (text format, e.g. `max_batch_size { value: 64 }`)."""
+    path = Path(path)
+    try:
+        msg = parse_text_proto(path.read_text())
+    except OSError as e:
+        raise CnnappError(f"--batching_parameters_file: cannot read ({e.strerror}). Received: {path}") from None
+    known = {"max_batch_size", "batch_timeout_micros", "num_batch_threads", "max_enqueued_batches"}
+    ignored = {"allowed_batch_sizes", "pad_variable_length_inputs", "thread_pool_name",
+               "enable_large_batch_splitting", "max_execution_batch_size"}
+    values = {}
+    for key, entries in msg.items():
+        if key in ignored:
+            continue
+        if key not in known:
+            raise CnnappError(f"--batching_parameters_file: unknown field {key!r} (known: {sorted(known | ignored)}). "
+                              f"Received: {path}")
+        value = entries[-1]
+        value = _one(value, "value") if isinstance(value, dict) else value
+        if not isinstance(value, int):
+            raise CnnappError(f"--batching_parameters_file: {key} needs an integer. Received: {value!r}")
+        values[key] = value
+    return BatchingParameters(**values)
 
 
 # ---------------------------------------------------------------------------- protobuf text format
