@@ -218,7 +218,7 @@ class ServingApp:
 
     @staticmethod
     def _run_blocking(verb, servable, body, limit, deadline) -> Response:
-        sig, inputs, form = decode_request(verb, servable, parse_json(body), limit)
+        sig, inputs, form = decode_request(verb, servable, parse_json(body, share_gil=True), limit)
         return encode_reply(servable.infer(sig, inputs, deadline=deadline), form)
 
     def close(self) -> None:

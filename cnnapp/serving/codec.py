@@ -36,9 +36,21 @@ def _clip(value, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def parse_json(body: bytes) -> dict:
+def _float(text: str) -> float:
+    return float(text)
+
+
+def _int(text: str) -> int:
+    return int(text)
+
+
+def parse_json(body: bytes, *, share_gil: bool = False) -> dict:
+    """`share_gil`: parse numbers through Python-level hooks. The C scanner holds the GIL for the
+    whole document otherwise (an 11 MB array of pixels: ~2-3 s here, during which the event loop
+    answers nothing); each hook call is a point where another thread can take the GIL. Slower per
+    number for small bodies, so only for the large ones parsed in a worker thread."""
     try:
-        doc = json.loads(body)
+        doc = json.loads(body, parse_float=_float, parse_int=_int) if share_gil else json.loads(body)
     except RecursionError:
         raise ServingError("JSON Parse error: nesting too deep") from None
     except (ValueError, UnicodeDecodeError) as e:

@@ -308,11 +308,61 @@ class _Servicer:
                       "HandleReloadConfigRequest is not served by cnnapp; restart with the new --model_config_file")
 
 
+class _Undecodable:
+    """What a request that is not a valid protobuf of its type parses to (answered INVALID_ARGUMENT,
+    where grpcio's own deserializer failure would answer INTERNAL)."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+def _lenient(message_class):
+    def parse(data: bytes):
+        try:
+            return message_class.FromString(data)
+        except Exception as e:  # noqa: BLE001 - DecodeError and friends: the client's bytes are wrong
+            return _Undecodable(f"cannot parse the request as {message_class.DESCRIPTOR.full_name}: {str(e)[:120]}")
+    return parse
+
+
+def _handlers(servicer):
+    import grpc
+    from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
+                                         inference_pb2, model_management_pb2, predict_pb2, regression_pb2)
+    from tensorflow_serving.apis import model_service_pb2 as _  # noqa: F401 - registers ModelService
+    tables = {
+        "tensorflow.serving.PredictionService": {
+            "Classify": (classification_pb2.ClassificationRequest, classification_pb2.ClassificationResponse),
+            "Regress": (regression_pb2.RegressionRequest, regression_pb2.RegressionResponse),
+            "Predict": (predict_pb2.PredictRequest, predict_pb2.PredictResponse),
+            "MultiInference": (inference_pb2.MultiInferenceRequest, inference_pb2.MultiInferenceResponse),
+            "GetModelMetadata": (get_model_metadata_pb2.GetModelMetadataRequest,
+                                 get_model_metadata_pb2.GetModelMetadataResponse)},
+        "tensorflow.serving.ModelService": {
+            "GetModelStatus": (get_model_status_pb2.GetModelStatusRequest, get_model_status_pb2.GetModelStatusResponse),
+            "HandleReloadConfigRequest": (model_management_pb2.ReloadConfigRequest,
+                                          model_management_pb2.ReloadConfigResponse)},
+    }
+
+    def guarded(method):
+        def handler(request, context):
+            if isinstance(request, _Undecodable):
+                servicer.metrics.request(UNKNOWN_MODEL, method.__name__, "INVALID_ARGUMENT", 0, entrypoint="GRPC")
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
+            return method(request, context)
+        return handler
+
+    return [grpc.method_handlers_generic_handler(service, {
+        name: grpc.unary_unary_rpc_method_handler(guarded(getattr(servicer, name)),
+                                                  request_deserializer=_lenient(req),
+                                                  response_serializer=resp.SerializeToString)
+        for name, (req, resp) in methods.items()}) for service, methods in tables.items()]
+
+
 def start_grpc_server(serving_app, host: str, port: int, *, max_workers: int = 16):
     """Bind and start TF Serving's gRPC services for `serving_app`; returns the started grpc.Server."""
     check_available()
     import grpc
-    from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
     servicer = _Servicer(serving_app)
     limit = serving_app.config.max_body_bytes
@@ -320,10 +370,7 @@ def start_grpc_server(serving_app, host: str, port: int, *, max_workers: int = 1
                          options=[("grpc.max_receive_message_length", limit),
                                   ("grpc.max_send_message_length", -1),
                                   ("grpc.so_reuseport", 0)])
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(_as(prediction_service_pb2_grpc
-                                                                           .PredictionServiceServicer, servicer), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(_as(model_service_pb2_grpc.ModelServiceServicer,
-                                                                  servicer), server)
+    server.add_generic_rpc_handlers(tuple(_handlers(servicer)))
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)
@@ -333,9 +380,3 @@ def start_grpc_server(serving_app, host: str, port: int, *, max_workers: int = 1
         raise CnnappError(f"--port: cannot listen for gRPC on {address} (in use?). Received: {port}")
     server.start()
     return server
-
-
-def _as(base, servicer):
-    """A subclass instance of the generated servicer base whose RPC methods are `servicer`'s."""
-    methods = {k: getattr(servicer, k) for k in dir(base) if not k.startswith("_") and hasattr(servicer, k)}
-    return type(f"Cnnapp{base.__name__}", (base,), {k: staticmethod(v) for k, v in methods.items()})()
