@@ -322,55 +322,72 @@ class ModelManager:
     def _poll_model(self, model: ModelConfig) -> None:
         on_disk = layout.version_dirs(model.base_path)
         aspired = model.policy.aspired(list(on_disk))
-        states = self._states[model.name]
         serving = self._serving[model.name]
         for v in aspired:
-            st = states.get(v)
-            if v in serving:
-                continue
-            stamp = folder_stamp(on_disk[v])
-            now = time.monotonic()
-            if not self._should_load(st, stamp, now):
-                continue
-            attempts = st.attempts + 1 if st is not None and st.error and st.stamp == stamp else 1
+            if v not in serving:
+                self._load(model, v, on_disk[v])
+        if not serving and not any(v in serving for v in aspired):
+            # Nothing serves (a broken newest version at start): fall back to the newest older
+            # version that loads, rather than leave the model unavailable (cnnapp's extension).
+            for v in sorted(set(on_disk) - set(aspired), reverse=True):
+                if self._load(model, v, on_disk[v]):
+                    log.warning("%s: serving version %d until a newer one loads", model.name, v)
+                    break
+        self._unload(model, aspired, on_disk)
+
+    def _load(self, model: ModelConfig, v: int, path: Path) -> bool:
+        """Load, check and switch in one version; False (its state says why) when it does not serve."""
+        states = self._states[model.name]
+        serving = self._serving[model.name]
+        st = states.get(v)
+        stamp = folder_stamp(path)
+        now = time.monotonic()
+        if not self._should_load(st, stamp, now):
+            return False
+        attempts = st.attempts + 1 if st is not None and st.error and st.stamp == stamp else 1
+        with self._lock:
+            states[v] = VersionState("LOADING", stamp=stamp)
+        log.info("loading %s version %d from %s", model.name, v, path)
+        try:
+            servable = Servable(model.name, v, path, self.config.batching, self.metrics,
+                                chunk_examples=self.config.chunk_examples)
+        except Exception as e:  # noqa: BLE001 - any load failure is reported, the server keeps going
+            reason = tf_error_reason(e) if hasattr(e, "message") else f"{type(e).__name__}: {str(e)[:200]}"
+            retries_left = attempts <= self.config.max_num_load_retries
+            retry_at = now + self.config.load_retry_interval_micros / 1e6 if retries_left else float("inf")
+            log.error("%s version %d failed to load (attempt %d; retried %s): %s", model.name, v, attempts,
+                      "when its folder changes" + (" or after the retry interval" if retries_left else ""),
+                      reason)
             with self._lock:
-                states[v] = VersionState("LOADING", stamp=stamp)
-            log.info("loading %s version %d from %s", model.name, v, on_disk[v])
-            try:
-                servable = Servable(model.name, v, on_disk[v], self.config.batching, self.metrics,
-                                    chunk_examples=self.config.chunk_examples)
-            except Exception as e:  # noqa: BLE001 - any load failure is reported, the server keeps going
-                reason = tf_error_reason(e) if hasattr(e, "message") else f"{type(e).__name__}: {str(e)[:200]}"
-                retries_left = attempts <= self.config.max_num_load_retries
-                retry_at = now + self.config.load_retry_interval_micros / 1e6 if retries_left else float("inf")
-                log.error("%s version %d failed to load (attempt %d; retried %s): %s", model.name, v, attempts,
-                          "when its folder changes" + (" or after the retry interval" if retries_left else ""),
-                          reason)
-                with self._lock:
-                    states[v] = VersionState("END", error=f"Failed to load {on_disk[v]}: {reason}",
-                                             error_code="UNKNOWN", stamp=stamp, attempts=attempts, retry_at=retry_at)
-                continue
-            current = serving[max(serving)] if serving else None
-            if current is not None and servable.interface() != current.interface():
-                servable.close()
-                reason = (f"Refused {on_disk[v]}: its signatures take other inputs than version {current.version}, "
-                          f"which keeps serving (new: {_describe(servable)}; serving: {_describe(current)}). "
-                          f"Export it under another model name, or restart the server to switch kinds.")
-                log.error("%s version %d: %s", model.name, v, reason)
-                with self._lock:
-                    states[v] = VersionState("END", error=reason, error_code="FAILED_PRECONDITION", stamp=stamp,
-                                             attempts=attempts, retry_at=float("inf"))
-                continue
-            try:
-                servable.warm_up()
-            except Exception:  # noqa: BLE001 - a warm-up is an optimisation, never a reason not to serve
-                log.exception("warm-up of %s version %d failed", model.name, v)
+                states[v] = VersionState("END", error=f"Failed to load {path}: {reason}",
+                                         error_code="UNKNOWN", stamp=stamp, attempts=attempts, retry_at=retry_at)
+            return False
+        current = serving[max(serving)] if serving else None
+        if current is not None and servable.interface() != current.interface():
+            servable.close()
+            reason = (f"Refused {path}: its signatures take other inputs than version {current.version}, "
+                      f"which keeps serving (new: {_describe(servable)}; serving: {_describe(current)}). "
+                      f"Export it under another model name, or restart the server to switch kinds.")
+            log.error("%s version %d: %s", model.name, v, reason)
             with self._lock:
-                serving[v] = servable
-                states[v] = VersionState("AVAILABLE", stamp=stamp)
-            log.info("serving %s version %d", model.name, v)
+                states[v] = VersionState("END", error=reason, error_code="FAILED_PRECONDITION", stamp=stamp,
+                                         attempts=attempts, retry_at=float("inf"))
+            return False
+        try:
+            servable.warm_up()
+        except Exception:  # noqa: BLE001 - a warm-up is an optimisation, never a reason not to serve
+            log.exception("warm-up of %s version %d failed", model.name, v)
+        with self._lock:
+            serving[v] = servable
+            states[v] = VersionState("AVAILABLE", stamp=stamp)
+        log.info("serving %s version %d", model.name, v)
+        return True
+
+    def _unload(self, model: ModelConfig, aspired: list[int], on_disk: dict) -> None:
         # Unload versions no longer aspired, but never the last good one while its successor has
         # not loaded: a failed new version must not leave the model unavailable.
+        states = self._states[model.name]
+        serving = self._serving[model.name]
         loaded_aspired = [v for v in aspired if v in serving]
         with self._lock:
             for v in list(serving):
