@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 httpx = pytest.importorskip("httpx")
+pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
 
 def free_port() -> int:
@@ -188,3 +189,25 @@ def test_huge_requests_are_refused_or_bounded_and_status_stays_live(live):
               f"pixel request {pixel_seconds:.1f} s")
     assert live.proc.poll() is None, live.log[-2000:]
     assert "Traceback" not in live.log, live.log[-3000:]
+
+
+def test_client_disconnecting_mid_upload_is_not_an_internal_error(live):
+    mark = len(live.lines)
+    with socket.create_connection(("127.0.0.1", live.rest_port), timeout=30) as s:
+        s.sendall(b"POST /v1/models/tiny_text:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 1000000\r\n\r\n" + b'{"instances": [' + b'"a",' * 1000)
+    assert live.wait_log("client disconnected during POST /v1/models/tiny_text:predict", 60, start=mark), \
+        live.log[-3000:]
+    assert httpx.get(f"{live.rest}/v1/models/tiny_text", timeout=30).status_code == 200
+    assert "Traceback" not in live.log and "internal error" not in live.log, live.log[-3000:]
+
+
+def test_request_timeout_answers_408(model_base):
+    from starlette.testclient import TestClient
+    from cnnapp.serving import ServerConfig, create_app, discover_models
+    serving = create_app(ServerConfig(models=discover_models(model_base, "tiny_text"), request_timeout_ms=1))
+    client = TestClient(serving.app)
+    r = client.post("/v1/models/tiny_text:predict", content=_strings_body(10_000))
+    assert r.status_code == 408 and list(r.json()) == ["error"] and "rest_api_timeout_in_ms" in r.json()["error"]
+    assert client.get("/v1/models/tiny_text").status_code == 200
+    serving.close()
