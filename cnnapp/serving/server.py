@@ -76,7 +76,7 @@ def serve(serving_app, *, host: str = "127.0.0.1", port: int = 8500, rest_api_po
         if rest_api_port:
             import uvicorn
             config = uvicorn.Config(serving_app.app, host=host, port=rest_api_port, log_level=log_level,
-                                    access_log=log_level == "debug", lifespan="on")
+                                    access_log=log_level == "debug", lifespan="on", interface="asgi3")
             log.info("TF Serving REST API for %s on http://%s:%d/v1/models/<name>", names, host, rest_api_port)
             uvicorn.Server(config).run()
         else:
