@@ -96,6 +96,16 @@ def naive_server(port: int) -> None:
 
 # ---------------------------------------------------------------------------- load generator
 
+def run_client(coro):
+    """The REST load generator runs on uvloop when there is one (uvicorn[standard] brings it): the
+    client shares the 2 cores with the server, and the cheaper it is, the less it caps the server."""
+    try:
+        import uvloop
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+
+
 def http_request(method: str, path: str, body: bytes = b"") -> bytes:
     return (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode() + body
@@ -263,7 +273,7 @@ def main():
                                 continue    # ~10 requests/s: one longer window is enough
                             seconds = args.seconds * (2 if label.startswith("naive") else 1)
                             if protocol == "rest":
-                                r = asyncio.run(drive(ports[label], requests[(protocol, model)], clients, seconds))
+                                r = run_client(drive(ports[label], requests[(protocol, model)], clients, seconds))
                             else:
                                 r = asyncio.run(drive_grpc(grpc_ports[label], requests[(protocol, model)], clients,
                                                            seconds))
@@ -279,7 +289,7 @@ def main():
                               f"rounds {[round(x['rps']) for x in rs]}  load {load_before}->{load_after}"
                               + (f"  ({r['first_error'][:100]!r})" if r["errors"] else ""), flush=True)
         load_before = load1()
-        r = asyncio.run(drive(ports["batching on"], http_request("GET", "/v1/models/text"), 32, args.seconds))
+        r = run_client(drive(ports["batching on"], http_request("GET", "/v1/models/text"), 32, args.seconds))
         results.append({"server": "HTTP ceiling (GET status)", "protocol": "rest", "model": "-", **r,
                         "load1_before": load_before, "load1_after": load1()})
         print(f"HTTP ceiling: GET status, 32 clients: {r['rps']:.1f} req/s p50 {r['p50_ms']:.1f} ms", flush=True)
@@ -305,7 +315,7 @@ def profile(serve_cmd, request, work: Path, seconds: float) -> None:
                                                                                 "--rest_api_port", str(port)]
     proc = start(cmd, port, work / "profile.log")
     try:
-        r = asyncio.run(drive(port, request, 32, seconds))
+        r = run_client(drive(port, request, 32, seconds))
         print(f"profiled: batching on, text, 32 clients: {r['rps']:.1f} req/s, p50 {r['p50_ms']:.1f} ms, "
               f"{r['requests']} requests")
     finally:
