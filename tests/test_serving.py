@@ -461,3 +461,18 @@ def test_real_server_over_loopback(model_base):
         _, rest = proc.communicate(timeout=30)
     log_text = "".join(lines) + rest
     assert "serving tiny_image version 1" in log_text and f"127.0.0.1:{port}" in log_text
+
+
+def test_serving_and_inference_import_only_exported_models():
+    """cnnapp/serving and cnnapp/inference load SavedModels; they never import the code that built them."""
+    import ast
+    root = Path(__file__).resolve().parents[1] / "cnnapp"
+    forbidden = ("cnnapp.training", "cnnapp.models", "cnnapp.pipelines", "cnnapp.preprocessing")
+    offenders = []
+    for package in ("serving", "inference"):
+        for path in sorted((root / package).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                offenders += [f"{path.name}: {n}" for n in names if n.startswith(forbidden)]
+    assert not offenders, offenders
