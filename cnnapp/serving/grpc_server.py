@@ -14,10 +14,11 @@ TensorFlow on tensorflow-cpu: it is installed with `--no-deps` (see the Makefile
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -27,6 +28,7 @@ from cnnapp.serving.metrics import UNKNOWN_MODEL
 from cnnapp.serving.models import DeadlineExceeded, Servable
 
 log = logging.getLogger(__name__)
+INLINE_BYTES = 16 * 1024        # larger requests are decoded and encoded in worker threads
 
 INSTALL_HINT = ("pip install --no-deps 'tensorflow-serving-api==2.21.0' (its own dependency on full tensorflow "
                 "would stack a second TensorFlow on tensorflow-cpu), or pass --port 0 to serve REST only")
@@ -155,36 +157,62 @@ def examples_to_inputs(input_proto, specs: dict[str, InputSpec], max_instances: 
 
 
 class _Servicer:
-    """Both services' methods; each RPC is one `_handle` around a small function."""
+    """Both services' methods, as coroutines on the gRPC server's own event loop (grpc.aio): a
+    request never holds a thread while it waits for its batch. Small requests are decoded and
+    encoded inline; large ones (over 16 KB) and unbatched signature calls go to the app's worker
+    threads, so the loop keeps answering."""
 
-    def __init__(self, serving_app):
+    def __init__(self, serving_app, loop):
         import grpc
         from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
                                              predict_pb2, regression_pb2)
-        self.grpc, self.app = grpc, serving_app
+        self.grpc, self.app, self.loop = grpc, serving_app, loop
         self.manager, self.config, self.metrics = serving_app.manager, serving_app.config, serving_app.metrics
+        self.executor = serving_app.executor
         self.pb = {"predict": predict_pb2, "classify": classification_pb2, "metadata": get_model_metadata_pb2,
                    "status": get_model_status_pb2, "regress": regression_pb2}
         self.codes = {404: grpc.StatusCode.NOT_FOUND, 408: grpc.StatusCode.DEADLINE_EXCEEDED,
                       413: grpc.StatusCode.RESOURCE_EXHAUSTED, 503: grpc.StatusCode.UNAVAILABLE}
 
     # ------------------------------------------------------------------ plumbing
-    def _handle(self, api: str, request, context, fn):
+    async def _handle(self, api: str, request, context, fn):
         started = time.perf_counter()
         name = request.model_spec.name
         code = self.grpc.StatusCode.OK
         try:
-            return fn(request, context)
+            return await fn(request, context)
         except ServingError as e:
             code = self.codes.get(e.status, self.grpc.StatusCode.INVALID_ARGUMENT)
-            context.abort(code, str(e))
+            await context.abort(code, str(e))
+        except (asyncio.CancelledError, self.grpc.aio.AbortError):
+            code = self.grpc.StatusCode.CANCELLED
+            raise
         except Exception as e:  # noqa: BLE001 - a bug answers INTERNAL and is logged, the server stays up
             code = self.grpc.StatusCode.INTERNAL
             log.exception("internal error in gRPC %s", api)
-            context.abort(code, f"Internal error: {type(e).__name__}: {str(e)[:200]}")
+            await context.abort(code, f"Internal error: {type(e).__name__}: {str(e)[:200]}")
         finally:
             self.metrics.request(name if self.manager.knows(name) else UNKNOWN_MODEL, api, code.name,
                                  (time.perf_counter() - started) * 1e6, entrypoint="GRPC")
+
+    async def _offload(self, big: bool, fn, *args):
+        """`fn(*args)` inline for a small request, in a worker thread for a large one."""
+        if not big:
+            return fn(*args)
+        return await self.loop.run_in_executor(self.executor, fn, *args)
+
+    async def _infer(self, servable: Servable, sig: str, inputs: dict, context) -> dict:
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
+        n = next((a.shape[0] for a in inputs.values() if a.ndim), 0)
+        if servable.batchable(inputs) and n <= servable.chunk_examples:
+            future = servable.batcher.submit(sig, inputs, loop=self.loop)
+            if future is not None:
+                try:
+                    return await asyncio.wait_for(future, remaining) if remaining is not None else await future
+                except asyncio.TimeoutError:
+                    raise DeadlineExceeded("Deadline exceeded while waiting for the batch") from None
+        return await self.loop.run_in_executor(self.executor, lambda: servable.infer(sig, inputs, deadline=deadline))
 
     def _servable(self, spec) -> Servable:
         choice = spec.WhichOneof("version_choice")
@@ -194,22 +222,23 @@ class _Servicer:
             raise ServingError("Missing ModelSpec name")
         return self.manager.resolve(spec.name, version, label)
 
-    @staticmethod
-    def _deadline(context) -> float | None:
-        remaining = context.time_remaining()
-        return None if remaining is None else time.monotonic() + remaining
-
     def _fill_spec(self, out, servable: Servable, signature: str) -> None:
         out.name = servable.name
         out.version.value = servable.version
         out.signature_name = signature
 
     # ------------------------------------------------------------------ PredictionService
-    def Predict(self, request, context):
-        return self._handle("Predict", request, context, self._predict)
+    async def Predict(self, request, context):
+        return await self._handle("Predict", request, context, self._predict)
 
-    def _predict(self, request, context):
-        import tensorflow as tf
+    async def _predict(self, request, context):
+        big = request.ByteSize() > INLINE_BYTES
+        servable, sig, inputs = await self._offload(big, self._predict_inputs, request)
+        outputs = await self._infer(servable, sig, inputs, context)
+        return await self._offload(big or _examples(outputs) > 64, self._predict_response, request, servable, sig,
+                                   outputs)
+
+    def _predict_inputs(self, request):
         servable = self._servable(request.model_spec)
         sig, specs = servable.signature(request.model_spec.signature_name or None)
         if set(request.inputs) != set(specs):
@@ -221,29 +250,38 @@ class _Servicer:
         sizes = {a.shape[0] for a in inputs.values() if a.ndim}
         if len(sizes) > 1:
             raise ServingError(f"inputs disagree on the batch size (first dimension). Received sizes: {sorted(sizes)}")
-        wanted = list(request.output_filter)
-        outputs = servable.infer(sig, inputs, deadline=self._deadline(context))
-        unknown = [k for k in wanted if k not in outputs]
+        unknown = [k for k in request.output_filter if k not in servable.signature_defs[sig].outputs]
         if unknown:
-            raise ServingError(f"output_filter names {unknown}, not outputs of signature {sig!r} ({sorted(outputs)})")
+            raise ServingError(f"output_filter names {unknown}, not outputs of signature {sig!r} "
+                               f"({sorted(servable.signature_defs[sig].outputs)})")
+        return servable, sig, inputs
+
+    def _predict_response(self, request, servable, sig, outputs):
+        import tensorflow as tf
         response = self.pb["predict"].PredictResponse()
         self._fill_spec(response.model_spec, servable, sig)
-        for key in wanted or sorted(outputs):
+        for key in list(request.output_filter) or sorted(outputs):
             response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key]))
         return response
 
-    def Classify(self, request, context):
-        return self._handle("Classify", request, context, self._classify)
+    async def Classify(self, request, context):
+        return await self._handle("Classify", request, context, self._classify)
 
-    def _classify(self, request, context):
+    async def _classify(self, request, context):
+        big = request.ByteSize() > INLINE_BYTES
+        servable, sig, inputs = await self._offload(big, self._classify_inputs, request)
+        outputs = await self._infer(servable, sig, inputs, context)
+        return await self._offload(big or _examples(outputs) > 64, self._classify_response, servable, sig, outputs)
+
+    def _classify_inputs(self, request):
         servable = self._servable(request.model_spec)
         sig, specs = servable.signature(request.model_spec.signature_name or None)
-        inputs = examples_to_inputs(request.input, specs, self.config.max_instances_per_request)
-        outputs = servable.infer(sig, inputs, deadline=self._deadline(context))
+        return servable, sig, examples_to_inputs(request.input, specs, self.config.max_instances_per_request)
+
+    def _classify_response(self, servable, sig, outputs):
         if "scores" not in outputs or outputs["scores"].ndim != 2:
             raise ServingError(f"signature {sig!r} has no [batch, classes] 'scores' output to classify with; use Predict")
-        pb = self.pb["classify"]
-        response = pb.ClassificationResponse()
+        response = self.pb["classify"].ClassificationResponse()
         self._fill_spec(response.model_spec, servable, sig)
         scores, classes = outputs["scores"], outputs.get("classes")
         for i in range(scores.shape[0]):
@@ -254,21 +292,21 @@ class _Servicer:
                                 score=float(scores[i][j]))
         return response
 
-    def Regress(self, request, context):
-        def refuse(request, context):
+    async def Regress(self, request, context):
+        async def refuse(request, context):
             servable = self._servable(request.model_spec)
             sig, _ = servable.signature(request.model_spec.signature_name or None)
             raise ServingError(f"Expected regression signature method_name to be tensorflow/serving/regress; "
                                f"cnnapp models are classifiers (signature {sig!r}): use Predict or Classify")
-        return self._handle("Regress", request, context, refuse)
+        return await self._handle("Regress", request, context, refuse)
 
-    def MultiInference(self, request, context):
-        context.abort(self.grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not served by cnnapp; use Predict")
+    async def MultiInference(self, request, context):
+        await context.abort(self.grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not served by cnnapp; use Predict")
 
-    def GetModelMetadata(self, request, context):
-        return self._handle("GetModelMetadata", request, context, self._metadata)
+    async def GetModelMetadata(self, request, context):
+        return await self._handle("GetModelMetadata", request, context, self._metadata)
 
-    def _metadata(self, request, context):
+    async def _metadata(self, request, context):
         servable = self._servable(request.model_spec)
         fields = list(request.metadata_field)
         if fields != ["signature_def"]:
@@ -283,10 +321,10 @@ class _Servicer:
         return response
 
     # ------------------------------------------------------------------ ModelService
-    def GetModelStatus(self, request, context):
-        return self._handle("GetModelStatus", request, context, self._status)
+    async def GetModelStatus(self, request, context):
+        return await self._handle("GetModelStatus", request, context, self._status)
 
-    def _status(self, request, context):
+    async def _status(self, request, context):
         from tensorflow.core.protobuf import error_codes_pb2
         spec = request.model_spec
         if not spec.name:
@@ -303,9 +341,13 @@ class _Servicer:
             entry.status.error_message = st.error
         return response
 
-    def HandleReloadConfigRequest(self, request, context):
-        context.abort(self.grpc.StatusCode.UNIMPLEMENTED,
-                      "HandleReloadConfigRequest is not served by cnnapp; restart with the new --model_config_file")
+    async def HandleReloadConfigRequest(self, request, context):
+        await context.abort(self.grpc.StatusCode.UNIMPLEMENTED,
+                            "HandleReloadConfigRequest is not served by cnnapp; restart with the new --model_config_file")
+
+
+def _examples(outputs: dict) -> int:
+    return next((a.shape[0] for a in outputs.values() if a.ndim), 0)
 
 
 class _Undecodable:
@@ -345,11 +387,11 @@ def _handlers(servicer):
     }
 
     def guarded(method):
-        def handler(request, context):
+        async def handler(request, context):
             if isinstance(request, _Undecodable):
                 servicer.metrics.request(UNKNOWN_MODEL, method.__name__, "INVALID_ARGUMENT", 0, entrypoint="GRPC")
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
-            return method(request, context)
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
+            return await method(request, context)
         return handler
 
     return [grpc.method_handlers_generic_handler(service, {
@@ -359,24 +401,64 @@ def _handlers(servicer):
         for name, (req, resp) in methods.items()}) for service, methods in tables.items()]
 
 
-def start_grpc_server(serving_app, host: str, port: int, *, max_workers: int = 16):
-    """Bind and start TF Serving's gRPC services for `serving_app`; returns the started grpc.Server."""
+class GrpcServer:
+    """A grpc.aio server running on its own event loop in a thread; `stop()` from any thread."""
+
+    def __init__(self, loop, server, thread):
+        self.loop, self.server, self.thread = loop, server, thread
+
+    def stop(self, grace: float = 2.0) -> None:
+        if self.loop.is_closed():
+            return
+        asyncio.run_coroutine_threadsafe(self.server.stop(grace), self.loop).result(timeout=grace + 30)
+        self.thread.join(timeout=30)
+
+
+def start_grpc_server(serving_app, host: str, port: int) -> GrpcServer:
+    """Bind and start TF Serving's gRPC services for `serving_app` (CnnappError when it cannot bind)."""
     check_available()
     import grpc
 
-    servicer = _Servicer(serving_app)
-    limit = serving_app.config.max_body_bytes
-    server = grpc.server(ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-                         options=[("grpc.max_receive_message_length", limit),
-                                  ("grpc.max_send_message_length", -1),
-                                  ("grpc.so_reuseport", 0)])
-    server.add_generic_rpc_handlers(tuple(_handlers(servicer)))
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError as e:
-        raise CnnappError(f"--port: cannot listen for gRPC on {address} ({e}). Received: {port}") from None
-    if not bound:
-        raise CnnappError(f"--port: cannot listen for gRPC on {address} (in use?). Received: {port}")
-    server.start()
-    return server
+    limit = serving_app.config.max_body_bytes
+    started = threading.Event()
+    box: dict = {}
+
+    async def main():
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
+                                          ("grpc.max_send_message_length", -1),
+                                          ("grpc.so_reuseport", 0)])
+        server.add_generic_rpc_handlers(tuple(_handlers(_Servicer(serving_app, asyncio.get_running_loop()))))
+        try:
+            bound = server.add_insecure_port(address)
+        except RuntimeError as e:
+            raise CnnappError(f"--port: cannot listen for gRPC on {address} ({e}). Received: {port}") from None
+        if not bound:
+            raise CnnappError(f"--port: cannot listen for gRPC on {address} (in use?). Received: {port}")
+        await server.start()
+        box["server"] = server
+        started.set()
+        await server.wait_for_termination()
+
+    loop = asyncio.new_event_loop()
+
+    def run():
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(main())
+        except BaseException as e:  # noqa: BLE001 - reported to the starting thread below
+            box["error"] = e
+            started.set()
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=run, name="grpc-loop", daemon=True)
+    thread.start()
+    started.wait(60)
+    if "error" in box:
+        error = box["error"]
+        raise error if isinstance(error, CnnappError) else CnnappError(
+            f"--port: the gRPC server did not start ({type(error).__name__}: {error}). Received: {port}")
+    if "server" not in box:
+        raise CnnappError(f"--port: the gRPC server did not start within 60 s. Received: {port}")
+    return GrpcServer(loop, box["server"], thread)

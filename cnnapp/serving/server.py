@@ -90,5 +90,5 @@ def serve(serving_app, *, host: str = "127.0.0.1", port: int = 8500, rest_api_po
             serving_app.manager.stop()
     finally:
         if grpc_server is not None:
-            grpc_server.stop(grace=2).wait()
+            grpc_server.stop(grace=2)
         serving_app.executor.shutdown(wait=False, cancel_futures=True)
