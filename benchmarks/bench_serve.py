@@ -212,10 +212,15 @@ def main():
     parser.add_argument("--naive-server", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--profile", action="store_true",
                         help="instead: profile the batching-on server's event-loop thread under 32 text clients")
+    parser.add_argument("--costs", action="store_true",
+                        help="instead: in-process cost of each step of one request (decode, signature call at "
+                             "batch 1 and 32, encode), no HTTP")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve-latest.json"))
     args = parser.parse_args()
     if args.naive_server is not None:
         return naive_server(args.naive_server)
+    if args.costs:
+        return costs()
     clients_list = [int(c) for c in args.clients.split(",")]
     protocols = args.protocols.split(",")
 
@@ -304,6 +309,34 @@ def main():
                                           "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2))
     print(f"load average (1, 5, 15 min) at start {started_load}, at end {os.getloadavg()}")
     print(markdown(results))
+
+
+def costs() -> None:
+    """Where a request's time goes without HTTP: JSON+decode, the signature at batch 1 and 32, encode."""
+    import timeit
+    import numpy as np
+    import tensorflow as tf
+    from cnnapp.serving import ServerConfig, create_app, discover_models
+    from cnnapp.serving.app import decode_request, encode_reply
+    from cnnapp.serving.codec import parse_json
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    export(work / "models")
+    app = create_app(ServerConfig(models=discover_models(work / "models")))
+    png = tf.io.encode_png(np.random.default_rng(0).integers(0, 255, (28, 28, 1)).astype("uint8")).numpy()
+    print(f"load average {os.getloadavg()}")
+    for model, body in (("image", json.dumps({"instances": [{"b64": base64.b64encode(png).decode()}]}).encode()),
+                        ("text", json.dumps({"instances": [SENTENCES[0]]}).encode())):
+        s = app.manager.resolve(model, None, None)
+        sig, inputs, form = decode_request("predict", s, parse_json(body), 10_000)
+        outputs = s.call(sig, inputs)
+        big = {k: np.concatenate([v] * 32) for k, v in inputs.items()}
+        t_decode = timeit.timeit(lambda: decode_request("predict", s, parse_json(body), 10_000), number=2000) / 2000
+        t_encode = timeit.timeit(lambda: encode_reply(outputs, form), number=2000) / 2000
+        t_call1 = timeit.timeit(lambda: s.call(sig, inputs), number=200) / 200
+        t_call32 = timeit.timeit(lambda: s.call(sig, big), number=100) / 100
+        print(f"{model}: JSON+decode {t_decode * 1e6:.0f} us, encode {t_encode * 1e6:.0f} us, signature call "
+              f"batch 1 {t_call1 * 1e6:.0f} us, batch 32 {t_call32 * 1e6:.0f} us ({t_call32 / 32 * 1e6:.0f} us/example)")
+    app.close()
 
 
 def profile(serve_cmd, request, work: Path, seconds: float) -> None:
