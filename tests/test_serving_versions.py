@@ -144,3 +144,16 @@ def test_cli_one_line_errors(model_base, tmp_path):
     assert result.output.startswith("Error: --model_name:") and len(result.output.strip().splitlines()) == 1
     result = run_cli(["serve", f"--model_base_path={model_base}", "--rest_api_port=0", "--port=0"], expect_exit=1)
     assert "both 0" in result.output
+
+
+def test_batching_parameters_file_in_tf_serving_format(tmp_path):
+    from cnnapp.errors import CnnappError
+    from cnnapp.serving.config import BatchingParameters, load_batching_parameters_file
+    path = tmp_path / "batching.config"
+    path.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 500 }\n"
+                    "num_batch_threads { value: 1 }\npad_variable_length_inputs: true\n")
+    assert load_batching_parameters_file(path) == BatchingParameters(max_batch_size=8, batch_timeout_micros=500,
+                                                                     num_batch_threads=1)
+    path.write_text("max_batch_sise { value: 8 }\n")
+    with pytest.raises(CnnappError, match="unknown field 'max_batch_sise'"):
+        load_batching_parameters_file(path)

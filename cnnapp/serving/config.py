@@ -1,6 +1,6 @@
 """What `cnnapp serve` serves: plain frozen dataclasses, and TF Serving's model_config_list parser.
 
-A `--model-config-file` in TF Serving's text format works unchanged here, e.g.::
+A `--model_config_file` in TF Serving's text format works unchanged here, e.g.::
 
     model_config_list {
       config {
@@ -152,7 +152,7 @@ def load_batching_parameters_file(path: str | Path) -> BatchingParameters:
     """TF Serving's --batching_parameters_file (text format, e.g. `max_batch_size { value: 64 }`)."""
     path = Path(path)
     try:
-        msg = parse_text_proto(path.read_text())
+        msg = parse_text_proto(path.read_text(), "--batching_parameters_file")
     except OSError as e:
         raise CnnappError(f"--batching_parameters_file: cannot read ({e.strerror}). Received: {path}") from None
     known = {"max_batch_size", "batch_timeout_micros", "num_batch_threads", "max_enqueued_batches"}
@@ -179,13 +179,13 @@ _TOKEN = re.compile(r"\s*(?:#[^\n]*\n?\s*)*(?:([A-Za-z_][A-Za-z0-9_.]*)|('(?:[^'
                     r"|(-?\d+(?:\.\d*)?)|([{}:<>\[\],;]))")
 
 
-def _tokens(text: str):
+def _tokens(text: str, arg: str = "--model_config_file"):
     pos = 0
     text = text.rstrip()
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
-            raise CnnappError(f"--model-config-file: cannot parse at offset {pos}. Received: {text[pos:pos + 40]!r}")
+            raise CnnappError(f"{arg}: cannot parse at offset {pos}. Received: {text[pos:pos + 40]!r}")
         pos = m.end()
         ident, string, number, punct = m.groups()
         if ident is not None:
@@ -198,9 +198,9 @@ def _tokens(text: str):
             yield "punct", punct
 
 
-def parse_text_proto(text: str) -> dict:
+def parse_text_proto(text: str, arg: str = "--model_config_file") -> dict:
     """Protobuf text format -> {field: [values]} (repeated fields are lists; messages are dicts)."""
-    tokens = list(_tokens(text))
+    tokens = list(_tokens(text, arg))
     pos = 0
 
     def message(close: str | None) -> dict:
@@ -210,30 +210,33 @@ def parse_text_proto(text: str) -> dict:
             kind, tok = tokens[pos]
             if kind == "punct" and tok in ("}", ">"):
                 if close is None:
-                    raise CnnappError(f"--model-config-file: unexpected {tok!r}. Received: token {pos}")
+                    raise CnnappError(f"{arg}: unexpected {tok!r}. Received: token {pos}")
                 pos += 1
                 return out
             if kind == "punct" and tok in (",", ";"):
                 pos += 1
                 continue
             if kind != "ident":
-                raise CnnappError(f"--model-config-file: expected a field name. Received: {tok!r}")
+                raise CnnappError(f"{arg}: expected a field name. Received: {tok!r}")
             pos += 1
             if pos < len(tokens) and tokens[pos] == ("punct", ":"):
                 pos += 1
             if pos >= len(tokens):
-                raise CnnappError(f"--model-config-file: field {tok!r} has no value. Received: end of file")
+                raise CnnappError(f"{arg}: field {tok!r} has no value. Received: end of file")
             vkind, value = tokens[pos]
             if vkind == "punct" and value in ("{", "<"):
                 pos += 1
                 value = message("}" if value == "{" else ">")
+            elif vkind == "ident":          # true / false / an enum name
+                value = {"true": True, "false": False}.get(value, value)
+                pos += 1
             elif vkind != "value":
-                raise CnnappError(f"--model-config-file: field {tok!r} has no value. Received: {value!r}")
+                raise CnnappError(f"{arg}: field {tok!r} has no value. Received: {value!r}")
             else:
                 pos += 1
             out.setdefault(tok, []).append(value)
         if close is not None:
-            raise CnnappError("--model-config-file: a '{' is never closed. Received: end of file")
+            raise CnnappError(f"{arg}: a '{{' is never closed. Received: end of file")
         return out
 
     return message(None)
@@ -248,14 +251,14 @@ def load_model_config_file(path: str | Path, relative_to: Path | None = None) ->
     try:
         root = parse_text_proto(path.read_text())
     except OSError as e:
-        raise CnnappError(f"--model-config-file: cannot read ({e.strerror}). Received: {path}") from None
+        raise CnnappError(f"--model_config_file: cannot read ({e.strerror}). Received: {path}") from None
     configs = []
     for config_list in root.get("model_config_list", []):
         for cfg in config_list.get("config", []):
-            name = check_model_name(str(_one(cfg, "name", "")), "--model-config-file name")
+            name = check_model_name(str(_one(cfg, "name", "")), "--model_config_file name")
             base = _one(cfg, "base_path")
             if not base:
-                raise CnnappError(f"--model-config-file: model {name!r} has no base_path. Received: {cfg}")
+                raise CnnappError(f"--model_config_file: model {name!r} has no base_path. Received: {cfg}")
             base = Path(base)
             if not base.is_absolute():
                 base = (relative_to or path.parent) / base
@@ -263,7 +266,7 @@ def load_model_config_file(path: str | Path, relative_to: Path | None = None) ->
             if "specific" in policy_msg:
                 versions = tuple(int(v) for v in _one(policy_msg, "specific", {}).get("versions", []))
                 if not versions:
-                    raise CnnappError(f"--model-config-file: model {name!r}: specific policy lists no versions. "
+                    raise CnnappError(f"--model_config_file: model {name!r}: specific policy lists no versions. "
                                       f"Received: {policy_msg}")
                 policy = VersionPolicy("specific", versions=versions)
             elif "all" in policy_msg:
@@ -274,9 +277,9 @@ def load_model_config_file(path: str | Path, relative_to: Path | None = None) ->
             labels = tuple((str(_one(lab, "key")), int(_one(lab, "value"))) for lab in cfg.get("version_labels", []))
             for label, version in labels:
                 if policy.kind == "specific" and version not in policy.versions:
-                    raise CnnappError(f"--model-config-file: model {name!r}: label {label!r} points at version "
+                    raise CnnappError(f"--model_config_file: model {name!r}: label {label!r} points at version "
                                       f"{version}, which the policy does not serve. Received: {policy.versions}")
             configs.append(ModelConfig(name, base, policy, labels))
     if not configs:
-        raise CnnappError(f"--model-config-file: no model_config_list {{ config {{ ... }} }} entries. Received: {path}")
+        raise CnnappError(f"--model_config_file: no model_config_list {{ config {{ ... }} }} entries. Received: {path}")
     return tuple(configs)
