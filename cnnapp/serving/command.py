@@ -44,10 +44,15 @@ def _opt(name: str, *args, **kwargs):
 @_opt("max_num_load_retries", type=click.IntRange(min=0), default=5, show_default=True,
       help="Retries of a failed version load (a changed folder is always retried).")
 @_opt("load_retry_interval_micros", type=click.IntRange(min=0), default=60_000_000, show_default=True)
+@_opt("tensorflow_intra_op_parallelism", type=click.IntRange(min=0), default=0, show_default=True,
+      help="Threads one TensorFlow op may use (0: one per core).")
+@_opt("tensorflow_inter_op_parallelism", type=click.IntRange(min=0), default=0, show_default=True,
+      help="TensorFlow ops run at once (0: one per core).")
 def serve(port, rest_api_port, host, model_base_path, model_name, model_config_file, enable_batching,
           batching_parameters_file, max_batch_size, batch_timeout_micros, num_batch_threads, max_enqueued_batches,
           max_instances_per_request, rest_api_timeout_in_ms, max_body, file_system_poll_wait_seconds,
-          max_num_load_retries, load_retry_interval_micros):
+          max_num_load_retries, load_retry_interval_micros, tensorflow_intra_op_parallelism,
+          tensorflow_inter_op_parallelism):
     """Serve exported models with TensorFlow Serving's gRPC (8500) and REST (8501) APIs.
 
     \b
@@ -70,6 +75,8 @@ def serve(port, rest_api_port, host, model_base_path, model_name, model_config_f
                                            max_enqueued_batches=max_enqueued_batches),
                    max_instances_per_request=max_instances_per_request, request_timeout_ms=rest_api_timeout_in_ms,
                    max_body_bytes=max_body, poll_seconds=file_system_poll_wait_seconds,
-                   max_num_load_retries=max_num_load_retries, load_retry_interval_micros=load_retry_interval_micros)
+                   max_num_load_retries=max_num_load_retries, load_retry_interval_micros=load_retry_interval_micros,
+                   tensorflow_intra_op_parallelism=tensorflow_intra_op_parallelism,
+                   tensorflow_inter_op_parallelism=tensorflow_inter_op_parallelism)
     except CnnappError as e:
         raise click.ClickException(str(e)) from None

@@ -40,8 +40,20 @@ def build_config(*, model_base_path=None, model_name=None, model_config_file=Non
     return ServerConfig(models=models, batching=batching, watch_base=watch_base, **server_options)
 
 
+def set_tensorflow_threads(intra_op: int = 0, inter_op: int = 0) -> None:
+    """TF Serving's --tensorflow_intra_op_parallelism / --tensorflow_inter_op_parallelism (0: TF's
+    default, one thread per core). Must run before TensorFlow executes anything."""
+    if intra_op or inter_op:
+        import tensorflow as tf
+        if intra_op:
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+        if inter_op:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+
+
 def run_server(*, host: str = "127.0.0.1", port: int = 8500, rest_api_port: int = 8501,
-               log_level: str = "info", **options) -> None:
+               log_level: str = "info", tensorflow_intra_op_parallelism: int = 0,
+               tensorflow_inter_op_parallelism: int = 0, **options) -> None:
     """Load the models, serve gRPC on `port` and REST on `rest_api_port` (0: off) until SIGINT/SIGTERM."""
     if not port and not rest_api_port:
         raise CnnappError("--port and --rest_api_port are both 0: nothing would listen. Received: 0, 0")
@@ -53,7 +65,9 @@ def run_server(*, host: str = "127.0.0.1", port: int = 8500, rest_api_port: int 
         from cnnapp.serving.grpc_server import check_available
         check_available()                   # before minutes of model loading, not after
     from cnnapp.serving.app import create_app
-    serving_app = create_app(build_config(**options))
+    config = build_config(**options)
+    set_tensorflow_threads(tensorflow_intra_op_parallelism, tensorflow_inter_op_parallelism)
+    serving_app = create_app(config)
     loaded = serving_app.manager.available()
     if not any(loaded.values()):
         reasons = [f"{name} v{v}: {s.error}" for name in serving_app.manager.model_names()
