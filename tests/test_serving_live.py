@@ -183,8 +183,12 @@ def test_huge_requests_are_refused_or_bounded_and_status_stays_live(live):
         assert growth < 1024, f"RSS grew {growth:.0f} MB (from {baseline:.0f} MB)"
         assert not watch.failures, watch.failures[:3]
         assert len(watch.latencies) >= 10, "too few status GETs to tell"
-        # The liveness bound: a status GET waited 10.1 s behind such a request before.
-        assert max(watch.latencies) < 1.0, (sorted(watch.latencies)[-5:], f"pixel request took {pixel_seconds:.1f} s")
+        # The liveness bound: a status GET waited 10.1 s behind such a request before, i.e.
+        # the whole request. On a quiet machine the slowest GET must take under 1 s; on a loaded
+        # shared one (where the pixel request itself takes 3-4x longer) under a fifth of the
+        # request's own time, which still tells "answered meanwhile" from "queued behind it".
+        bound = max(1.0, pixel_seconds / 5)
+        assert max(watch.latencies) < bound, (sorted(watch.latencies)[-5:], f"pixel request took {pixel_seconds:.1f} s")
         print(f"RSS growth {growth:.0f} MB; {len(watch.latencies)} status GETs, slowest {max(watch.latencies):.3f} s; "
               f"pixel request {pixel_seconds:.1f} s")
     assert live.proc.poll() is None, live.log[-2000:]
