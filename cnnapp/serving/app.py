@@ -123,18 +123,22 @@ class ServingApp:
         await self.asgi(scope, receive, send)
 
     async def asgi(self, scope, receive, send):
-        if scope["type"] == "http" and scope["method"] in ("GET", "POST"):
-            path = scope["path"]
-            if path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
-                status, payload = await self.handle_models(scope["method"], path[len("/v1/models/"):], path,
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
+            method = scope["method"]
+            if method in ("GET", "POST"):
+                status, payload = await self.handle_models(method, path[len("/v1/models/"):], path,
                                                            lambda: self._read_body(scope, receive))
                 if status is None:
                     return          # the client has gone: nothing to send
-                await send({"type": "http.response.start", "status": status,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", b"%d" % len(payload))]})
-                await send({"type": "http.response.body", "body": payload})
-                return
+            else:
+                status, payload = 405, _dumps({"error": f"Malformed request: {method} {path} (method not allowed; "
+                                                        f"GET status or metadata, POST :predict/:classify)"})
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", b"%d" % len(payload))]})
+            await send({"type": "http.response.body", "body": payload if method != "HEAD" else b""})
+            return
         await self.starlette(scope, receive, send)
 
     async def not_found(self, request: Request, exc) -> Response:
