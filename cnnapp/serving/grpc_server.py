@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from cnnapp.errors import CnnappError
-from cnnapp.serving.codec import InputSpec, NotFound, ServingError, check_instances
+from cnnapp.serving.codec import InputSpec, ServingError, check_instances
 from cnnapp.serving.metrics import UNKNOWN_MODEL
 from cnnapp.serving.models import DeadlineExceeded, Servable
 
@@ -371,7 +371,6 @@ def _handlers(servicer):
     import grpc
     from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
                                          inference_pb2, model_management_pb2, predict_pb2, regression_pb2)
-    from tensorflow_serving.apis import model_service_pb2 as _  # noqa: F401 - registers ModelService
     tables = {
         "tensorflow.serving.PredictionService": {
             "Classify": (classification_pb2.ClassificationRequest, classification_pb2.ClassificationResponse),
