@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	# gRPC stubs for `cnnapp serve --port`. tensorflow-serving-api declares a dependency on full
+	# `tensorflow`, which would stack a second TensorFlow (same import name) on tensorflow-cpu:
+	# install it alone. Its real needs, grpcio and protobuf, are in pyproject.toml (within
+	# tensorflow-cpu's own pins, so nothing is downgraded).
+	$(PY) -m pip install -q --no-deps 'tensorflow-serving-api==2.21.0'
 ifeq ($(GPU),1)
 	# tensorflow-cpu and tensorflow share one import name: swap, don't stack.
 	$(PY) -m pip uninstall -y -q tensorflow-cpu

@@ -1,11 +1,14 @@
-"""Load benchmark for `cnnapp serve`: requests/s and p50/p99 latency over loopback.
+"""Load benchmark for `cnnapp serve`: requests/s and p50/p99 latency over loopback, REST and gRPC.
 
-Drives real servers (separate processes) with 1, 8, 32 and 64 concurrent keep-alive clients, each
-sending one example per request (a PNG for the image model, a sentence for the text model):
+Drives real servers (separate processes) with concurrent clients (default 1 and 32), each sending
+one example per request (a PNG for the image model, a sentence for the text model), over REST
+(keep-alive HTTP/1.1) and over gRPC (tensorflow-serving-api's PredictRequest on one channel):
   - cnnapp serve, batching off (one signature call per request)
   - cnnapp serve, batching on (TF Serving's parameters, below)
-  - a naive server: the same Keras model, `model.predict` per request (what not to do)
+  - with --naive: a naive server, the same Keras model, `model.predict` per request (what not to do)
 plus the HTTP ceiling: GET status with 32 clients (no model call), what the HTTP layer alone allows.
+The 1-minute load average is read before and after every point and written beside the numbers:
+on a shared machine, a number taken at load 16 says little about a quiet one.
 
 The models are the defaults cnnapp trains (keras-io MNIST-size image CNN on 28x28x1, Kim's text
 CNN), untrained: speed does not depend on the weights. The client is a minimal asyncio HTTP/1.1
@@ -30,7 +33,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
-CLIENTS = (1, 8, 32, 64)
+CLIENTS = (1, 32)
 BATCHING = {"max_batch_size": 64, "batch_timeout_micros": 1000, "num_batch_threads": 2, "max_enqueued_batches": 1000}
 SENTENCES = ["a moving and beautifully acted film", "dull , lifeless and far too long", "a good film",
              "the story is great but the acting is bad", "so so"]
@@ -92,6 +95,16 @@ def naive_server(port: int) -> None:
 
 
 # ---------------------------------------------------------------------------- load generator
+
+def run_client(coro):
+    """The REST load generator runs on uvloop when there is one (uvicorn[standard] brings it): the
+    client shares the 2 cores with the server, and the cheaper it is, the less it caps the server."""
+    try:
+        import uvloop
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+
 
 def http_request(method: str, path: str, body: bytes = b"") -> bytes:
     return (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -156,65 +169,134 @@ def start(cmd: list[str], port: int, log: Path) -> subprocess.Popen:
     raise RuntimeError(f"server did not start in 300 s: {log.read_text()[-2000:]}")
 
 
+async def grpc_client(stub, request, deadline: float, latencies: list, errors: list):
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        try:
+            await stub.Predict(request, timeout=30)
+        except Exception as e:  # noqa: BLE001 - counted, shown in the table
+            errors.append(str(e)[:200].encode())
+        latencies.append(time.perf_counter() - t0)
+
+
+async def drive_grpc(port: int, request, clients: int, seconds: float) -> dict:
+    """`clients` concurrent Predict loops on one grpc.aio channel (as one client process would)."""
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        await asyncio.gather(*[grpc_client(stub, request, time.perf_counter() + 0.3, [], []) for _ in range(clients)])
+        latencies, errors = [], []
+        t0 = time.perf_counter()
+        await asyncio.gather(*[grpc_client(stub, request, t0 + seconds, latencies, errors) for _ in range(clients)])
+        elapsed = time.perf_counter() - t0
+    latencies.sort()
+
+    def pct(p):
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")
+    return {"clients": clients, "requests": len(latencies), "errors": len(errors), "rps": len(latencies) / elapsed,
+            "p50_ms": pct(0.50), "p99_ms": pct(0.99), "first_error": errors[0].decode("latin1") if errors else ""}
+
+
+def load1() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=2.0, help="measured seconds per round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per point (median reported)")
+    parser.add_argument("--clients", default=",".join(map(str, CLIENTS)), help="concurrent clients per point")
+    parser.add_argument("--protocols", default="rest,grpc", help="rest, grpc or both")
+    parser.add_argument("--naive", action="store_true", help="also the naive model.predict server (REST)")
     parser.add_argument("--naive-server", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--profile", action="store_true",
                         help="instead: profile the batching-on server's event-loop thread under 32 text clients")
+    parser.add_argument("--costs", action="store_true",
+                        help="instead: in-process cost of each step of one request (decode, signature call at "
+                             "batch 1 and 32, encode), no HTTP")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve-latest.json"))
     args = parser.parse_args()
     if args.naive_server is not None:
         return naive_server(args.naive_server)
+    if args.costs:
+        return costs()
+    clients_list = [int(c) for c in args.clients.split(",")]
+    protocols = args.protocols.split(",")
 
     import numpy as np
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     export(work / "models")
     import tensorflow as tf
     png = tf.io.encode_png(np.random.default_rng(0).integers(0, 255, (28, 28, 1)).astype("uint8")).numpy()
+    sentence = "a moving and beautifully acted film"
     requests = {
-        "image": http_request("POST", "/v1/models/image:predict",
-                              json.dumps({"instances": [{"b64": base64.b64encode(png).decode()}]}).encode()),
-        "text": http_request("POST", "/v1/models/text:predict",
-                             json.dumps({"instances": ["a moving and beautifully acted film"]}).encode()),
+        ("rest", "image"): http_request("POST", "/v1/models/image:predict",
+                                        json.dumps({"instances": [{"b64": base64.b64encode(png).decode()}]}).encode()),
+        ("rest", "text"): http_request("POST", "/v1/models/text:predict",
+                                       json.dumps({"instances": [sentence]}).encode()),
     }
-    serve = [sys.executable, "-m", "cnnapp", "serve", "--model-base-path", str(work / "models"),
-             "--file-system-poll-wait-seconds", "0"]
-    batching = [a for k, v in BATCHING.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+    if "grpc" in protocols:
+        from tensorflow_serving.apis import predict_pb2
+        for model, name, value in (("image", "image_bytes", png), ("text", "sentences", sentence.encode())):
+            req = predict_pb2.PredictRequest()
+            req.model_spec.name = model
+            req.inputs[name].CopyFrom(tf.make_tensor_proto([value]))
+            requests[("grpc", model)] = req
+    serve = [sys.executable, "-m", "cnnapp", "serve", "--model_base_path", str(work / "models"),
+             "--file_system_poll_wait_seconds", "0"]
+    batching = [a for k, v in BATCHING.items() for a in (f"--{k}", str(v))]
     if args.profile:
-        return profile(serve + ["--enable-batching", *batching], requests["text"], work, args.seconds)
-    servers = {"batching off": serve, "batching on": serve + ["--enable-batching", *batching],
-               "naive keras predict": [sys.executable, __file__, "--naive-server"]}
+        return profile(serve + ["--enable_batching", *batching], requests[("rest", "text")], work, args.seconds)
+    servers = {"batching off": serve, "batching on": serve + ["--enable_batching", *batching]}
+    if args.naive:
+        servers["naive keras predict"] = [sys.executable, __file__, "--naive-server"]
     # All servers run at once and the measurements alternate between them, several rounds per point,
     # reporting the median round: on a shared machine, load from other processes then hits every
     # server alike instead of whichever happened to be measured during a busy minute.
-    procs, ports = {}, {}
+    procs, ports, grpc_ports = {}, {}, {}
     results = []
+    started_load = os.getloadavg()
     try:
         for label, cmd in servers.items():
             ports[label] = free_port()
-            cmd = cmd + [str(ports[label])] if label.startswith("naive") else cmd + ["--port", str(ports[label])]
+            if label.startswith("naive"):
+                cmd = cmd + [str(ports[label])]
+            else:
+                grpc_ports[label] = free_port() if "grpc" in protocols else 0
+                cmd = cmd + ["--rest_api_port", str(ports[label]), "--port", str(grpc_ports[label])]
             procs[label] = start(cmd, ports[label], work / f"{label.replace(' ', '_')}.log")
-        for model in ("image", "text"):
-            for clients in CLIENTS:
-                rounds: dict[str, list] = {label: [] for label in servers}
-                for _ in range(args.rounds):
-                    for label in servers:
-                        if label.startswith("naive") and rounds[label]:
-                            continue    # ~10 requests/s: one longer window is enough
-                        seconds = args.seconds * (2 if label.startswith("naive") else 1)
-                        rounds[label].append(asyncio.run(drive(ports[label], requests[model], clients, seconds)))
-                for label, rs in rounds.items():
-                    r = sorted(rs, key=lambda x: x["rps"])[len(rs) // 2]
-                    results.append({"server": label, "model": model, **r,
-                                    "rounds_rps": [round(x["rps"], 1) for x in rs]})
-                    print(f"{label:20s} {model:5s} {clients:3d} clients: {r['rps']:8.1f} req/s  "
-                          f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  errors {r['errors']}  "
-                          f"rounds {[round(x['rps']) for x in rs]}"
-                          + (f"  ({r['first_error'][:100]!r})" if r["errors"] else ""), flush=True)
-        r = asyncio.run(drive(ports["batching on"], http_request("GET", "/v1/models/text"), 32, args.seconds))
-        results.append({"server": "HTTP ceiling (GET status)", "model": "-", **r})
+        for protocol in protocols:
+            for model in ("image", "text"):
+                for clients in clients_list:
+                    rounds: dict[str, list] = {label: [] for label in servers
+                                               if protocol == "rest" or not label.startswith("naive")}
+                    load_before = load1()
+                    for _ in range(args.rounds):
+                        for label in rounds:
+                            if label.startswith("naive") and rounds[label]:
+                                continue    # ~10 requests/s: one longer window is enough
+                            seconds = args.seconds * (2 if label.startswith("naive") else 1)
+                            if protocol == "rest":
+                                r = run_client(drive(ports[label], requests[(protocol, model)], clients, seconds))
+                            else:
+                                r = asyncio.run(drive_grpc(grpc_ports[label], requests[(protocol, model)], clients,
+                                                           seconds))
+                            rounds[label].append(r)
+                    load_after = load1()
+                    for label, rs in rounds.items():
+                        r = sorted(rs, key=lambda x: x["rps"])[len(rs) // 2]
+                        results.append({"server": label, "protocol": protocol, "model": model, **r,
+                                        "rounds_rps": [round(x["rps"], 1) for x in rs],
+                                        "load1_before": load_before, "load1_after": load_after})
+                        print(f"{protocol:4s} {label:20s} {model:5s} {clients:3d} clients: {r['rps']:8.1f} req/s  "
+                              f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  errors {r['errors']}  "
+                              f"rounds {[round(x['rps']) for x in rs]}  load {load_before}->{load_after}"
+                              + (f"  ({r['first_error'][:100]!r})" if r["errors"] else ""), flush=True)
+        load_before = load1()
+        r = run_client(drive(ports["batching on"], http_request("GET", "/v1/models/text"), 32, args.seconds))
+        results.append({"server": "HTTP ceiling (GET status)", "protocol": "rest", "model": "-", **r,
+                        "load1_before": load_before, "load1_after": load1()})
         print(f"HTTP ceiling: GET status, 32 clients: {r['rps']:.1f} req/s p50 {r['p50_ms']:.1f} ms", flush=True)
     finally:
         for proc in procs.values():
@@ -223,8 +305,38 @@ def main():
             proc.wait(timeout=30)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "batching": BATCHING, "results": results,
+                                          "loadavg_start": started_load, "loadavg_end": os.getloadavg(),
                                           "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2))
+    print(f"load average (1, 5, 15 min) at start {started_load}, at end {os.getloadavg()}")
     print(markdown(results))
+
+
+def costs() -> None:
+    """Where a request's time goes without HTTP: JSON+decode, the signature at batch 1 and 32, encode."""
+    import timeit
+    import numpy as np
+    import tensorflow as tf
+    from cnnapp.serving import ServerConfig, create_app, discover_models
+    from cnnapp.serving.app import decode_request, encode_reply
+    from cnnapp.serving.codec import parse_json
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    export(work / "models")
+    app = create_app(ServerConfig(models=discover_models(work / "models")))
+    png = tf.io.encode_png(np.random.default_rng(0).integers(0, 255, (28, 28, 1)).astype("uint8")).numpy()
+    print(f"load average {os.getloadavg()}")
+    for model, body in (("image", json.dumps({"instances": [{"b64": base64.b64encode(png).decode()}]}).encode()),
+                        ("text", json.dumps({"instances": [SENTENCES[0]]}).encode())):
+        s = app.manager.resolve(model, None, None)
+        sig, inputs, form = decode_request("predict", s, parse_json(body), 10_000)
+        outputs = s.call(sig, inputs)
+        big = {k: np.concatenate([v] * 32) for k, v in inputs.items()}
+        t_decode = timeit.timeit(lambda: decode_request("predict", s, parse_json(body), 10_000), number=2000) / 2000
+        t_encode = timeit.timeit(lambda: encode_reply(outputs, form), number=2000) / 2000
+        t_call1 = timeit.timeit(lambda: s.call(sig, inputs), number=200) / 200
+        t_call32 = timeit.timeit(lambda: s.call(sig, big), number=100) / 100
+        print(f"{model}: JSON+decode {t_decode * 1e6:.0f} us, encode {t_encode * 1e6:.0f} us, signature call "
+              f"batch 1 {t_call1 * 1e6:.0f} us, batch 32 {t_call32 * 1e6:.0f} us ({t_call32 / 32 * 1e6:.0f} us/example)")
+    app.close()
 
 
 def profile(serve_cmd, request, work: Path, seconds: float) -> None:
@@ -232,10 +344,11 @@ def profile(serve_cmd, request, work: Path, seconds: float) -> None:
     import pstats
     import signal
     port, prof = free_port(), work / "serve.prof"
-    cmd = [sys.executable, "-m", "cProfile", "-o", str(prof)] + serve_cmd[1:] + ["--port", str(port)]
+    cmd = [sys.executable, "-m", "cProfile", "-o", str(prof)] + serve_cmd[1:] + ["--port", "0",
+                                                                                "--rest_api_port", str(port)]
     proc = start(cmd, port, work / "profile.log")
     try:
-        r = asyncio.run(drive(port, request, 32, seconds))
+        r = run_client(drive(port, request, 32, seconds))
         print(f"profiled: batching on, text, 32 clients: {r['rps']:.1f} req/s, p50 {r['p50_ms']:.1f} ms, "
               f"{r['requests']} requests")
     finally:
@@ -247,11 +360,18 @@ def profile(serve_cmd, request, work: Path, seconds: float) -> None:
 
 
 def markdown(results) -> str:
-    lines = ["| server | model | clients | req/s | p50 ms | p99 ms | errors |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| protocol | server | model | clients | req/s | p50 ms | p99 ms | errors | load 1-min before/after |",
+             "|---|---|---|---:|---:|---:|---:|---:|---|"]
     for r in results:
-        lines.append(f"| {r['server']} | {r['model']} | {r['clients']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | "
-                     f"{r['p99_ms']:.1f} | {r['errors']} |")
-    return "\n".join(lines)
+        lines.append(f"| {r['protocol']} | {r['server']} | {r['model']} | {r['clients']} | {r['rps']:.0f} | "
+                     f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {r['load1_before']} / {r['load1_after']} |")
+    ratios = ["", "| protocol | model | clients | batching on / off |", "|---|---|---:|---:|"]
+    by = {(r["protocol"], r["model"], r["clients"], r["server"]): r["rps"] for r in results}
+    for (protocol, model, clients, server), rps in by.items():
+        if server == "batching on" and (protocol, model, clients, "batching off") in by:
+            ratios.append(f"| {protocol} | {model} | {clients} | "
+                          f"{rps / by[(protocol, model, clients, 'batching off')]:.2f}x |")
+    return "\n".join(lines + ratios)
 
 
 if __name__ == "__main__":

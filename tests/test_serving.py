@@ -70,8 +70,9 @@ def test_status_matches_tf_serving(client):
 def test_metadata_lists_signature_defs(client):
     body = client.get("/v1/models/tiny_image/metadata").json()
     assert body["model_spec"] == {"name": "tiny_image", "signature_name": "", "version": "1"}
+    assert body["metadata"]["signature_def"]["@type"] == "type.googleapis.com/tensorflow.serving.SignatureDefMap"
     defs = body["metadata"]["signature_def"]["signature_def"]
-    assert set(defs) == {"serving_default", "serving_pixels"}
+    assert set(defs) == {"__saved_model_init_op", "serving_default", "serving_pixels"}
     inp = defs["serving_default"]["inputs"]["image_bytes"]
     assert inp["dtype"] == "DT_STRING" and inp["tensor_shape"]["dim"] == [{"size": "-1", "name": ""}]
     outs = defs["serving_default"]["outputs"]
@@ -79,8 +80,38 @@ def test_metadata_lists_signature_defs(client):
     assert [d["size"] for d in outs["scores"]["tensor_shape"]["dim"]] == ["-1", "3"]
     assert defs["serving_pixels"]["inputs"]["pixels"]["dtype"] == "DT_FLOAT"
     text = client.get("/v1/models/tiny_text/versions/1/metadata").json()["metadata"]["signature_def"]["signature_def"]
-    assert set(text) == {"serving_default", "serving_token_ids"}
+    assert set(text) == {"__saved_model_init_op", "serving_default", "serving_token_ids"}
     assert text["serving_token_ids"]["inputs"]["token_ids"]["dtype"] == "DT_INT64"
+
+
+@pytest.mark.parametrize("model", ["tiny_image", "tiny_text"])
+def test_metadata_is_what_the_saved_model_file_says(client, model_base, model):
+    """Every signature, every input and output tensor name, dtype and shape, read independently
+    from saved_model.pb (TF's own proto classes), equals the metadata endpoint's."""
+    from tensorflow.core.framework import types_pb2
+    from tensorflow.core.protobuf import saved_model_pb2
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((model_base / model / "1" / "saved_model.pb").read_bytes())
+    [graph] = saved_model.meta_graphs
+    body = client.get(f"/v1/models/{model}/metadata").json()["metadata"]["signature_def"]
+    assert list(body) == ["@type", "signature_def"]
+    served = body["signature_def"]
+    assert set(served) == set(graph.signature_def) and "__saved_model_init_op" in served
+    for sig_name, sig in graph.signature_def.items():
+        got = served[sig_name]
+        assert got["method_name"] == sig.method_name
+        for side in ("inputs", "outputs"):
+            want = getattr(sig, side)
+            assert set(got[side]) == set(want), (sig_name, side)
+            for key, info in want.items():
+                entry = got[side][key]
+                assert entry["name"] == info.name, (sig_name, side, key)
+                assert entry["dtype"] == types_pb2.DataType.Name(info.dtype)
+                assert entry["tensor_shape"]["unknown_rank"] == info.tensor_shape.unknown_rank
+                assert [int(d["size"]) for d in entry["tensor_shape"]["dim"]] == [d.size for d in info.tensor_shape.dim]
+    if model == "tiny_image":   # the names the issue found wrong (StatefulPartitionedCall:0 vs _1:0)
+        names = {served["serving_pixels"]["outputs"][k]["name"] for k in ("scores", "classes")}
+        assert names == {o.name for o in graph.signature_def["serving_pixels"].outputs.values()}
 
 
 # ---------------------------------------------------------------------------- predict and classify
@@ -383,7 +414,9 @@ def test_prometheus_metrics(client):
     text = r.text
     assert "# TYPE :tensorflow:serving:request_count counter" in text
     assert ':tensorflow:serving:request_count{API="Predict",entrypoint="REST",model_name="tiny_text",status="200"}' in text
-    assert ':tensorflow:serving:request_error_count{API="GetModelStatus",entrypoint="REST",model_name="nope",status="404"}' in text
+    # A made-up model name shares one label value: requests cannot grow the series without bound.
+    assert ':tensorflow:serving:request_error_count{API="GetModelStatus",entrypoint="REST",model_name="(unknown)",status="404"}' in text
+    assert 'model_name="nope"' not in text
     assert ':tensorflow:serving:request_latency_bucket{API="Predict",entrypoint="REST",model_name="tiny_text",le="+Inf"}' in text
 
 
@@ -391,7 +424,8 @@ def test_prometheus_metrics(client):
 
 def test_cli_serve_reports_bad_base_path(tmp_path):
     result = run_cli(["serve", "--model-base-path", tmp_path / "missing"], expect_exit=1)
-    assert "--model-base-path: no such folder" in result.output and "missing" in result.output
+    assert "--model_base_path: no such folder" in result.output and "missing" in result.output
+    assert "Traceback" not in result.output
 
 
 def free_port() -> int:
@@ -403,7 +437,8 @@ def free_port() -> int:
 def test_real_server_over_loopback(model_base):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "cnnapp", "serve", "--model-base-path", str(model_base),
-                             "--port", str(port), "--enable-batching", "--file-system-poll-wait-seconds", "0"],
+                             "--port", "0", "--rest_api_port", str(port), "--enable-batching",
+                             "--file-system-poll-wait-seconds", "0"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines = []
     try:
@@ -426,3 +461,18 @@ def test_real_server_over_loopback(model_base):
         _, rest = proc.communicate(timeout=30)
     log_text = "".join(lines) + rest
     assert "serving tiny_image version 1" in log_text and f"127.0.0.1:{port}" in log_text
+
+
+def test_serving_and_inference_import_only_exported_models():
+    """cnnapp/serving and cnnapp/inference load SavedModels; they never import the code that built them."""
+    import ast
+    root = Path(__file__).resolve().parents[1] / "cnnapp"
+    forbidden = ("cnnapp.training", "cnnapp.models", "cnnapp.pipelines", "cnnapp.preprocessing")
+    offenders = []
+    for package in ("serving", "inference"):
+        for path in sorted((root / package).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                offenders += [f"{path.name}: {n}" for n in names if n.startswith(forbidden)]
+    assert not offenders, offenders

@@ -1,7 +1,8 @@
-"""`cnnapp serve`: TensorFlow Serving's REST API over exported SavedModels.
+"""`cnnapp serve`: TensorFlow Serving's REST and gRPC APIs over exported SavedModels.
 
-`create_app(config)` builds the in-process app object (starlette); `server.serve(...)` binds the
-socket with uvicorn. TensorFlow loads lazily, when the first model does.
+`create_app(config)` builds the in-process app object (an ASGI app tests call without a socket);
+`server.run_server(...)` takes tensorflow_model_server's options, binds REST with uvicorn and gRPC
+with grpcio (`grpc_server`). TensorFlow loads lazily, when the first model does.
 """
 
 from cnnapp.serving.app import ServingApp, create_app

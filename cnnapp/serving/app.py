@@ -5,8 +5,15 @@ Routes (tensorflow/serving g3doc/api/api_rest.md), each also under /versions/{v}
     GET  /v1/models/{name}/metadata      signature defs
     POST /v1/models/{name}:predict       {"instances": [...]} or {"inputs": ...}
     POST /v1/models/{name}:classify      {"examples": [{feature: value}]}
+    GET  /v1/models                      the served models and their versions (cnnapp's extension)
     GET  /monitoring/prometheus/metrics  Prometheus text
 Every error is `{"error": "<message>"}` with a 4xx/5xx status.
+
+The event loop only reads bodies and routes: a small body (a few examples) is decoded inline, which
+costs microseconds; a larger one is parsed, decoded, run and encoded in a worker thread (at most a
+few at once), so a status GET is never stuck behind a 50 MB request. A request over
+`max_instances_per_request` examples is refused before decoding, and what is accepted runs through
+the model `chunk_examples` at a time. Requests past `request_timeout_ms` get 408.
 
 >>> app = create_app(ServerConfig(models=discover_models(Path("saved_models"))))
 """
@@ -18,34 +25,63 @@ import json
 import logging
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from cnnapp.serving.codec import (ServingError, decode_classify, decode_predict, encode_classify,
                                   encode_predict, parse_json)
 from cnnapp.serving.config import ServerConfig
-from cnnapp.serving.metrics import Metrics
-from cnnapp.serving.models import ModelManager
+from cnnapp.serving.metrics import UNKNOWN_MODEL, Metrics
+from cnnapp.serving.models import DeadlineExceeded, ModelManager, Servable
 
 log = logging.getLogger(__name__)
 
 # name, then optional /versions/N or /labels/L, then /metadata or :verb. Anything else is malformed.
 _PATH = re.compile(r"^(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
                    r"(?:(?P<metadata>/metadata)|:(?P<verb>[A-Za-z]+))?/?$")
+# Bodies up to this size are decoded on the event loop (a few examples: tens of microseconds);
+# larger ones go to a worker thread.
+INLINE_BODY_BYTES = 16 * 1024
+# Large bodies processed at once (each may take ~10x its size in Python objects while decoding).
+HEAVY_CONCURRENCY = 2
+_APIS = {"predict": "Predict", "classify": "Classify", "regress": "Regress"}
+
+
+def _dumps(body: dict) -> bytes:
+    # allow_nan: TF Serving writes NaN scores as NaN, and clients for it accept that.
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 def _json(body: dict, status: int = 200) -> Response:
-    # allow_nan: TF Serving writes NaN scores as NaN, and clients for it accept that.
-    return Response(json.dumps(body, separators=(",", ":")), status_code=status, media_type="application/json")
+    return Response(_dumps(body), status_code=status, media_type="application/json")
 
 
 def error(message: str, status: int) -> Response:
     return _json({"error": message}, status)
+
+
+def decode_request(verb: str, servable: Servable, doc: dict, max_instances: int):
+    """A parsed :predict/:classify/:regress body -> (signature name, numpy inputs, reply form)."""
+    sig = doc.get("signature_name")
+    if sig is not None and not isinstance(sig, str):
+        raise ServingError(f"'signature_name' must be a string. Received: {json.dumps(sig)[:80]}")
+    sig, specs = servable.signature(sig)
+    if verb == "regress":
+        raise ServingError(f"Expected regression signature method_name to be tensorflow/serving/regress; "
+                           f"cnnapp models are classifiers (signature {sig!r}): use :predict or :classify")
+    if verb == "classify":
+        return sig, decode_classify(doc, specs, max_instances), "classify"
+    inputs, form = decode_predict(doc, specs, max_instances)
+    return sig, inputs, form
+
+
+def encode_reply(outputs: dict, form: str) -> bytes:
+    return _dumps(encode_classify(outputs) if form == "classify" else encode_predict(outputs, form))
 
 
 class ServingApp:
@@ -55,6 +91,10 @@ class ServingApp:
         self.config = config
         self.metrics = Metrics()
         self.manager = ModelManager(config, metrics=self.metrics)
+        # Own pool (not anyio's): a timed-out request stops waiting at once; its thread stops at the
+        # next chunk boundary.
+        self.executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="rest")
+        self._heavy: dict[int, asyncio.Semaphore] = {}      # per event loop (tests run several)
         if load:
             self.manager.poll()
 
@@ -64,16 +104,42 @@ class ServingApp:
             try:
                 yield
             finally:
-                await run_in_threadpool(self.manager.stop)
+                await asyncio.get_running_loop().run_in_executor(None, self.manager.stop)
 
-        self.app = Starlette(routes=[
-            Route("/v1/models/{rest:path}", self.models_route, methods=["GET", "POST"]),
+        # /v1/models/{name}... (every status, metadata and inference request) is answered by raw
+        # ASGI below: starlette's Request/Response objects and middleware layers were a third of
+        # the GIL time of a batched request. Starlette serves the rest (listing, metrics, errors,
+        # lifespan).
+        self.starlette = Starlette(routes=[
+            Route("/v1/models", self.list_models, methods=["GET"]),
+            Route("/v1/models/", self.list_models, methods=["GET"]),
             Route("/monitoring/prometheus/metrics", self.prometheus, methods=["GET"]),
         ], lifespan=lifespan, exception_handlers={404: self.not_found, 405: self.not_allowed})
-        self.app.state.serving = self
+        self.starlette.router.redirect_slashes = False
+        self.starlette.state.serving = self
+        self.app = self.asgi        # what uvicorn and tests run
 
     async def __call__(self, scope, receive, send):
-        await self.app(scope, receive, send)
+        await self.asgi(scope, receive, send)
+
+    async def asgi(self, scope, receive, send):
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
+            method = scope["method"]
+            if method in ("GET", "POST"):
+                status, payload = await self.handle_models(method, path[len("/v1/models/"):], path,
+                                                           lambda: self._read_body(scope, receive))
+                if status is None:
+                    return          # the client has gone: nothing to send
+            else:
+                status, payload = 405, _dumps({"error": f"Malformed request: {method} {path} (method not allowed; "
+                                                        f"GET status or metadata, POST :predict/:classify)"})
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", b"%d" % len(payload))]})
+            await send({"type": "http.response.body", "body": payload if method != "HEAD" else b""})
+            return
+        await self.starlette(scope, receive, send)
 
     async def not_found(self, request: Request, exc) -> Response:
         return error(f"Malformed request: {request.method} {request.url.path} (no such route; see "
@@ -85,88 +151,121 @@ class ServingApp:
     async def prometheus(self, request: Request) -> Response:
         return PlainTextResponse(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    async def _body(self, request: Request) -> bytes:
+    async def list_models(self, request: Request) -> Response:
+        models = []
+        for name in self.manager.model_names():
+            try:
+                models.append({"name": name, **self.manager.status(name)})
+            except ServingError:
+                models.append({"name": name, "model_version_status": []})
+        return _json({"models": models})
+
+    async def _read_body(self, scope, receive) -> bytes:
         limit = self.config.max_body_bytes
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise ServingError(f"request body is {int(declared)} bytes, over the limit of {limit} "
-                               f"(--max-body)", status=413)
+        for key, value in scope["headers"]:
+            if key == b"content-length" and value.isdigit() and int(value) > limit:
+                raise ServingError(f"request body is {int(value)} bytes, over the limit of {limit} "
+                                   f"(--max_body)", status=413)
         chunks, size = [], 0
-        async for chunk in request.stream():
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:    # a missing or false Content-Length does not get past the limit
-                raise ServingError(f"request body exceeds the limit of {limit} bytes (--max-body)", status=413)
+                raise ServingError(f"request body exceeds the limit of {limit} bytes (--max_body)", status=413)
             chunks.append(chunk)
-        return b"".join(chunks)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    async def models_route(self, request: Request) -> Response:
+    async def handle_models(self, method: str, rest: str, url_path: str, read_body) -> tuple[int | None, bytes]:
+        """One /v1/models/{rest} request -> (HTTP status, JSON bytes); status None when the client left."""
         started = time.perf_counter()
-        m = _PATH.match(request.path_params["rest"])
-        name = m["name"] if m else "?"
+        m = _PATH.match(rest)
+        name = m["name"] if m else ""
         api = "unknown"
+        status_label = None
         try:
             if not m:
-                raise ServingError(f"Malformed request: {request.method} {request.url.path}", status=404)
+                raise ServingError(f"Malformed request: {method} {url_path}", status=404)
             version, label, verb = m["version"], m["label"], m["verb"]
             if m["metadata"] and verb:
-                raise ServingError(f"Malformed request: {request.method} {request.url.path}", status=404)
-            if request.method == "GET":
+                raise ServingError(f"Malformed request: {method} {url_path}", status=404)
+            if method == "GET":
                 if verb:
-                    raise ServingError(f"Malformed request: GET {request.url.path} (:{verb} takes POST)",
-                                       status=405)
+                    raise ServingError(f"Malformed request: GET {url_path} (:{verb} takes POST)", status=405)
                 if m["metadata"]:
                     api = "GetModelMetadata"
-                    response = self.metadata(name, version, label)
+                    status, payload = 200, self.metadata(name, version, label)
                 else:
                     api = "GetModelStatus"
-                    response = _json(self.manager.status(name, version, label))
+                    status, payload = 200, _dumps(self.manager.status(name, version, label))
             else:
-                if verb not in ("predict", "classify", "regress"):
-                    raise ServingError(f"Malformed request: POST {request.url.path} (expected :predict, "
+                if verb not in _APIS:
+                    raise ServingError(f"Malformed request: POST {url_path} (expected :predict, "
                                        f":classify or :regress)", status=404 if verb else 405)
-                api = {"predict": "Predict", "classify": "Classify", "regress": "Regress"}[verb]
-                body = await self._body(request)
-                response = await self.run(verb, name, version, label, body)
+                api = _APIS[verb]
+                servable = self.manager.resolve(name, version, label)
+                body = await read_body()
+                timeout = self.config.request_timeout_ms / 1000 if self.config.request_timeout_ms > 0 else None
+                deadline = None if timeout is None else time.monotonic() + timeout
+                try:
+                    status, payload = 200, await _with_timeout(self.run(verb, servable, body, deadline), timeout)
+                except asyncio.TimeoutError:
+                    raise DeadlineExceeded(f"Deadline exceeded: no answer within {self.config.request_timeout_ms} ms "
+                                           f"(--rest_api_timeout_in_ms)") from None
         except ServingError as e:
-            response = error(str(e), e.status)
+            status, payload = e.status, _dumps({"error": str(e)})
+        except ClientDisconnect:
+            # The client went away mid-upload: nobody to answer, nothing went wrong here.
+            log.info("client disconnected during %s %s", method, url_path)
+            status, payload, status_label = None, b"", 499
         except Exception as e:  # noqa: BLE001 - a bug answers 500 in TF Serving's shape and is logged
-            log.exception("internal error on %s %s", request.method, request.url.path)
-            response = error(f"Internal error: {type(e).__name__}: {str(e)[:200]}", 500)
-        self.metrics.request(name if m else "", api, response.status_code,
-                             (time.perf_counter() - started) * 1e6)
-        return response
+            log.exception("internal error on %s %s", method, url_path)
+            status, payload = 500, _dumps({"error": f"Internal error: {type(e).__name__}: {str(e)[:200]}"})
+        self.metrics.request(name if self.manager.knows(name) else UNKNOWN_MODEL, api,
+                             status_label or status, (time.perf_counter() - started) * 1e6)
+        return status, payload
 
-    def metadata(self, name, version, label) -> Response:
+    def metadata(self, name, version, label) -> bytes:
         servable = self.manager.resolve(name, version, label)
-        return _json({"model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
-                      "metadata": servable.metadata()})
+        return _dumps({"model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
+                       "metadata": servable.metadata()})
 
-    async def run(self, verb, name, version, label, body: bytes) -> Response:
-        servable = self.manager.resolve(name, version, label)
-        doc = parse_json(body)
-        sig = doc.get("signature_name")
-        if sig is not None and not isinstance(sig, str):
-            raise ServingError(f"'signature_name' must be a string. Received: {json.dumps(sig)[:80]}")
-        sig, specs = servable.signature(sig)
-        if verb == "regress":
-            raise ServingError(f"Expected regression signature method_name to be tensorflow/serving/regress; "
-                               f"cnnapp models are classifiers (signature {sig!r}): use :predict or :classify")
-        if verb == "classify":
-            inputs, form = decode_classify(doc, specs), "classify"
-        else:
-            inputs, form = decode_predict(doc, specs)
-        outputs = await self.call(servable, sig, inputs)
-        return _json(encode_classify(outputs) if verb == "classify" else encode_predict(outputs, form))
+    async def run(self, verb: str, servable: Servable, body: bytes, deadline: float | None) -> bytes:
+        loop = asyncio.get_running_loop()
+        limit = self.config.max_instances_per_request
+        if len(body) <= INLINE_BODY_BYTES:
+            sig, inputs, form = decode_request(verb, servable, parse_json(body), limit)
+            if servable.batchable(inputs) and len(next(iter(inputs.values()))) <= servable.chunk_examples:
+                future = servable.batcher.submit(sig, inputs, loop=loop)
+                if future is not None:
+                    return encode_reply(await future, form)
+            outputs = await loop.run_in_executor(self.executor, lambda: servable.infer(sig, inputs, deadline=deadline))
+            return encode_reply(outputs, form)
+        heavy = self._heavy.setdefault(id(loop), asyncio.Semaphore(HEAVY_CONCURRENCY))
+        async with heavy:
+            return await loop.run_in_executor(self.executor, self._run_blocking, verb, servable, body, limit, deadline)
 
-    async def call(self, servable, sig, inputs):
-        batcher = servable.batcher
-        batchable = batcher is not None and inputs and all(a.ndim for a in inputs.values())
-        if batchable:
-            future = batcher.submit(sig, inputs)
-            if future is not None:
-                return await asyncio.wrap_future(future)
-        # Batching off, or this version was just switched out: call it directly, off the event loop.
-        return await run_in_threadpool(servable.call, sig, inputs)
+    @staticmethod
+    def _run_blocking(verb, servable, body, limit, deadline) -> bytes:
+        sig, inputs, form = decode_request(verb, servable, parse_json(body, share_gil=True), limit)
+        return encode_reply(servable.infer(sig, inputs, deadline=deadline), form)
+
+    def close(self) -> None:
+        self.manager.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def _with_timeout(coro, seconds: float | None):
+    """`asyncio.timeout` where there is one (3.11+: no extra Task per request), else wait_for."""
+    if seconds is None:
+        return await coro
+    if hasattr(asyncio, "timeout"):
+        async with asyncio.timeout(seconds):
+            return await coro
+    return await asyncio.wait_for(coro, seconds)
 
 
 def create_app(config: ServerConfig, *, load: bool = True) -> ServingApp:

@@ -36,9 +36,21 @@ def _clip(value, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def parse_json(body: bytes) -> dict:
+def _float(text: str) -> float:
+    return float(text)
+
+
+def _int(text: str) -> int:
+    return int(text)
+
+
+def parse_json(body: bytes, *, share_gil: bool = False) -> dict:
+    """`share_gil`: parse numbers through Python-level hooks. The C scanner holds the GIL for the
+    whole document otherwise (an 11 MB array of pixels: ~2-3 s here, during which the event loop
+    answers nothing); each hook call is a point where another thread can take the GIL. Slower per
+    number for small bodies, so only for the large ones parsed in a worker thread."""
     try:
-        doc = json.loads(body)
+        doc = json.loads(body, parse_float=_float, parse_int=_int) if share_gil else json.loads(body)
     except RecursionError:
         raise ServingError("JSON Parse error: nesting too deep") from None
     except (ValueError, UnicodeDecodeError) as e:
@@ -148,7 +160,15 @@ def to_array(value, spec: InputSpec, *, batched: bool = True) -> np.ndarray:
     return np.asarray(flat, dtype=spec.np_dtype).reshape(shape)
 
 
-def decode_predict(doc: dict, specs: dict[str, InputSpec]) -> tuple[dict[str, np.ndarray], str]:
+def check_instances(count: int, limit: int | None, what: str = "instances") -> None:
+    """Refuse a request of more examples than the server takes in one request, before decoding it."""
+    if limit is not None and count > limit:
+        raise ServingError(f"the request holds {count} {what}, over the limit of {limit} per request "
+                           f"(--max_instances_per_request); split it into smaller requests")
+
+
+def decode_predict(doc: dict, specs: dict[str, InputSpec],
+                   max_instances: int | None = None) -> tuple[dict[str, np.ndarray], str]:
     """A :predict body -> (inputs by name, 'row' or 'columnar')."""
     has_instances, has_inputs = "instances" in doc, "inputs" in doc
     if has_instances and has_inputs:
@@ -161,6 +181,7 @@ def decode_predict(doc: dict, specs: dict[str, InputSpec]) -> tuple[dict[str, np
         rows = doc["instances"]
         if not isinstance(rows, list) or not rows:
             raise ServingError(f"'instances' must be a non-empty list, one entry per example. Received: {_clip(rows)}")
+        check_instances(len(rows), max_instances)
         named = all(isinstance(r, dict) and not _is_b64(r) for r in rows)
         if len(names) > 1 and not named:
             raise ServingError(f"the signature has several inputs {names}: every instance must be an object "
@@ -185,6 +206,9 @@ def decode_predict(doc: dict, specs: dict[str, InputSpec]) -> tuple[dict[str, np
     else:
         raise ServingError(f"the signature has several inputs {names}: 'inputs' must be an object with those keys. "
                            f"Received: {_clip(value)}")
+    for column in columns.values():
+        if isinstance(column, list):
+            check_instances(len(column), max_instances, "examples (first dimension of 'inputs')")
     inputs = {n: to_array(columns[n], specs[n]) for n in names}
     sizes = {a.shape[0] for a in inputs.values() if a.ndim}
     if len(sizes) > 1:
@@ -192,11 +216,12 @@ def decode_predict(doc: dict, specs: dict[str, InputSpec]) -> tuple[dict[str, np
     return inputs, "columnar"
 
 
-def decode_classify(doc: dict, specs: dict[str, InputSpec]) -> dict[str, np.ndarray]:
+def decode_classify(doc: dict, specs: dict[str, InputSpec], max_instances: int | None = None) -> dict[str, np.ndarray]:
     """A :classify body `{"examples": [{feature: value}], "context"?: {...}}` -> inputs by name."""
     examples = doc.get("examples")
     if not isinstance(examples, list) or not examples:
         raise ServingError(f"'examples' must be a non-empty list of objects. Received: {_clip(examples)}")
+    check_instances(len(examples), max_instances, "examples")
     context = doc.get("context", {})
     if not isinstance(context, dict):
         raise ServingError(f"'context' must be an object. Received: {_clip(context)}")

@@ -1,56 +1,82 @@
-"""The `cnnapp serve` click command: parse options, build a ServerConfig, call serving.server.serve."""
+"""The `cnnapp serve` click command: parse tensorflow_model_server's options, call serving.server.run_server.
+
+Options are spelled as tensorflow_model_server spells them (`--rest_api_port`, `--model_base_path`);
+the hyphenated spellings are aliases. `--port` is the gRPC port, as there.
+"""
 
 from __future__ import annotations
 
 import click
 
 
+def _opt(name: str, *args, **kwargs):
+    """`--some_flag` with `--some-flag` as an alias, stored as `some_flag`."""
+    return click.option(f"--{name}", f"--{name.replace('_', '-')}", name, *args, **kwargs)
+
+
 @click.command("serve")
-@click.option("--model-base-path", type=click.Path(file_okay=False), default="saved_models", show_default=True,
-              help="Folder of <name>/<version>/ SavedModels; every model found is served.")
-@click.option("--model-name", default=None, help="Serve only this model from --model-base-path.")
-@click.option("--model-config-file", type=click.Path(dir_okay=False), default=None,
-              help="TF Serving's model_config_list text file (names, base paths, version policies, labels); "
-                   "replaces --model-base-path/--model-name.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8500, show_default=True,
+              help="gRPC port (PredictionService, ModelService), as in tensorflow_model_server; 0: off.")
+@_opt("rest_api_port", type=click.IntRange(0, 65535), default=8501, show_default=True, help="REST port; 0: off.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 for all).")
-@click.option("--port", "--rest-api-port", type=click.IntRange(0, 65535), default=8501, show_default=True)
-@click.option("--enable-batching", is_flag=True, help="Merge concurrent requests into one signature call.")
-@click.option("--max-batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--batch-timeout-micros", type=click.IntRange(min=0), default=1000, show_default=True)
-@click.option("--num-batch-threads", type=click.IntRange(min=1), default=2, show_default=True)
-@click.option("--max-enqueued-batches", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--max-body", type=click.IntRange(min=1), default=64 * 1024 * 1024, show_default=True,
-              help="Largest request body in bytes; larger ones get 413.")
-@click.option("--file-system-poll-wait-seconds", "poll_seconds", type=click.FloatRange(min=0), default=1.0,
-              show_default=True, help="How often the base paths are polled for new versions (0: never).")
-def serve(model_base_path, model_name, model_config_file, host, port, enable_batching, max_batch_size,
-          batch_timeout_micros, num_batch_threads, max_enqueued_batches, max_body, poll_seconds):
-    """Serve exported models with TensorFlow Serving's REST API (port 8501, /v1/models/<name>).
+@_opt("model_base_path", type=click.Path(file_okay=False), default="saved_models", show_default=True,
+      help="One model's folder of <version>/ SavedModels (as in TF Serving), or a folder of <name>/<version>/ "
+           "models (cnnapp's extension: all are served, and models added later too).")
+@_opt("model_name", default=None, help="Name to serve the model as (default: its folder's name).")
+@_opt("model_config_file", type=click.Path(dir_okay=False), default=None,
+      help="TF Serving's model_config_list text file; replaces --model_base_path/--model_name.")
+@_opt("enable_batching", type=click.BOOL, is_flag=False, flag_value=True, default=False,
+      help="Merge concurrent requests into one signature call (also --enable_batching=true, as in TF Serving).")
+@_opt("batching_parameters_file", type=click.Path(dir_okay=False), default=None,
+      help="TF Serving's batching parameters text file (max_batch_size { value: 64 } ...).")
+@_opt("max_batch_size", type=click.IntRange(min=1), default=64, show_default=True)
+@_opt("batch_timeout_micros", type=click.IntRange(min=0), default=1000, show_default=True)
+@_opt("num_batch_threads", type=click.IntRange(min=1), default=2, show_default=True)
+@_opt("max_enqueued_batches", type=click.IntRange(min=1), default=64, show_default=True)
+@_opt("max_instances_per_request", type=click.IntRange(min=1), default=10_000, show_default=True,
+      help="Examples one request may hold; more get 400 (gRPC: INVALID_ARGUMENT).")
+@_opt("rest_api_timeout_in_ms", type=click.IntRange(min=0), default=30_000, show_default=True,
+      help="A REST request not answered in this time gets 408 (0: no limit).")
+@_opt("max_body", type=click.IntRange(min=1), default=64 * 1024 * 1024, show_default=True,
+      help="Largest request body (REST) or message (gRPC) in bytes; larger ones are refused.")
+@_opt("file_system_poll_wait_seconds", type=click.FloatRange(min=0), default=1.0, show_default=True,
+      help="How often the base paths are polled for new versions and models (0: never).")
+@_opt("max_num_load_retries", type=click.IntRange(min=0), default=5, show_default=True,
+      help="Retries of a failed version load (a changed folder is always retried).")
+@_opt("load_retry_interval_micros", type=click.IntRange(min=0), default=60_000_000, show_default=True)
+@_opt("tensorflow_intra_op_parallelism", type=click.IntRange(min=0), default=0, show_default=True,
+      help="Threads one TensorFlow op may use (0: one per core).")
+@_opt("tensorflow_inter_op_parallelism", type=click.IntRange(min=0), default=0, show_default=True,
+      help="TensorFlow ops run at once (0: one per core).")
+def serve(port, rest_api_port, host, model_base_path, model_name, model_config_file, enable_batching,
+          batching_parameters_file, max_batch_size, batch_timeout_micros, num_batch_threads, max_enqueued_batches,
+          max_instances_per_request, rest_api_timeout_in_ms, max_body, file_system_poll_wait_seconds,
+          max_num_load_retries, load_retry_interval_micros, tensorflow_intra_op_parallelism,
+          tensorflow_inter_op_parallelism):
+    """Serve exported models with TensorFlow Serving's gRPC (8500) and REST (8501) APIs.
 
     \b
-      cnnapp serve --model-base-path saved_models
+      cnnapp serve --model_base_path saved_models/digits --model_name digits
       curl -d '{"instances": ["a moving film"]}' localhost:8501/v1/models/demo-sentences:predict
     """
     import logging
     import os
-    from pathlib import Path
 
     from cnnapp.errors import CnnappError
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    verbose = logging.getLogger().isEnabledFor(logging.DEBUG)
     try:
-        from cnnapp.serving import (BatchingParameters, ServerConfig, create_app, discover_models,
-                                    load_model_config_file)
-        from cnnapp.serving.server import serve as bind_and_serve
-        if model_config_file:
-            models = load_model_config_file(model_config_file)
-        else:
-            models = discover_models(Path(model_base_path), model_name)
-        batching = (BatchingParameters(max_batch_size=max_batch_size, batch_timeout_micros=batch_timeout_micros,
-                                       num_batch_threads=num_batch_threads,
-                                       max_enqueued_batches=max_enqueued_batches) if enable_batching else None)
-        config = ServerConfig(models=models, batching=batching, max_body_bytes=max_body, poll_seconds=poll_seconds)
-        serving_app = create_app(config)
+        from cnnapp.serving.server import run_server
+        run_server(host=host, port=port, rest_api_port=rest_api_port, log_level="debug" if verbose else "info",
+                   model_base_path=model_base_path, model_name=model_name, model_config_file=model_config_file,
+                   enable_batching=enable_batching, batching_parameters_file=batching_parameters_file,
+                   batching_overrides=dict(max_batch_size=max_batch_size, batch_timeout_micros=batch_timeout_micros,
+                                           num_batch_threads=num_batch_threads,
+                                           max_enqueued_batches=max_enqueued_batches),
+                   max_instances_per_request=max_instances_per_request, request_timeout_ms=rest_api_timeout_in_ms,
+                   max_body_bytes=max_body, poll_seconds=file_system_poll_wait_seconds,
+                   max_num_load_retries=max_num_load_retries, load_retry_interval_micros=load_retry_interval_micros,
+                   tensorflow_intra_op_parallelism=tensorflow_intra_op_parallelism,
+                   tensorflow_inter_op_parallelism=tensorflow_inter_op_parallelism)
     except CnnappError as e:
         raise click.ClickException(str(e)) from None
-    verbose = logging.getLogger().isEnabledFor(logging.DEBUG)
-    bind_and_serve(serving_app, host=host, port=port, log_level="debug" if verbose else "info")

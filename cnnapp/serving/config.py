@@ -1,6 +1,6 @@
 """What `cnnapp serve` serves: plain frozen dataclasses, and TF Serving's model_config_list parser.
 
-A `--model-config-file` in TF Serving's text format works unchanged here, e.g.::
+A `--model_config_file` in TF Serving's text format works unchanged here, e.g.::
 
     model_config_list {
       config {
@@ -68,36 +68,109 @@ class BatchingParameters:
 
 @dataclass(frozen=True)
 class ServerConfig:
+    """Everything `create_app` needs; plain values, so tests build one in a line.
+
+    `watch_base`: a folder of several models (`<base>/<name>/<version>/`, cnnapp's extension):
+    models exported there after start are picked up by the same poll that finds new versions.
+    """
+
     models: tuple[ModelConfig, ...]
     batching: BatchingParameters | None = None      # None: every request is its own signature call
     max_body_bytes: int = 64 * 1024 * 1024
     poll_seconds: float = 1.0                       # TF Serving's --file_system_poll_wait_seconds
+    watch_base: Path | None = None
+    # Bounded work per request: a request over this many examples is refused (400), and what is
+    # accepted runs through the signature `chunk_examples` at a time, so memory follows the chunk.
+    max_instances_per_request: int = 10_000
+    chunk_examples: int = 256
+    request_timeout_ms: int = 30_000                # TF Serving's --rest_api_timeout_in_ms (0: none)
+    max_num_load_retries: int = 5                   # TF Serving's flags of the same names
+    load_retry_interval_micros: int = 60_000_000
+
+    def __post_init__(self):
+        for name in ("max_instances_per_request", "chunk_examples", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                raise CnnappError(f"--{name}: must be at least 1. Received: {getattr(self, name)}")
 
 
-def check_model_name(name: str, arg: str = "--model-name") -> str:
+def check_model_name(name: str, arg: str = "--model_name") -> str:
     # Names become URL path segments and folder names: no slashes, dots-only or other path tricks.
     if not layout.is_model_name(name):
         raise CnnappError(f"{arg}: a model name is letters, digits, '_', '-', '.'. Received: {name!r}")
     return name
 
 
+def _holds_versions(folder: Path) -> bool:
+    try:
+        return any(layout.is_version_name(c.name) and c.is_dir() for c in folder.iterdir())
+    except OSError:
+        return False
+
+
 def discover_models(base_path: Path, model_name: str | None = None) -> tuple[ModelConfig, ...]:
-    """`base/<name>/<version>/` folders -> one config per name (or only `model_name`)."""
+    """What `--model_base_path` (and `--model_name`) name, as ModelConfigs.
+
+    - TF Serving's form: `base_path` is ONE model's folder of numeric versions
+      (`saved_models/digits` holding `1/`, `2/`), served as `model_name` (default: the folder's name;
+      tensorflow_model_server would call it `default`).
+    - cnnapp's extension: `base_path` holds several models (`saved_models/<name>/<version>/`):
+      every one is served (or only `model_name`).
+    """
     base_path = Path(base_path)
     if not base_path.is_dir():
-        raise CnnappError(f"--model-base-path: no such folder. Received: {base_path}")
+        raise CnnappError(f"--model_base_path: no such folder. Received: {base_path}")
     if model_name is not None:
         check_model_name(model_name)
-        if not (base_path / model_name).is_dir():
+    if _holds_versions(base_path):
+        name = model_name or base_path.resolve().name
+        if model_name is None and not layout.is_model_name(name):
+            raise CnnappError(f"--model_name: the folder name {name!r} is not a model name; pass --model_name. "
+                              f"Received: {base_path}")
+        configs = (ModelConfig(name, base_path),)
+    elif model_name is not None:
+        if not _holds_versions(base_path / model_name):
             found = sorted(p.name for p in base_path.iterdir() if p.is_dir())
-            raise CnnappError(f"--model-name: no folder {model_name!r} in {base_path} (found {found}). "
-                              f"Received: {model_name}")
-        return (ModelConfig(model_name, base_path / model_name),)
-    names = sorted(p.name for p in base_path.iterdir()
-                   if p.is_dir() and layout.is_model_name(p.name) and any(layout.is_version_name(c.name) for c in p.iterdir()))
-    if not names:
-        raise CnnappError(f"--model-base-path: no <name>/<version>/ model folders. Received: {base_path}")
-    return tuple(ModelConfig(n, base_path / n) for n in names)
+            raise CnnappError(f"--model_name: {base_path} holds no numeric version folders, and no model folder "
+                              f"{model_name!r} either (found {found[:20]}). Received: {model_name}")
+        configs = (ModelConfig(model_name, base_path / model_name),)
+    else:
+        names = sorted(p.name for p in base_path.iterdir()
+                       if p.is_dir() and layout.is_model_name(p.name) and _holds_versions(p))
+        configs = tuple(ModelConfig(n, base_path / n) for n in names)
+    if not any(layout.version_dirs(c.base_path) for c in configs):
+        raise CnnappError(f"--model_base_path: nothing to serve: no <version>/saved_model.pb "
+                          f"(nor <name>/<version>/saved_model.pb) under it. Received: {base_path}")
+    return configs
+
+
+def is_multi_model_base(base_path: Path) -> bool:
+    """True when `base_path` is a folder of models (cnnapp's extension), not one model's versions."""
+    return Path(base_path).is_dir() and not _holds_versions(Path(base_path))
+
+
+def load_batching_parameters_file(path: str | Path) -> BatchingParameters:
+    """TF Serving's --batching_parameters_file (text format, e.g. `max_batch_size { value: 64 }`)."""
+    path = Path(path)
+    try:
+        msg = parse_text_proto(path.read_text(), "--batching_parameters_file")
+    except OSError as e:
+        raise CnnappError(f"--batching_parameters_file: cannot read ({e.strerror}). Received: {path}") from None
+    known = {"max_batch_size", "batch_timeout_micros", "num_batch_threads", "max_enqueued_batches"}
+    ignored = {"allowed_batch_sizes", "pad_variable_length_inputs", "thread_pool_name",
+               "enable_large_batch_splitting", "max_execution_batch_size"}
+    values = {}
+    for key, entries in msg.items():
+        if key in ignored:
+            continue
+        if key not in known:
+            raise CnnappError(f"--batching_parameters_file: unknown field {key!r} (known: {sorted(known | ignored)}). "
+                              f"Received: {path}")
+        value = entries[-1]
+        value = _one(value, "value") if isinstance(value, dict) else value
+        if not isinstance(value, int):
+            raise CnnappError(f"--batching_parameters_file: {key} needs an integer. Received: {value!r}")
+        values[key] = value
+    return BatchingParameters(**values)
 
 
 # ---------------------------------------------------------------------------- protobuf text format
@@ -106,13 +179,13 @@ _TOKEN = re.compile(r"\s*(?:#[^\n]*\n?\s*)*(?:([A-Za-z_][A-Za-z0-9_.]*)|('(?:[^'
                     r"|(-?\d+(?:\.\d*)?)|([{}:<>\[\],;]))")
 
 
-def _tokens(text: str):
+def _tokens(text: str, arg: str = "--model_config_file"):
     pos = 0
     text = text.rstrip()
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
-            raise CnnappError(f"--model-config-file: cannot parse at offset {pos}. Received: {text[pos:pos + 40]!r}")
+            raise CnnappError(f"{arg}: cannot parse at offset {pos}. Received: {text[pos:pos + 40]!r}")
         pos = m.end()
         ident, string, number, punct = m.groups()
         if ident is not None:
@@ -125,9 +198,9 @@ def _tokens(text: str):
             yield "punct", punct
 
 
-def parse_text_proto(text: str) -> dict:
+def parse_text_proto(text: str, arg: str = "--model_config_file") -> dict:
     """Protobuf text format -> {field: [values]} (repeated fields are lists; messages are dicts)."""
-    tokens = list(_tokens(text))
+    tokens = list(_tokens(text, arg))
     pos = 0
 
     def message(close: str | None) -> dict:
@@ -137,30 +210,33 @@ def parse_text_proto(text: str) -> dict:
             kind, tok = tokens[pos]
             if kind == "punct" and tok in ("}", ">"):
                 if close is None:
-                    raise CnnappError(f"--model-config-file: unexpected {tok!r}. Received: token {pos}")
+                    raise CnnappError(f"{arg}: unexpected {tok!r}. Received: token {pos}")
                 pos += 1
                 return out
             if kind == "punct" and tok in (",", ";"):
                 pos += 1
                 continue
             if kind != "ident":
-                raise CnnappError(f"--model-config-file: expected a field name. Received: {tok!r}")
+                raise CnnappError(f"{arg}: expected a field name. Received: {tok!r}")
             pos += 1
             if pos < len(tokens) and tokens[pos] == ("punct", ":"):
                 pos += 1
             if pos >= len(tokens):
-                raise CnnappError(f"--model-config-file: field {tok!r} has no value. Received: end of file")
+                raise CnnappError(f"{arg}: field {tok!r} has no value. Received: end of file")
             vkind, value = tokens[pos]
             if vkind == "punct" and value in ("{", "<"):
                 pos += 1
                 value = message("}" if value == "{" else ">")
+            elif vkind == "ident":          # true / false / an enum name
+                value = {"true": True, "false": False}.get(value, value)
+                pos += 1
             elif vkind != "value":
-                raise CnnappError(f"--model-config-file: field {tok!r} has no value. Received: {value!r}")
+                raise CnnappError(f"{arg}: field {tok!r} has no value. Received: {value!r}")
             else:
                 pos += 1
             out.setdefault(tok, []).append(value)
         if close is not None:
-            raise CnnappError("--model-config-file: a '{' is never closed. Received: end of file")
+            raise CnnappError(f"{arg}: a '{{' is never closed. Received: end of file")
         return out
 
     return message(None)
@@ -175,14 +251,14 @@ def load_model_config_file(path: str | Path, relative_to: Path | None = None) ->
     try:
         root = parse_text_proto(path.read_text())
     except OSError as e:
-        raise CnnappError(f"--model-config-file: cannot read ({e.strerror}). Received: {path}") from None
+        raise CnnappError(f"--model_config_file: cannot read ({e.strerror}). Received: {path}") from None
     configs = []
     for config_list in root.get("model_config_list", []):
         for cfg in config_list.get("config", []):
-            name = check_model_name(str(_one(cfg, "name", "")), "--model-config-file name")
+            name = check_model_name(str(_one(cfg, "name", "")), "--model_config_file name")
             base = _one(cfg, "base_path")
             if not base:
-                raise CnnappError(f"--model-config-file: model {name!r} has no base_path. Received: {cfg}")
+                raise CnnappError(f"--model_config_file: model {name!r} has no base_path. Received: {cfg}")
             base = Path(base)
             if not base.is_absolute():
                 base = (relative_to or path.parent) / base
@@ -190,7 +266,7 @@ def load_model_config_file(path: str | Path, relative_to: Path | None = None) ->
             if "specific" in policy_msg:
                 versions = tuple(int(v) for v in _one(policy_msg, "specific", {}).get("versions", []))
                 if not versions:
-                    raise CnnappError(f"--model-config-file: model {name!r}: specific policy lists no versions. "
+                    raise CnnappError(f"--model_config_file: model {name!r}: specific policy lists no versions. "
                                       f"Received: {policy_msg}")
                 policy = VersionPolicy("specific", versions=versions)
             elif "all" in policy_msg:
@@ -201,9 +277,9 @@ def load_model_config_file(path: str | Path, relative_to: Path | None = None) ->
             labels = tuple((str(_one(lab, "key")), int(_one(lab, "value"))) for lab in cfg.get("version_labels", []))
             for label, version in labels:
                 if policy.kind == "specific" and version not in policy.versions:
-                    raise CnnappError(f"--model-config-file: model {name!r}: label {label!r} points at version "
+                    raise CnnappError(f"--model_config_file: model {name!r}: label {label!r} points at version "
                                       f"{version}, which the policy does not serve. Received: {policy.versions}")
             configs.append(ModelConfig(name, base, policy, labels))
     if not configs:
-        raise CnnappError(f"--model-config-file: no model_config_list {{ config {{ ... }} }} entries. Received: {path}")
+        raise CnnappError(f"--model_config_file: no model_config_list {{ config {{ ... }} }} entries. Received: {path}")
     return tuple(configs)

@@ -1,6 +1,8 @@
 """Prometheus text-format metrics, named as TF Serving names them at /monitoring/prometheus/metrics.
 
 Counters and histograms guarded by one lock: a handful of updates per request, no dependency.
+Label values are bounded: callers pass a served model's name or `UNKNOWN_MODEL` (a request naming
+a made-up model must not add series), an API from a fixed set and a status code.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import threading
 LATENCY_BUCKETS_US = (100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000,
                       1000000, 2500000, 10000000)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+UNKNOWN_MODEL = "(unknown)"     # one label value for every name that is not a served model
 
 
 def _labels(labels: tuple) -> str:
@@ -44,15 +47,16 @@ class Metrics:
             h[-2] += value
             h[-1] += 1
 
-    def request(self, model: str, api: str, status: int, latency_us: float) -> None:
+    def request(self, model: str, api: str, status, latency_us: float, entrypoint: str = "REST") -> None:
+        """`status`: an HTTP code (REST) or a gRPC status name; `model` a served name or UNKNOWN_MODEL."""
         self.inc(":tensorflow:serving:request_count", "The total number of requests.",
-                 model_name=model, API=api, entrypoint="REST", status=str(status))
+                 model_name=model, API=api, entrypoint=entrypoint, status=str(status))
         self.observe(":tensorflow:serving:request_latency", "Distribution of wall time (in microseconds) "
                      "for Tensorflow Serving request.", latency_us, LATENCY_BUCKETS_US,
-                     model_name=model, API=api, entrypoint="REST")
-        if status >= 400:
+                     model_name=model, API=api, entrypoint=entrypoint)
+        if status not in (200, "OK"):
             self.inc(":tensorflow:serving:request_error_count", "The total number of failed requests.",
-                     model_name=model, API=api, entrypoint="REST", status=str(status))
+                     model_name=model, API=api, entrypoint=entrypoint, status=str(status))
 
     def batch(self, model: str, size: int) -> None:
         self.observe(":tensorflow:serving:batching_session:processed_batch_size",

@@ -3,14 +3,24 @@
 `ModelManager.poll()` reads each model's base path, loads the versions its policy aspires to,
 warms each up with a real signature call, and only then swaps it into the table requests read
 from. Requests hold a reference to the `Servable` they resolved, so a switch never drops one in
-flight. A version that fails to load is reported in the status (state END, its error) while the
-versions already loaded keep serving.
+flight. What can go wrong with a new version is reported in the status (state END, its error)
+while the versions already loaded keep serving:
+- a failed load (a `cp -r` caught half-way: `saved_model.pb` before `variables/`) is retried on a
+  later poll as soon as the folder changes, and otherwise up to `max_num_load_retries` times,
+  `load_retry_interval_micros` apart (TF Serving's flags);
+- a version whose signatures take other inputs than the serving version's (a text model copied
+  in as a new version of an image model) is refused: clients of the model would break.
+With `ServerConfig.watch_base` (a folder of several models), models exported there after start are
+served from the next poll on.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,23 +29,43 @@ import numpy as np
 from cnnapp import layout
 from cnnapp.errors import tf_error_reason
 from cnnapp.serving.batching import Batcher
-from cnnapp.serving.codec import DTYPE_NAMES, InputSpec, NotFound, ServingError
+from cnnapp.serving.codec import InputSpec, NotFound, ServingError
 from cnnapp.serving.config import ModelConfig, ServerConfig
 
 log = logging.getLogger(__name__)
 
+SIGNATURE_DEF_MAP_TYPE = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
 
-def _version_dirs(base: Path) -> dict[int, Path]:
-    # cnnapp's half-written exports are hidden `.tmp-*` folders, so they are never picked up.
-    return layout.version_dirs(base)
+
+class DeadlineExceeded(ServingError):
+    status = 408        # TF Serving maps DEADLINE_EXCEEDED to 408 on REST
+
+
+def read_signature_defs(path: Path) -> dict:
+    """{name: tensorflow.SignatureDef proto} of the `serve` MetaGraph, read from the SavedModel file
+    itself, so the metadata endpoint says exactly what `saved_model_cli show` says."""
+    from tensorflow.core.protobuf import saved_model_pb2
+    saved_model = saved_model_pb2.SavedModel()
+    pb = path / "saved_model.pb"
+    if pb.is_file():
+        saved_model.ParseFromString(pb.read_bytes())
+    else:
+        from google.protobuf import text_format
+        text_format.Parse((path / "saved_model.pbtxt").read_text(), saved_model)
+    graphs = [g for g in saved_model.meta_graphs if "serve" in g.meta_info_def.tags] or list(saved_model.meta_graphs)
+    if not graphs:
+        raise ValueError("the SavedModel has no MetaGraph")
+    return dict(graphs[0].signature_def)
 
 
 class Servable:
     """One loaded version: its signatures (as InputSpecs) and, with batching on, its Batcher."""
 
-    def __init__(self, name: str, version: int, path: Path, batching=None, metrics=None):
+    def __init__(self, name: str, version: int, path: Path, batching=None, metrics=None, *,
+                 chunk_examples: int = 256):
         import tensorflow as tf
         self.name, self.version, self.path = name, version, path
+        self.signature_defs = read_signature_defs(path)
         self.loaded = tf.saved_model.load(str(path))
         self.signatures = dict(self.loaded.signatures)
         if not self.signatures:
@@ -46,24 +76,59 @@ class Servable:
             self.inputs[sig_name] = {
                 n: InputSpec(n, s.dtype.name, None if s.shape.rank is None else tuple(s.shape.as_list()))
                 for n, s in sorted(specs.items())}
+        self._tf_dtypes = {sig: {n: tf.as_dtype(s.dtype) for n, s in specs.items()}
+                           for sig, specs in self.inputs.items()}
         self.cnnapp = layout.read_metadata(path)
         self.batcher = (Batcher(self.call, batching, name=f"{name}-{version}",
                                 on_batch=(lambda n: metrics.batch(name, n)) if metrics else None)
                         if batching else None)
+        # With batching, a chunk is at most one batch, so a large request never outgrows one.
+        self.chunk_examples = min(chunk_examples, batching.max_batch_size) if batching else chunk_examples
+        self._metadata = None
+
+    def interface(self) -> dict:
+        """What clients depend on: each signature's input names, dtypes and shapes."""
+        return {sig: {n: (s.dtype, s.shape) for n, s in specs.items()} for sig, specs in self.inputs.items()}
 
     def call(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One signature call on numpy inputs; bad input data (an undecodable image) -> 400."""
         import tensorflow as tf
         fn = self.signatures[signature]
-        specs = self.inputs[signature]
+        dtypes = self._tf_dtypes[signature]
         try:
-            tensors = {n: tf.constant(a, dtype=tf.string if specs[n].dtype == "string" else specs[n].dtype)
-                       for n, a in inputs.items()}
-            out = fn(**tensors)
+            out = fn(**{n: tf.constant(a, dtype=dtypes[n]) for n, a in inputs.items()})
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
             raise ServingError(f"{tf_error_reason(e)} (signature {signature!r} of {self.name} "
                                f"version {self.version})") from None
         return {k: v.numpy() for k, v in out.items()}
+
+    def batchable(self, inputs: dict[str, np.ndarray]) -> bool:
+        return self.batcher is not None and bool(inputs) and all(a.ndim for a in inputs.values())
+
+    def infer(self, signature: str, inputs: dict[str, np.ndarray], *, deadline: float | None = None) -> dict:
+        """Run a request of any accepted size, `chunk_examples` at a time (through the batcher when
+        batching is on), so memory follows the chunk, not the request. Blocks; `deadline` is a
+        time.monotonic() value past which the rest is not computed (DeadlineExceeded)."""
+        sizes = {a.shape[0] for a in inputs.values() if a.ndim}
+        n = sizes.pop() if len(sizes) == 1 else 0
+        if n <= self.chunk_examples:
+            return self._infer_chunk(signature, inputs, deadline)
+        parts = []
+        for start in range(0, n, self.chunk_examples):
+            _check_deadline(deadline)
+            parts.append(self._infer_chunk(signature, {k: v[start:start + self.chunk_examples]
+                                                       for k, v in inputs.items()}, deadline))
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def _infer_chunk(self, signature, inputs, deadline):
+        if self.batchable(inputs):
+            future = self.batcher.submit(signature, inputs)
+            if future is not None:
+                try:
+                    return future.result(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+                except FutureTimeout:
+                    raise DeadlineExceeded("Deadline exceeded while waiting for the batch") from None
+        return self.call(signature, inputs)
 
     def signature(self, signature_name: str | None) -> tuple[str, dict[str, InputSpec]]:
         name = signature_name or "serving_default"
@@ -101,34 +166,48 @@ class Servable:
         return out
 
     def metadata(self) -> dict:
-        """TF Serving's GetModelMetadata `signature_def` map for this version."""
-        defs = {}
-        for sig, fn in self.signatures.items():
-            inputs = {n: _tensor_info(s.dtype, s.shape, f"{sig}_{n}:0") for n, s in self.inputs[sig].items()}
-            outputs = {}
-            for i, (n, t) in enumerate(sorted(fn.structured_outputs.items())):
-                shape = None if t.shape.rank is None else tuple(t.shape.as_list())
-                outputs[n] = _tensor_info(t.dtype.name, shape, f"StatefulPartitionedCall:{i}")
-            defs[sig] = {"inputs": inputs, "outputs": outputs, "method_name": "tensorflow/serving/predict",
-                         "defaults": {}}
-        return {"signature_def": {"signature_def": defs}}
+        """TF Serving's GetModelMetadata `metadata` as JSON: the SignatureDefMap, packed in an Any
+        (hence `@type`), every signature (`__saved_model_init_op` too) as the SavedModel file has it."""
+        if self._metadata is None:
+            from google.protobuf import json_format
+            defs = {k: json_format.MessageToDict(v, preserving_proto_field_name=True,
+                                                 always_print_fields_with_no_presence=True)
+                    for k, v in sorted(self.signature_defs.items())}
+            self._metadata = {"signature_def": {"@type": SIGNATURE_DEF_MAP_TYPE, "signature_def": defs}}
+        return self._metadata
 
     def close(self) -> None:
         if self.batcher:
             self.batcher.close()
 
 
-def _tensor_info(dtype: str, shape, name: str) -> dict:
-    dims = [] if shape is None else [{"size": str(-1 if d is None else d), "name": ""} for d in shape]
-    return {"dtype": DTYPE_NAMES.get(dtype, dtype.upper()),
-            "tensor_shape": {"dim": dims, "unknown_rank": shape is None}, "name": name}
+def _check_deadline(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise DeadlineExceeded("Deadline exceeded: the request took longer than the server's timeout "
+                               "(--rest_api_timeout_in_ms) or the client's deadline")
 
 
 @dataclass
 class VersionState:
     state: str                   # START, LOADING, AVAILABLE, UNLOADING, END (TF Serving's states)
     error: str = ""
-    stamp: float = 0.0           # saved_model.pb mtime: a rewritten failed version is retried
+    error_code: str = "OK"       # tensorflow.error.Code name, as TF Serving's status reports it
+    stamp: tuple = ()            # the folder's fingerprint when this state was reached
+    attempts: int = 0            # failed loads of this folder content so far
+    retry_at: float = 0.0        # time.monotonic() of the next retry (inf: not retried unchanged)
+
+
+def folder_stamp(path: Path) -> tuple:
+    """(files, bytes, newest mtime) of a version folder: changes when a copy makes progress."""
+    count = size = newest = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                st = os.stat(os.path.join(root, f))
+            except OSError:
+                continue
+            count, size, newest = count + 1, size + st.st_size, max(newest, st.st_mtime_ns)
+    return count, size, newest
 
 
 class ModelManager:
@@ -136,15 +215,25 @@ class ModelManager:
 
     def __init__(self, config: ServerConfig, metrics=None):
         self.config, self.metrics = config, metrics
-        self._models = {m.name: m for m in config.models}
-        self._serving: dict[str, dict[int, Servable]] = {m.name: {} for m in config.models}
-        self._states: dict[str, dict[int, VersionState]] = {m.name: {} for m in config.models}
+        self._models: dict[str, ModelConfig] = {}
+        self._serving: dict[str, dict[int, Servable]] = {}
+        self._states: dict[str, dict[int, VersionState]] = {}
+        for m in config.models:
+            self._add_model(m)
         self._lock = threading.Lock()            # guards the tables requests read
         self._poll_lock = threading.Lock()       # one poll at a time (poller thread or a test)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def _add_model(self, model: ModelConfig) -> None:
+        self._serving[model.name] = {}
+        self._states[model.name] = {}
+        self._models[model.name] = model         # last: readers check _models first
+
     # ------------------------------------------------------------------ requests
+    def knows(self, name: str) -> bool:
+        return name in self._models
+
     def _label_target(self, name: str, label: str) -> int:
         """The version a label points at; NotFound (naming the model's labels) for an unknown one."""
         labels = dict(self._models[name].labels)
@@ -153,12 +242,9 @@ class ModelManager:
                            f"(model {name} has labels {sorted(labels)})")
         return labels[label]
 
-    @staticmethod
-    def _version_number(version: str) -> int | None:
-        """A URL version as an int64-sized integer, None when it is not one."""
-        return layout.parse_version(version)
-
-    def resolve(self, name: str, version: str | None, label: str | None) -> Servable:
+    def resolve(self, name: str, version: str | int | None, label: str | None) -> Servable:
+        """The servable a request names; NotFound in TF Serving's words otherwise. A version is only
+        ever ASCII digits (layout.parse_version): '²', '１' or '١' are not versions."""
         with self._lock:
             serving = self._serving.get(name)
             if serving is None:
@@ -171,7 +257,8 @@ class ModelManager:
                                    f"(label {label})")
                 return found
             if version is not None:
-                found = serving.get(self._version_number(version))
+                number = version if isinstance(version, int) else layout.parse_version(version)
+                found = serving.get(number) if number is not None else None
                 if found is None:
                     raise NotFound(f"Servable not found for request: Specific({name}, {version})")
                 return found
@@ -179,15 +266,16 @@ class ModelManager:
                 raise NotFound(f"Servable not found for request: Latest({name})")
             return serving[max(serving)]
 
-    def status(self, name: str, version: str | None = None, label: str | None = None) -> dict:
+    def version_states(self, name: str, version: str | int | None = None,
+                       label: str | None = None) -> list[tuple[int, VersionState]]:
         with self._lock:
             states = self._states.get(name)
             if states is None:
                 raise NotFound(f"Could not find any versions of model {name}")
             if label is not None:
-                version = str(self._label_target(name, label))
+                version = self._label_target(name, label)
             if version is not None:
-                v = self._version_number(version)
+                v = version if isinstance(version, int) else layout.parse_version(version)
                 if v not in states:
                     raise NotFound(f"Could not find version {version} of model {name}")
                 items = [(v, states[v])]
@@ -195,59 +283,122 @@ class ModelManager:
                 items = sorted(states.items())
         if not items:
             raise NotFound(f"Could not find any versions of model {name}")
+        return items
+
+    def status(self, name: str, version: str | int | None = None, label: str | None = None) -> dict:
         return {"model_version_status": [
-            {"version": str(v), "state": s.state,
-             "status": {"error_code": "UNKNOWN" if s.error else "OK", "error_message": s.error}}
-            for v, s in items]}
+            {"version": str(v), "state": s.state, "status": {"error_code": s.error_code, "error_message": s.error}}
+            for v, s in self.version_states(name, version, label)]}
 
     def model_names(self) -> list[str]:
         return sorted(self._models)
+
+    def available(self) -> dict[str, list[int]]:
+        with self._lock:
+            return {n: sorted(s) for n, s in self._serving.items()}
 
     # ------------------------------------------------------------------ versions
     def poll(self) -> None:
         """Load what each policy aspires to, warm up, switch in; unload the rest. Safe to call any time."""
         with self._poll_lock:
-            for model in self._models.values():
+            if self.config.watch_base is not None:
+                for name, folder in layout.model_dirs(self.config.watch_base).items():
+                    if name not in self._models:
+                        log.info("new model %s found in %s", name, self.config.watch_base)
+                        with self._lock:
+                            self._add_model(ModelConfig(name, folder))
+            for model in list(self._models.values()):
                 self._poll_model(model)
 
+    @staticmethod
+    def _should_load(st: VersionState | None, stamp: tuple, now: float) -> bool:
+        """For an aspired version not being served: load it unless it failed and nothing changed."""
+        if st is None or not st.error:
+            return True
+        if stamp != st.stamp:
+            return True                           # the folder changed since it failed: try again
+        return now >= st.retry_at
+
     def _poll_model(self, model: ModelConfig) -> None:
-        on_disk = _version_dirs(model.base_path)
+        on_disk = layout.version_dirs(model.base_path)
         aspired = model.policy.aspired(list(on_disk))
-        states = self._states[model.name]
+        serving = self._serving[model.name]
         for v in aspired:
-            stamp = _stamp(on_disk[v])
-            st = states.get(v)
-            if st is not None and (st.state == "AVAILABLE" or (st.error and st.stamp == stamp)):
-                continue        # loaded, or failed and unchanged since
+            if v not in serving:
+                self._load(model, v, on_disk[v])
+        if not serving and not any(v in serving for v in aspired):
+            # Nothing serves (a broken newest version at start): fall back to the newest older
+            # version that loads, rather than leave the model unavailable (cnnapp's extension).
+            for v in sorted(set(on_disk) - set(aspired), reverse=True):
+                if self._load(model, v, on_disk[v]):
+                    log.warning("%s: serving version %d until a newer one loads", model.name, v)
+                    break
+        self._unload(model, aspired, on_disk)
+
+    def _load(self, model: ModelConfig, v: int, path: Path) -> bool:
+        """Load, check and switch in one version; False (its state says why) when it does not serve."""
+        states = self._states[model.name]
+        serving = self._serving[model.name]
+        st = states.get(v)
+        stamp = folder_stamp(path)
+        now = time.monotonic()
+        if not self._should_load(st, stamp, now):
+            return False
+        attempts = st.attempts + 1 if st is not None and st.error and st.stamp == stamp else 1
+        with self._lock:
+            states[v] = VersionState("LOADING", stamp=stamp)
+        log.info("loading %s version %d from %s", model.name, v, path)
+        try:
+            servable = Servable(model.name, v, path, self.config.batching, self.metrics,
+                                chunk_examples=self.config.chunk_examples)
+        except Exception as e:  # noqa: BLE001 - any load failure is reported, the server keeps going
+            reason = tf_error_reason(e) if hasattr(e, "message") else f"{type(e).__name__}: {str(e)[:200]}"
+            retries_left = attempts <= self.config.max_num_load_retries
+            retry_at = now + self.config.load_retry_interval_micros / 1e6 if retries_left else float("inf")
+            log.error("%s version %d failed to load (attempt %d; retried %s): %s", model.name, v, attempts,
+                      "when its folder changes" + (" or after the retry interval" if retries_left else ""),
+                      reason)
             with self._lock:
-                states[v] = VersionState("LOADING", stamp=stamp)
-            log.info("loading %s version %d from %s", model.name, v, on_disk[v])
-            try:
-                servable = Servable(model.name, v, on_disk[v], self.config.batching, self.metrics)
-                servable.warm_up()
-            except Exception as e:  # noqa: BLE001 - any load failure is reported, the server keeps going
-                reason = tf_error_reason(e) if hasattr(e, "message") else f"{type(e).__name__}: {str(e)[:200]}"
-                log.error("%s version %d failed to load: %s", model.name, v, reason)
-                with self._lock:
-                    states[v] = VersionState("END", error=f"Failed to load {on_disk[v]}: {reason}", stamp=stamp)
-                continue
+                states[v] = VersionState("END", error=f"Failed to load {path}: {reason}",
+                                         error_code="UNKNOWN", stamp=stamp, attempts=attempts, retry_at=retry_at)
+            return False
+        current = serving[max(serving)] if serving else None
+        if current is not None and servable.interface() != current.interface():
+            servable.close()
+            reason = (f"Refused {path}: its signatures take other inputs than version {current.version}, "
+                      f"which keeps serving (new: {_describe(servable)}; serving: {_describe(current)}). "
+                      f"Export it under another model name, or restart the server to switch kinds.")
+            log.error("%s version %d: %s", model.name, v, reason)
             with self._lock:
-                self._serving[model.name][v] = servable
-                states[v] = VersionState("AVAILABLE", stamp=stamp)
-            log.info("serving %s version %d", model.name, v)
+                states[v] = VersionState("END", error=reason, error_code="FAILED_PRECONDITION", stamp=stamp,
+                                         attempts=attempts, retry_at=float("inf"))
+            return False
+        try:
+            servable.warm_up()
+        except Exception:  # noqa: BLE001 - a warm-up is an optimisation, never a reason not to serve
+            log.exception("warm-up of %s version %d failed", model.name, v)
+        with self._lock:
+            serving[v] = servable
+            states[v] = VersionState("AVAILABLE", stamp=stamp)
+        log.info("serving %s version %d", model.name, v)
+        return True
+
+    def _unload(self, model: ModelConfig, aspired: list[int], on_disk: dict) -> None:
         # Unload versions no longer aspired, but never the last good one while its successor has
         # not loaded: a failed new version must not leave the model unavailable.
-        loaded_aspired = [v for v in aspired if v in self._serving[model.name]]
+        states = self._states[model.name]
+        serving = self._serving[model.name]
+        loaded_aspired = [v for v in aspired if v in serving]
         with self._lock:
-            for v in list(self._serving[model.name]):
-                if v in aspired or (not loaded_aspired and v == max(self._serving[model.name])):
+            for v in list(serving):
+                if v in aspired or (not loaded_aspired and v == max(serving)):
                     continue
-                servable = self._serving[model.name].pop(v)
+                servable = serving.pop(v)
                 states[v] = VersionState("END")
                 servable.close()
                 log.info("unloaded %s version %d", model.name, v)
             for v in list(states):
-                if v not in on_disk and v not in self._serving[model.name] and states[v].state != "END":
+                if v not in on_disk and v not in serving and states[v].state != "END":
                     states[v] = VersionState("END")
 
     def start_polling(self) -> None:
@@ -275,10 +426,6 @@ class ModelManager:
                     s.close()
 
 
-def _stamp(path: Path) -> float:
-    for f in ("saved_model.pb", "saved_model.pbtxt"):
-        try:
-            return (path / f).stat().st_mtime
-        except OSError:
-            continue
-    return 0.0
+def _describe(servable: Servable) -> str:
+    return "; ".join(f"{sig}({', '.join(s.describe() for s in specs.values())})"
+                     for sig, specs in sorted(servable.inputs.items()))

@@ -1,0 +1,463 @@
+"""TF Serving's gRPC API on grpcio, from tensorflow-serving-api's own protos (port 8500 by convention).
+
+PredictionService: Predict, Classify, Regress (refused: cnnapp models are classifiers),
+GetModelMetadata; ModelService: GetModelStatus. Same models, versions, labels, batching, instance
+cap and chunking as REST (both read the one `ServingApp`), with TF Serving's status codes:
+NOT_FOUND for an unknown model/version/label, INVALID_ARGUMENT for a bad request, UNAVAILABLE when
+the batch queue is full, DEADLINE_EXCEEDED past the client's deadline.
+
+>>> server = start_grpc_server(serving_app, "127.0.0.1", 8500); ...; server.stop(grace=2)
+
+tensorflow-serving-api declares a dependency on full `tensorflow`, which would stack a second
+TensorFlow on tensorflow-cpu: it is installed with `--no-deps` (see the Makefile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+
+import numpy as np
+
+from cnnapp.errors import CnnappError
+from cnnapp.serving.codec import InputSpec, ServingError, check_instances
+from cnnapp.serving.metrics import UNKNOWN_MODEL
+from cnnapp.serving.models import DeadlineExceeded, Servable
+
+log = logging.getLogger(__name__)
+INLINE_BYTES = 16 * 1024        # larger requests are decoded and encoded in worker threads
+
+INSTALL_HINT = ("pip install --no-deps 'tensorflow-serving-api==2.21.0' (its own dependency on full tensorflow "
+                "would stack a second TensorFlow on tensorflow-cpu), or pass --port 0 to serve REST only")
+
+
+def check_available() -> None:
+    """CnnappError (one line) when grpcio or tensorflow-serving-api is missing."""
+    try:
+        import grpc  # noqa: F401
+        from tensorflow_serving.apis import prediction_service_pb2_grpc  # noqa: F401
+    except ImportError as e:
+        raise CnnappError(f"--port: the gRPC API needs grpcio and tensorflow-serving-api ({e}); {INSTALL_HINT}. "
+                          f"Received: missing module") from None
+
+
+# Which TensorProto field holds the values of each dtype (TF's tensor.proto).
+_VALUE_FIELDS = {"float32": "float_val", "float64": "double_val", "float16": "half_val", "int32": "int_val",
+                 "int16": "int_val", "int8": "int_val", "uint8": "int_val", "uint16": "int_val",
+                 "int64": "int64_val", "bool": "bool_val", "string": "string_val"}
+
+
+def tensor_to_array(proto, spec: InputSpec, max_instances: int, max_elements: int) -> np.ndarray:
+    """A request TensorProto -> numpy array for `spec`, every size checked BEFORE anything is
+    allocated (a proto of a few bytes can declare a [10^12] tensor)."""
+    import tensorflow as tf
+    want = tf.as_dtype(spec.dtype)
+    got = proto.dtype
+    if got != want.as_datatype_enum:
+        try:
+            got_name = tf.as_dtype(got).name
+        except (TypeError, ValueError):
+            got_name = f"dtype enum {got}"
+        raise ServingError(f"input {spec.describe()}: expects {want.name} but {got_name} is provided")
+    if proto.tensor_shape.unknown_rank:
+        raise ServingError(f"input {spec.describe()}: the tensor has no shape (unknown_rank)")
+    dims = [d.size for d in proto.tensor_shape.dim]
+    if any(d < 0 for d in dims):
+        raise ServingError(f"input {spec.describe()}: negative dimension in shape {dims}")
+    if spec.shape is not None:
+        if len(dims) != len(spec.shape):
+            raise ServingError(f"input {spec.describe()}: expected rank {len(spec.shape)} (with the batch dimension), "
+                               f"got shape {dims}")
+        for i, (w, g) in enumerate(zip(spec.shape, dims)):
+            if w is not None and w != g:
+                raise ServingError(f"input {spec.describe()}: dimension {i} must be {w}, got shape {dims}")
+    if dims:
+        if dims[0] == 0:
+            raise ServingError(f"input {spec.describe()}: no examples (an empty batch)")
+        check_instances(dims[0], max_instances, "examples (first dimension)")
+    count = math.prod(dims)
+    if count > max_elements:
+        raise ServingError(f"input {spec.describe()}: shape {dims} holds {count} values, over the limit of "
+                           f"{max_elements}", status=413)
+    if proto.tensor_content:
+        if spec.dtype == "string":
+            raise ServingError(f"input {spec.describe()}: string tensors travel in string_val, not tensor_content")
+        if len(proto.tensor_content) != count * want.size:
+            raise ServingError(f"input {spec.describe()}: tensor_content holds {len(proto.tensor_content)} bytes, "
+                               f"shape {dims} needs {count * want.size}")
+    else:
+        values = len(getattr(proto, _VALUE_FIELDS.get(spec.dtype, "float_val")))
+        # TF fills a tensor from fewer values by repeating the last one; allow exactly that.
+        if not (values == count or (values >= 1 and values < count and spec.dtype != "string")):
+            raise ServingError(f"input {spec.describe()}: {values} values given for shape {dims} ({count} values)")
+    try:
+        array = tf.make_ndarray(proto)
+    except Exception as e:  # noqa: BLE001 - whatever numpy/TF says about a malformed proto is the client's
+        raise ServingError(f"input {spec.describe()}: cannot read the tensor ({str(e)[:160]})") from None
+    if spec.dtype == "string" and array.dtype != object:
+        array = array.astype(object)
+    return array
+
+
+def _example_values(feature, spec: InputSpec):
+    kind = feature.WhichOneof("kind")
+    if kind is None:
+        raise ServingError(f"feature {spec.name!r} is empty")
+    values = list(getattr(feature, kind).value)
+    if spec.dtype == "string" and kind != "bytes_list":
+        raise ServingError(f"feature {spec.name!r}: {spec.describe()} needs bytes_list. Received: {kind}")
+    if spec.dtype != "string" and kind == "bytes_list":
+        raise ServingError(f"feature {spec.name!r}: {spec.describe()} needs float_list or int64_list. Received: {kind}")
+    per_example = spec.shape[1:] if spec.shape is not None else None
+    if per_example is None or any(d is None for d in per_example):
+        raise ServingError(f"feature {spec.name!r}: {spec.describe()} has no fixed per-example shape to classify with")
+    if len(values) != math.prod(per_example):
+        raise ServingError(f"feature {spec.name!r}: {len(values)} values, {spec.describe()} needs "
+                           f"{math.prod(per_example)} per example")
+    return values[0] if not per_example else np.asarray(values).reshape(per_example).tolist()
+
+
+def examples_to_inputs(input_proto, specs: dict[str, InputSpec], max_instances: int) -> dict[str, np.ndarray]:
+    """tensorflow.serving.Input (tf.Examples, optional context) -> numpy inputs by signature input name."""
+    which = input_proto.WhichOneof("kind")
+    if which == "example_list":
+        examples, context = list(input_proto.example_list.examples), None
+    elif which == "example_list_with_context":
+        examples, context = (list(input_proto.example_list_with_context.examples),
+                             input_proto.example_list_with_context.context)
+    else:
+        raise ServingError("Input is empty: expected example_list or example_list_with_context")
+    if not examples:
+        raise ServingError("Input has no examples")
+    check_instances(len(examples), max_instances, "examples")
+    columns: dict[str, list] = {n: [] for n in specs}
+    for ex in examples:
+        features = dict(context.features.feature) if context is not None else {}
+        features.update(ex.features.feature)
+        if set(features) != set(specs):
+            raise ServingError(f"example features must be exactly the signature's inputs {list(specs)}. "
+                               f"Received: {sorted(features)[:10]}")
+        for n, spec in specs.items():
+            columns[n].append(_example_values(features[n], spec))
+    out = {}
+    for n, spec in specs.items():
+        if spec.dtype == "string":
+            arr = np.empty(len(columns[n]), dtype=object)
+            arr[:] = columns[n]
+            out[n] = arr
+        else:
+            arr = np.asarray(columns[n])
+            if spec.np_dtype.kind == "f" and not np.all(np.abs(arr[np.isfinite(arr)]) <= np.finfo(spec.np_dtype).max):
+                raise ServingError(f"feature {n!r}: a value overflows {spec.dtype}")
+            out[n] = arr.astype(spec.np_dtype)
+    return out
+
+
+class _Servicer:
+    """Both services' methods, as coroutines on the gRPC server's own event loop (grpc.aio): a
+    request never holds a thread while it waits for its batch. Small requests are decoded and
+    encoded inline; large ones (over 16 KB) and unbatched signature calls go to the app's worker
+    threads, so the loop keeps answering."""
+
+    def __init__(self, serving_app, loop):
+        import grpc
+        from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
+                                             predict_pb2, regression_pb2)
+        self.grpc, self.app, self.loop = grpc, serving_app, loop
+        self.manager, self.config, self.metrics = serving_app.manager, serving_app.config, serving_app.metrics
+        self.executor = serving_app.executor
+        self.pb = {"predict": predict_pb2, "classify": classification_pb2, "metadata": get_model_metadata_pb2,
+                   "status": get_model_status_pb2, "regress": regression_pb2}
+        self.codes = {404: grpc.StatusCode.NOT_FOUND, 408: grpc.StatusCode.DEADLINE_EXCEEDED,
+                      413: grpc.StatusCode.RESOURCE_EXHAUSTED, 503: grpc.StatusCode.UNAVAILABLE}
+
+    # ------------------------------------------------------------------ plumbing
+    async def _handle(self, api: str, request, context, fn):
+        started = time.perf_counter()
+        name = request.model_spec.name
+        code = self.grpc.StatusCode.OK
+        try:
+            return await fn(request, context)
+        except ServingError as e:
+            code = self.codes.get(e.status, self.grpc.StatusCode.INVALID_ARGUMENT)
+            await context.abort(code, str(e))
+        except (asyncio.CancelledError, self.grpc.aio.AbortError):
+            code = self.grpc.StatusCode.CANCELLED
+            raise
+        except Exception as e:  # noqa: BLE001 - a bug answers INTERNAL and is logged, the server stays up
+            code = self.grpc.StatusCode.INTERNAL
+            log.exception("internal error in gRPC %s", api)
+            await context.abort(code, f"Internal error: {type(e).__name__}: {str(e)[:200]}")
+        finally:
+            self.metrics.request(name if self.manager.knows(name) else UNKNOWN_MODEL, api, code.name,
+                                 (time.perf_counter() - started) * 1e6, entrypoint="GRPC")
+
+    async def _offload(self, big: bool, fn, *args):
+        """`fn(*args)` inline for a small request, in a worker thread for a large one."""
+        if not big:
+            return fn(*args)
+        return await self.loop.run_in_executor(self.executor, fn, *args)
+
+    async def _infer(self, servable: Servable, sig: str, inputs: dict, context) -> dict:
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
+        n = next((a.shape[0] for a in inputs.values() if a.ndim), 0)
+        if servable.batchable(inputs) and n <= servable.chunk_examples:
+            future = servable.batcher.submit(sig, inputs, loop=self.loop)
+            if future is not None:
+                try:
+                    return await asyncio.wait_for(future, remaining) if remaining is not None else await future
+                except asyncio.TimeoutError:
+                    raise DeadlineExceeded("Deadline exceeded while waiting for the batch") from None
+        return await self.loop.run_in_executor(self.executor, lambda: servable.infer(sig, inputs, deadline=deadline))
+
+    def _servable(self, spec) -> Servable:
+        choice = spec.WhichOneof("version_choice")
+        version = spec.version.value if choice == "version" else None
+        label = spec.version_label if choice == "version_label" else None
+        if not spec.name:
+            raise ServingError("Missing ModelSpec name")
+        return self.manager.resolve(spec.name, version, label)
+
+    def _fill_spec(self, out, servable: Servable, signature: str) -> None:
+        out.name = servable.name
+        out.version.value = servable.version
+        out.signature_name = signature
+
+    # ------------------------------------------------------------------ PredictionService
+    async def Predict(self, request, context):
+        return await self._handle("Predict", request, context, self._predict)
+
+    async def _predict(self, request, context):
+        big = request.ByteSize() > INLINE_BYTES
+        servable, sig, inputs = await self._offload(big, self._predict_inputs, request)
+        outputs = await self._infer(servable, sig, inputs, context)
+        return await self._offload(big or _examples(outputs) > 64, self._predict_response, request, servable, sig,
+                                   outputs)
+
+    def _predict_inputs(self, request):
+        servable = self._servable(request.model_spec)
+        sig, specs = servable.signature(request.model_spec.signature_name or None)
+        if set(request.inputs) != set(specs):
+            raise ServingError(f"input keys must be exactly the signature's inputs {list(specs)} (signature {sig!r}). "
+                               f"Received: {sorted(request.inputs)[:10]}")
+        max_elements = self.config.max_body_bytes
+        inputs = {n: tensor_to_array(request.inputs[n], specs[n], self.config.max_instances_per_request, max_elements)
+                  for n in specs}
+        sizes = {a.shape[0] for a in inputs.values() if a.ndim}
+        if len(sizes) > 1:
+            raise ServingError(f"inputs disagree on the batch size (first dimension). Received sizes: {sorted(sizes)}")
+        unknown = [k for k in request.output_filter if k not in servable.signature_defs[sig].outputs]
+        if unknown:
+            raise ServingError(f"output_filter names {unknown}, not outputs of signature {sig!r} "
+                               f"({sorted(servable.signature_defs[sig].outputs)})")
+        return servable, sig, inputs
+
+    def _predict_response(self, request, servable, sig, outputs):
+        import tensorflow as tf
+        response = self.pb["predict"].PredictResponse()
+        self._fill_spec(response.model_spec, servable, sig)
+        for key in list(request.output_filter) or sorted(outputs):
+            response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key]))
+        return response
+
+    async def Classify(self, request, context):
+        return await self._handle("Classify", request, context, self._classify)
+
+    async def _classify(self, request, context):
+        big = request.ByteSize() > INLINE_BYTES
+        servable, sig, inputs = await self._offload(big, self._classify_inputs, request)
+        outputs = await self._infer(servable, sig, inputs, context)
+        return await self._offload(big or _examples(outputs) > 64, self._classify_response, servable, sig, outputs)
+
+    def _classify_inputs(self, request):
+        servable = self._servable(request.model_spec)
+        sig, specs = servable.signature(request.model_spec.signature_name or None)
+        return servable, sig, examples_to_inputs(request.input, specs, self.config.max_instances_per_request)
+
+    def _classify_response(self, servable, sig, outputs):
+        if "scores" not in outputs or outputs["scores"].ndim != 2:
+            raise ServingError(f"signature {sig!r} has no [batch, classes] 'scores' output to classify with; use Predict")
+        response = self.pb["classify"].ClassificationResponse()
+        self._fill_spec(response.model_spec, servable, sig)
+        scores, classes = outputs["scores"], outputs.get("classes")
+        for i in range(scores.shape[0]):
+            row = response.result.classifications.add()
+            for j in range(scores.shape[1]):
+                label = classes[i][j] if classes is not None else str(j).encode()
+                row.classes.add(label=label.decode("utf-8", "replace") if isinstance(label, bytes) else str(label),
+                                score=float(scores[i][j]))
+        return response
+
+    async def Regress(self, request, context):
+        async def refuse(request, context):
+            servable = self._servable(request.model_spec)
+            sig, _ = servable.signature(request.model_spec.signature_name or None)
+            raise ServingError(f"Expected regression signature method_name to be tensorflow/serving/regress; "
+                               f"cnnapp models are classifiers (signature {sig!r}): use Predict or Classify")
+        return await self._handle("Regress", request, context, refuse)
+
+    async def MultiInference(self, request, context):
+        await context.abort(self.grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not served by cnnapp; use Predict")
+
+    async def GetModelMetadata(self, request, context):
+        return await self._handle("GetModelMetadata", request, context, self._metadata)
+
+    async def _metadata(self, request, context):
+        servable = self._servable(request.model_spec)
+        fields = list(request.metadata_field)
+        if fields != ["signature_def"]:
+            raise ServingError(f"Metadata field(s) {fields} not supported: ask for ['signature_def']")
+        pb = self.pb["metadata"]
+        sig_map = pb.SignatureDefMap()
+        for name, sig in servable.signature_defs.items():
+            sig_map.signature_def[name].CopyFrom(sig)
+        response = pb.GetModelMetadataResponse()
+        self._fill_spec(response.model_spec, servable, "")
+        response.metadata["signature_def"].Pack(sig_map)
+        return response
+
+    # ------------------------------------------------------------------ ModelService
+    async def GetModelStatus(self, request, context):
+        return await self._handle("GetModelStatus", request, context, self._status)
+
+    async def _status(self, request, context):
+        from tensorflow.core.protobuf import error_codes_pb2
+        spec = request.model_spec
+        if not spec.name:
+            raise ServingError("Missing ModelSpec name")
+        choice = spec.WhichOneof("version_choice")
+        states = self.manager.version_states(spec.name, spec.version.value if choice == "version" else None,
+                                             spec.version_label if choice == "version_label" else None)
+        pb = self.pb["status"]
+        response = pb.GetModelStatusResponse()
+        for version, st in states:
+            entry = response.model_version_status.add(version=version,
+                                                      state=pb.ModelVersionStatus.State.Value(st.state))
+            entry.status.error_code = error_codes_pb2.Code.Value(st.error_code)
+            entry.status.error_message = st.error
+        return response
+
+    async def HandleReloadConfigRequest(self, request, context):
+        await context.abort(self.grpc.StatusCode.UNIMPLEMENTED,
+                            "HandleReloadConfigRequest is not served by cnnapp; restart with the new --model_config_file")
+
+
+def _examples(outputs: dict) -> int:
+    return next((a.shape[0] for a in outputs.values() if a.ndim), 0)
+
+
+class _Undecodable:
+    """What a request that is not a valid protobuf of its type parses to (answered INVALID_ARGUMENT,
+    where grpcio's own deserializer failure would answer INTERNAL)."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+def _lenient(message_class):
+    def parse(data: bytes):
+        try:
+            return message_class.FromString(data)
+        except Exception as e:  # noqa: BLE001 - DecodeError and friends: the client's bytes are wrong
+            return _Undecodable(f"cannot parse the request as {message_class.DESCRIPTOR.full_name}: {str(e)[:120]}")
+    return parse
+
+
+def _handlers(servicer):
+    import grpc
+    from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
+                                         inference_pb2, model_management_pb2, predict_pb2, regression_pb2)
+    tables = {
+        "tensorflow.serving.PredictionService": {
+            "Classify": (classification_pb2.ClassificationRequest, classification_pb2.ClassificationResponse),
+            "Regress": (regression_pb2.RegressionRequest, regression_pb2.RegressionResponse),
+            "Predict": (predict_pb2.PredictRequest, predict_pb2.PredictResponse),
+            "MultiInference": (inference_pb2.MultiInferenceRequest, inference_pb2.MultiInferenceResponse),
+            "GetModelMetadata": (get_model_metadata_pb2.GetModelMetadataRequest,
+                                 get_model_metadata_pb2.GetModelMetadataResponse)},
+        "tensorflow.serving.ModelService": {
+            "GetModelStatus": (get_model_status_pb2.GetModelStatusRequest, get_model_status_pb2.GetModelStatusResponse),
+            "HandleReloadConfigRequest": (model_management_pb2.ReloadConfigRequest,
+                                          model_management_pb2.ReloadConfigResponse)},
+    }
+
+    def guarded(method):
+        async def handler(request, context):
+            if isinstance(request, _Undecodable):
+                servicer.metrics.request(UNKNOWN_MODEL, method.__name__, "INVALID_ARGUMENT", 0, entrypoint="GRPC")
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
+            return await method(request, context)
+        return handler
+
+    return [grpc.method_handlers_generic_handler(service, {
+        name: grpc.unary_unary_rpc_method_handler(guarded(getattr(servicer, name)),
+                                                  request_deserializer=_lenient(req),
+                                                  response_serializer=resp.SerializeToString)
+        for name, (req, resp) in methods.items()}) for service, methods in tables.items()]
+
+
+class GrpcServer:
+    """A grpc.aio server running on its own event loop in a thread; `stop()` from any thread."""
+
+    def __init__(self, loop, server, thread):
+        self.loop, self.server, self.thread = loop, server, thread
+
+    def stop(self, grace: float = 2.0) -> None:
+        if self.loop.is_closed():
+            return
+        asyncio.run_coroutine_threadsafe(self.server.stop(grace), self.loop).result(timeout=grace + 30)
+        self.thread.join(timeout=30)
+
+
+def start_grpc_server(serving_app, host: str, port: int) -> GrpcServer:
+    """Bind and start TF Serving's gRPC services for `serving_app` (CnnappError when it cannot bind)."""
+    check_available()
+    import grpc
+
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    limit = serving_app.config.max_body_bytes
+    started = threading.Event()
+    box: dict = {}
+
+    async def main():
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
+                                          ("grpc.max_send_message_length", -1),
+                                          ("grpc.so_reuseport", 0)])
+        server.add_generic_rpc_handlers(tuple(_handlers(_Servicer(serving_app, asyncio.get_running_loop()))))
+        try:
+            bound = server.add_insecure_port(address)
+        except RuntimeError as e:
+            raise CnnappError(f"--port: cannot listen for gRPC on {address} ({e}). Received: {port}") from None
+        if not bound:
+            raise CnnappError(f"--port: cannot listen for gRPC on {address} (in use?). Received: {port}")
+        await server.start()
+        box["server"] = server
+        started.set()
+        await server.wait_for_termination()
+
+    loop = asyncio.new_event_loop()
+
+    def run():
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(main())
+        except BaseException as e:  # noqa: BLE001 - reported to the starting thread below
+            box["error"] = e
+            started.set()
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=run, name="grpc-loop", daemon=True)
+    thread.start()
+    started.wait(60)
+    if "error" in box:
+        error = box["error"]
+        raise error if isinstance(error, CnnappError) else CnnappError(
+            f"--port: the gRPC server did not start ({type(error).__name__}: {error}). Received: {port}")
+    if "server" not in box:
+        raise CnnappError(f"--port: the gRPC server did not start within 60 s. Received: {port}")
+    return GrpcServer(loop, box["server"], thread)

@@ -1,0 +1,235 @@
+"""`cnnapp serve` over gRPC on loopback, driven by tensorflow-serving-api's own stubs, as production
+TF Serving clients do: Predict on raw image bytes and raw sentences, Classify, GetModelMetadata,
+GetModelStatus, TF Serving's status codes, a model added while serving, and a version switch under
+load with no failed call. One real server process (REST and gRPC, batching on) for the module.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from conftest import export_tiny_image_model, png_bytes
+from test_serving_live import LiveServer
+
+grpc = pytest.importorskip("grpc")
+apis = pytest.importorskip("tensorflow_serving.apis", reason="tensorflow-serving-api (make venv installs it)")
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,  # noqa: E402
+                                     model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
+
+IMAGE_CLASSES = ["zero", "one", "two"]
+NEW_CLASSES = ["cat", "dog", "eel"]
+
+
+@pytest.fixture(scope="module")
+def setup(model_base, tmp_path_factory):
+    base = tmp_path_factory.mktemp("grpc_base")
+    staging = tmp_path_factory.mktemp("grpc_staging")
+    for name in ("tiny_image", "tiny_text"):
+        shutil.copytree(model_base / name, base / name)
+    shutil.copytree(model_base / "tiny_image", base / "switchy")
+    export_tiny_image_model(staging, name="switchy", class_names=NEW_CLASSES, version=2)
+    server = LiveServer("--model_base_path", base, "--enable_batching", "--max_batch_size", 8,
+                        "--batch_timeout_micros", 500, "--file_system_poll_wait_seconds", 0.2, grpc=True)
+    channel = grpc.insecure_channel(server.grpc)
+    grpc.channel_ready_future(channel).result(timeout=30)
+    yield {"server": server, "base": base, "staging": staging, "model_base": model_base,
+           "predict": prediction_service_pb2_grpc.PredictionServiceStub(channel),
+           "models": model_service_pb2_grpc.ModelServiceStub(channel)}
+    channel.close()
+    log = server.stop()
+    assert "Traceback" not in log, log[-3000:]
+
+
+def predict_request(model: str, values, *, dtype=None, input_name=None, signature="", version=None):
+    import tensorflow as tf
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = model
+    req.model_spec.signature_name = signature
+    if version is not None:
+        req.model_spec.version.value = version
+    name = input_name or ("image_bytes" if "image" in model or model == "switchy" else "sentences")
+    req.inputs[name].CopyFrom(tf.make_tensor_proto(values, dtype=dtype))
+    return req
+
+
+def png(seed: int) -> bytes:
+    return png_bytes(np.random.default_rng(seed).integers(0, 255, (8, 8, 1)))
+
+
+def classes_of(response) -> list[str]:
+    import tensorflow as tf
+    return [c.decode() for c in tf.make_ndarray(response.outputs["classes"])[0]]
+
+
+def test_predict_raw_image_bytes_and_sentences_match_rest(setup):
+    import httpx
+    import tensorflow as tf
+    rest = setup["server"].rest
+    images = [png(0), png(1)]
+    r = setup["predict"].Predict(predict_request("tiny_image", images, dtype=tf.string), timeout=30)
+    assert r.model_spec.name == "tiny_image" and r.model_spec.version.value == 1
+    assert r.model_spec.signature_name == "serving_default"
+    scores = tf.make_ndarray(r.outputs["scores"])
+    assert scores.shape == (2, 3) and np.allclose(scores.sum(axis=1), 1, atol=1e-5)
+    assert classes_of(r) == IMAGE_CLASSES
+    import base64
+    by_rest = httpx.post(f"{rest}/v1/models/tiny_image:predict", timeout=30,
+                         json={"instances": [{"b64": base64.b64encode(i).decode()} for i in images]}).json()
+    np.testing.assert_allclose(scores, [p["scores"] for p in by_rest["predictions"]], rtol=1e-5)
+
+    sentences = ["a good film", "dull and boring", "é ünïcode ✓"]
+    r = setup["predict"].Predict(predict_request("tiny_text", sentences), timeout=30)
+    scores = tf.make_ndarray(r.outputs["scores"])
+    assert scores.shape == (3, 2)
+    by_rest = httpx.post(f"{rest}/v1/models/tiny_text:predict", json={"instances": sentences}, timeout=30).json()
+    np.testing.assert_allclose(scores, [p["scores"] for p in by_rest["predictions"]], rtol=1e-5)
+    # output_filter, a second signature and an explicit version, as TF Serving takes them
+    ids = np.array([[2, 3, 4] + [0] * 9], dtype=np.int64)
+    r = setup["predict"].Predict(predict_request("tiny_text", ids, input_name="token_ids",
+                                                 signature="serving_token_ids", version=1), timeout=30)
+    assert set(r.outputs) == {"scores", "classes"} and r.model_spec.signature_name == "serving_token_ids"
+    req = predict_request("tiny_text", ["x"])
+    req.output_filter.append("scores")
+    assert set(setup["predict"].Predict(req, timeout=30).outputs) == {"scores"}
+
+
+def test_classify_with_tf_examples(setup):
+    import tensorflow as tf
+    req = classification_pb2.ClassificationRequest()
+    req.model_spec.name = "tiny_text"
+    for text in ("a good film", "dull and boring"):
+        ex = req.input.example_list.examples.add()
+        ex.features.feature["sentences"].bytes_list.value.append(text.encode())
+    result = setup["predict"].Classify(req, timeout=30).result.classifications
+    assert len(result) == 2
+    for row in result:
+        assert [c.label for c in row.classes] == ["negative", "positive"]
+        assert abs(sum(c.score for c in row.classes) - 1) < 1e-5
+    expected = tf.make_ndarray(setup["predict"].Predict(
+        predict_request("tiny_text", ["a good film", "dull and boring"]), timeout=30).outputs["scores"])
+    np.testing.assert_allclose([[c.score for c in row.classes] for row in result], expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("model", ["tiny_image", "tiny_text"])
+def test_metadata_is_the_saved_model_signature_def_map(setup, model):
+    from tensorflow.core.protobuf import saved_model_pb2
+    req = get_model_metadata_pb2.GetModelMetadataRequest()
+    req.model_spec.name = model
+    req.metadata_field.append("signature_def")
+    response = setup["predict"].GetModelMetadata(req, timeout=30)
+    assert response.model_spec.name == model and response.model_spec.version.value == 1
+    packed = response.metadata["signature_def"]
+    assert packed.type_url == "type.googleapis.com/tensorflow.serving.SignatureDefMap"
+    sig_map = get_model_metadata_pb2.SignatureDefMap()
+    assert packed.Unpack(sig_map)
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((setup["model_base"] / model / "1" / "saved_model.pb").read_bytes())
+    [graph] = saved_model.meta_graphs
+    assert set(sig_map.signature_def) == set(graph.signature_def)
+    for name, sig in graph.signature_def.items():
+        assert sig_map.signature_def[name] == sig, name      # protobuf equality: every field
+
+
+def test_model_status(setup):
+    req = get_model_status_pb2.GetModelStatusRequest()
+    req.model_spec.name = "tiny_text"
+    [status] = setup["models"].GetModelStatus(req, timeout=30).model_version_status
+    assert status.version == 1 and status.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
+    assert status.status.error_code == 0 and status.status.error_message == ""
+
+
+def _code(call, request) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as info:
+        call(request, timeout=30)
+    return info.value.code(), info.value.details()
+
+
+def test_status_codes(setup):
+    import tensorflow as tf
+    predict = setup["predict"].Predict
+    code, details = _code(predict, predict_request("nope", ["x"], input_name="sentences"))
+    assert code == grpc.StatusCode.NOT_FOUND and "Servable not found for request: Latest(nope)" in details
+    code, details = _code(predict, predict_request("tiny_text", ["x"], version=7))
+    assert code == grpc.StatusCode.NOT_FOUND and "Specific(tiny_text, 7)" in details
+    code, details = _code(predict, predict_request("tiny_text", [1.5, 2.5], dtype=tf.float32))   # bad tensor
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "expects string but float32 is provided" in details
+    code, _ = _code(predict, predict_request("tiny_text", ["x"], input_name="wrong"))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    code, _ = _code(predict, predict_request("tiny_text", ["x"], signature="nope"))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    code, details = _code(predict, predict_request("tiny_image", [b"not an image"], dtype=tf.string))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "image" in details.lower()
+    status = get_model_status_pb2.GetModelStatusRequest()
+    status.model_spec.name = "nope"
+    assert _code(setup["models"].GetModelStatus, status)[0] == grpc.StatusCode.NOT_FOUND
+
+
+def test_model_added_while_serving(setup):
+    server = setup["server"]
+    mark = len(server.lines)
+    shutil.copytree(setup["model_base"] / "tiny_text", setup["base"] / ".late_text.tmp")
+    os.rename(setup["base"] / ".late_text.tmp", setup["base"] / "late_text")     # appears whole
+    assert server.wait_log("serving late_text version 1", 120, start=mark), server.log[-3000:]
+    r = setup["predict"].Predict(predict_request("late_text", ["a good film"], input_name="sentences"), timeout=30)
+    assert [c.decode() for c in __import__("tensorflow").make_ndarray(r.outputs["classes"])[0]] == ["negative", "positive"]
+
+
+def test_version_switch_under_load_has_no_failed_call(setup):
+    import tensorflow as tf
+    server, predict = setup["server"], setup["predict"].Predict
+    request = predict_request("switchy", [png(3)], dtype=tf.string)
+    seen: list[tuple[str, list]] = []
+    failures: list[str] = []
+    switched = threading.Event()
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def client():
+        after = 0
+        while not stop.is_set() and after < 30:
+            try:
+                classes = classes_of(predict(request, timeout=30))
+                with lock:
+                    seen.append(("after" if switched.is_set() else "before", classes))
+            except grpc.RpcError as e:
+                failures.append(f"{e.code()}: {e.details()}")
+            if switched.is_set():
+                after += 1
+
+    threads = [threading.Thread(target=client) for _ in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(seen) < 30 and time.monotonic() < deadline and not failures:
+            time.sleep(0.01)      # let load build up (a condition, bounded)
+        mark = len(server.lines)
+        os.rename(setup["staging"] / "switchy" / "2", setup["base"] / "switchy" / "2")   # atomic, as export does
+        assert server.wait_log("serving switchy version 2", 120, start=mark), server.log[-3000:]
+        switched.set()
+        assert server.wait_log("unloaded switchy version 1", 60, start=mark), server.log[-3000:]
+    finally:
+        for t in threads:
+            t.join(timeout=120)
+        stop.set()
+    assert not failures, failures[:5]
+    assert seen[0][1] == IMAGE_CLASSES and seen[-1][1] == NEW_CLASSES
+    assert {tuple(c) for _, c in seen} == {tuple(IMAGE_CLASSES), tuple(NEW_CLASSES)}
+    assert all(c == NEW_CLASSES for when, c in seen[-20:] if when == "after")
+    req = get_model_status_pb2.GetModelStatusRequest()
+    req.model_spec.name = "switchy"
+    states = {s.version: s.state for s in setup["models"].GetModelStatus(req, timeout=30).model_version_status}
+    assert states == {1: get_model_status_pb2.ModelVersionStatus.END, 2: get_model_status_pb2.ModelVersionStatus.AVAILABLE}
+
+
+def test_grpc_requests_are_in_the_metrics(setup):
+    import httpx
+    text = httpx.get(f"{setup['server'].rest}/monitoring/prometheus/metrics", timeout=30).text
+    assert 'API="Predict",entrypoint="GRPC",model_name="tiny_text",status="OK"' in text
+    assert 'entrypoint="GRPC",model_name="(unknown)",status="NOT_FOUND"' in text
