@@ -57,12 +57,14 @@ def build_models():
 
 
 def export(base: Path) -> None:
-    from cnnapp.export import export_image_classifier, export_text_classifier
+    from cnnapp.tasks import export_model
+    from cnnapp.tasks.images import ImageTask, image_prepared
+    from cnnapp.tasks.sentences import SentenceTask, text_prepared
     image, decoder, text, vectorizer = build_models()
-    export_image_classifier(image, decoder=decoder, class_names=[str(i) for i in range(10)], export_base=base,
-                            name="image", version=1)
-    export_text_classifier(text, vectorizer=vectorizer, class_names=["negative", "positive"], export_base=base,
-                           name="text", version=1)
+    export_model(ImageTask(), image, image_prepared(decoder, num_classes=10), class_names=[str(i) for i in range(10)],
+                 export_base=base, name="image", version=1)
+    export_model(SentenceTask(), text, text_prepared(vectorizer, num_classes=2), class_names=["negative", "positive"],
+                 export_base=base, name="text", version=1)
 
 
 def naive_server(port: int) -> None:

@@ -46,9 +46,8 @@ def main():
     cli(prog_name="cnnapp")
 
 
-from cnnapp.cli import inspect, launch, predict, train  # noqa: E402
-from cnnapp.serving.command import serve  # noqa: E402
+from cnnapp.cli import inspect, launch, predict, serve, train  # noqa: E402
 
 for command in (train.train_image, train.train_text, predict.predict, inspect.inspect, inspect.summary,
-                inspect.models, serve, launch.launch):
+                inspect.models, serve.serve, launch.launch):
     cli.add_command(command)
