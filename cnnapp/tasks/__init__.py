@@ -48,6 +48,6 @@ def export_model(task, model: keras.Model, prepared: Prepared, *, class_names, e
                  version: int | None = None, metadata: dict | None = None) -> Path:
     """Export `model` with the task's raw-input signatures (through the one export function)."""
     from cnnapp.export import export_classifier
-    return export_classifier(model, endpoints=task.endpoints(prepared, model), track=prepared.track,
+    return export_classifier(model, endpoints=task.endpoints(prepared, model, class_names), track=prepared.track,
                              class_names=class_names, export_base=export_base, name=name, version=version,
                              metadata={**task.export_metadata(prepared, model), **(metadata or {})})

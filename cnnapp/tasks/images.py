@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from cnnapp.data import RawData, Splits
 from cnnapp.data.image import ImageRequest, read_image_data
+from cnnapp.export.explain import SIGNATURE as EXPLAIN, explainable, image_explainer
 from cnnapp.preprocessing.image import ImageDecoder, build_augmenter
 from cnnapp.tasks import Prepared
 
@@ -39,13 +40,16 @@ class ImageTask:
     def augmenter(self, seed: int):
         return build_augmenter(self.augment, seed=seed)
 
-    def endpoints(self, prepared: Prepared, model) -> dict:
+    def endpoints(self, prepared: Prepared, model, class_names=()) -> dict:
         decoder = prepared.preprocessor
-        return {
+        endpoints = {
             "serving_default": (tf.TensorSpec([None], tf.string, name="image_bytes"), decoder),
             "serving_pixels": (tf.TensorSpec([None, None, None, decoder.channels], tf.float32, name="pixels"),
                                decoder.resize_pixels),
         }
+        if class_names and explainable(model) is None:
+            endpoints[EXPLAIN] = image_explainer(model, decoder, class_names)
+        return endpoints
 
     def export_metadata(self, prepared: Prepared, model) -> dict:
         return {"kind": "image", "input": "image_bytes", **prepared.info}
