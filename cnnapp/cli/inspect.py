@@ -18,22 +18,24 @@ from cnnapp.cli.options import (IMAGE_MODEL_FIELDS, TEXT_MODEL_FIELDS, ImageSize
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Where image plots go [default: RUN_DIR/inspect].")
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="N-grams to show per sentence.")
+@click.option("--class", "class_name", default=None, metavar="NAME",
+              help="The class Grad-CAM explains [default: each image's predicted class].")
 @click.option("--json", "as_json", is_flag=True)
 @library_errors
-def inspect(run_dir, inputs, out, top, as_json):
-    """See what a trained model learned (RUN_DIR is runs/<name>).
+def inspect(run_dir, inputs, out, top, class_name, as_json):
+    """See what a trained model learned (RUN_DIR is runs/<name>, or an export saved_models/<name>[/<version>]).
 
-    Images: writes the first layer's filters and each conv block's feature maps for every input
-    image as PNGs. Sentences: prints the n-grams whose filters won max-over-time pooling and
-    pushed the predicted class most.
+    Images: writes the first layer's filters, each conv block's feature maps and a Grad-CAM overlay
+    for every input image as PNGs. Sentences: prints the n-grams whose filters won max-over-time
+    pooling and pushed the predicted class most. Both come from the model's `explain` signature.
     """
     if not inputs:
         raise click.UsageError("give image files or sentences to inspect.")
-    from cnnapp.inspection import inspect_images, inspect_sentences, kind_of, load_run
-    model, preprocessor, config = load_run(run_dir)
-    if kind_of(model) == "image":
+    from cnnapp.inspection import inspect_images, inspect_sentences, open_explainer
+    explainer = open_explainer(run_dir)
+    if explainer.kind == "image":
         out_dir = Path(out or Path(run_dir) / "inspect")
-        results = inspect_images(model, preprocessor, config, inputs, out_dir)
+        results = inspect_images(explainer, inputs, out_dir, class_name=class_name)
         if as_json:
             click.echo(json.dumps(results, indent=2))
             return
@@ -42,9 +44,12 @@ def inspect(run_dir, inputs, out, top, as_json):
             for name, layer in res["layers"].items():
                 click.echo(f"  {name:8s} {'x'.join(map(str, layer['shape'])):>10s}  "
                            f"{layer['active_fraction']:.0%} active  -> {layer['plot']}")
+            cam = res["gradcam"]
+            click.echo(f"  grad-cam {cam['class']!r} on {cam['layer']}, peak at row {cam['peak'][0]} "
+                       f"col {cam['peak'][1]}  -> {cam['plot']}")
         click.echo(f"filters: {out_dir / 'filters.png'}")
         return
-    results = inspect_sentences(model, preprocessor, config, list(inputs), top=top)
+    results = inspect_sentences(explainer, list(inputs), top=top)
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
