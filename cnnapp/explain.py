@@ -93,23 +93,30 @@ def _text(value) -> str:
 
 def image_explanation(outputs: dict, i: int, explain_meta: dict, *, max_maps: int = 16, images: str = "png",
                       top_k: int = 5) -> dict:
-    """Example `i` of an image explain call: top-k, Grad-CAM, each block's maps (most active first), filters.
+    """Example `i` of an image explain call: top-k, Grad-CAM and HiResCAM overlays, each block's maps
+    (most active first), the first layer's filters.
 
     `images="png"` gives base64 PNGs (maps scaled by their layer's peak, so strengths compare within
     a layer); `images="array"` the float values instead. At most `max_maps` maps per layer.
     """
     scores, classes = outputs["scores"][i], outputs["classes"][i]
     chosen = int(outputs["class_index"][i])
-    pixels, cam = outputs["pixels"][i], outputs["gradcam"][i]
+    pixels = outputs["pixels"][i]
+
+    def heatmap(key):
+        cam = outputs[key][i]
+        return {"class_index": chosen, "class": _text(classes[chosen]), "layer": explain_meta.get("gradcam_layer"),
+                "peak": [int(v) for v in np.unravel_index(int(np.argmax(cam)), cam.shape)],
+                "empty": not bool(cam.max() > 0),       # nothing positive: the map says nothing
+                "overlay": _picture(gradcam_overlay(pixels, cam), images, cam)}
+
     result = {
         "top": top_classes(scores, classes, top_k),
         "scores": [round(float(s), 6) for s in scores],
         "classes": [_text(c) for c in classes],
         "predicted": _text(classes[int(np.argmax(scores))]),
-        "gradcam": {"class_index": chosen, "class": _text(classes[chosen]), "layer": explain_meta.get("gradcam_layer"),
-                    "peak": [int(v) for v in np.unravel_index(int(np.argmax(cam)), cam.shape)],
-                    "overlay": _picture(gradcam_overlay(pixels, cam), images, cam),
-                    "heatmap": _picture(colorize(cam, JET), images, cam)},
+        "gradcam": heatmap("gradcam"),
+        "hirescam": heatmap("hirescam"),
         "input": _picture(gray_rgb(pixels), images, pixels[..., 0] if pixels.shape[-1] == 1 else pixels),
         "layers": [],
     }

@@ -103,13 +103,15 @@ def write_image_explanation(outputs: dict, i: int, explain_meta: dict, out_dir: 
               f"{layer['shape'][-1]} maps", labels=[m["index"] for m in shown])
         layers[name] = {"shape": layer["shape"], "active_fraction": layer["active_fraction"],
                         "strongest_maps": [m["index"] for m in shown[:5]], "plot": str(path)}
-    cam = res["gradcam"]
-    cam_path = out_dir / f"{stem}_gradcam_{_safe(cam['class'])}.png"
-    cam_path.write_bytes(encode_png(upscale(gradcam_overlay(outputs["pixels"][i], outputs["gradcam"][i]))))
+    heatmaps = {}
+    for key in ("gradcam", "hirescam"):
+        cam = res[key]
+        cam_path = out_dir / f"{stem}_{key}_{_safe(cam['class'])}.png"
+        cam_path.write_bytes(encode_png(upscale(gradcam_overlay(outputs["pixels"][i], outputs[key][i]))))
+        heatmaps[key] = {"class": cam["class"], "class_index": cam["class_index"], "layer": cam["layer"],
+                         "peak": cam["peak"], "empty": cam["empty"], "plot": str(cam_path)}
     return {"probabilities": res["scores"], "predicted": res["predicted"], "layers": layers,
-            "filters_plot": str(filters_plot),
-            "gradcam": {"class": cam["class"], "class_index": cam["class_index"], "layer": cam["layer"],
-                        "peak": cam["peak"], "plot": str(cam_path)}}
+            "filters_plot": str(filters_plot), **heatmaps}
 
 
 def _safe(text: str) -> str:

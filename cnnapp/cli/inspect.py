@@ -44,9 +44,10 @@ def inspect(run_dir, inputs, out, top, class_name, as_json):
             for name, layer in res["layers"].items():
                 click.echo(f"  {name:8s} {'x'.join(map(str, layer['shape'])):>10s}  "
                            f"{layer['active_fraction']:.0%} active  -> {layer['plot']}")
-            cam = res["gradcam"]
-            click.echo(f"  grad-cam {cam['class']!r} on {cam['layer']}, peak at row {cam['peak'][0]} "
-                       f"col {cam['peak'][1]}  -> {cam['plot']}")
+            for key, label in (("gradcam", "grad-cam"), ("hirescam", "hirescam")):
+                cam = res[key]
+                where = "nothing positive" if cam["empty"] else f"peak at row {cam['peak'][0]} col {cam['peak'][1]}"
+                click.echo(f"  {label:8s} {cam['class']!r} on {cam['layer']}, {where}  -> {cam['plot']}")
         click.echo(f"filters: {out_dir / 'filters.png'}")
         return
     results = inspect_sentences(explainer, list(inputs), top=top)

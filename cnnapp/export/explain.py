@@ -10,6 +10,8 @@ signature cannot have optional inputs):
     class_index int32 [N]                 the class Grad-CAM explains (the top one for -1)
     gradcam float32 [N, H, W]             Grad-CAM (Selvaraju et al. 2017) on the last conv block,
                                           at the input size, 0..1 (1 at each image's peak)
+    hirescam float32 [N, H, W]            HiResCAM (Draelos & Carin 2020): gradient x activation
+                                          summed over channels; same scale and size
     pixels float32 [N, H, W, ch]          the decoded, resized input the model saw (0..255)
     maps_1 ... maps_K float32 [N, h, w, c]  each conv block's activations after its ReLU
     filters float32 [N, kh, kw, in, out]  the first convolution's kernels (repeated per example,
@@ -88,11 +90,14 @@ def image_explainer(model: keras.Model, decoder: Callable, class_names) -> Expla
             # Selvaraju et al. use the score before the softmax: the logit of the class.
             target = tf.gather(tf.cast(logit_values, tf.float32), chosen, batch_dims=1)
         grads = tf.cast(tape.gradient(target, last), tf.float32)        # [N, h, w, c]
+        last = tf.cast(last, tf.float32)
         weights = tf.reduce_mean(grads, axis=[1, 2])                     # alpha_c: global average of the gradient
-        cam = tf.nn.relu(tf.einsum("nhwc,nc->nhw", tf.cast(last, tf.float32), weights))
-        cam = tf.image.resize(cam[..., tf.newaxis], (height, width), method="bilinear")[..., 0]
-        peak = tf.reduce_max(cam, axis=[1, 2], keepdims=True)
-        cam = tf.math.divide_no_nan(cam, peak)
+        cam = _heatmap(tf.einsum("nhwc,nc->nhw", last, weights), height, width)
+        # HiResCAM: the gradient times the activation at each position, summed over channels. With a
+        # global-average-pooled head it is Grad-CAM up to scale; with Flatten -> Dense (image_cnn),
+        # where each position has its own weights, the averaged gradient cancels out and only this
+        # one still shows where the logit came from.
+        hires = _heatmap(tf.reduce_sum(grads * last, axis=-1), height, width)
         n = tf.shape(scores)[0]
         kernel = tf.cast(conv.kernel, tf.float32)
         out = {
@@ -100,6 +105,7 @@ def image_explainer(model: keras.Model, decoder: Callable, class_names) -> Expla
             "classes": tf.tile(names[tf.newaxis, :], [n, 1]),
             "class_index": chosen,
             "gradcam": cam,
+            "hirescam": hires,
             "pixels": pixels,
             "filters": tf.tile(kernel[tf.newaxis], [n, 1, 1, 1, 1]),
         }
@@ -114,6 +120,12 @@ def image_explainer(model: keras.Model, decoder: Callable, class_names) -> Expla
                 "filters_layer": conv.name, "gradcam_layer": map_layers[-1].name, "logits_layer": logits.name}
     return Explainer([tf.TensorSpec([None], tf.string, name="image_bytes"),
                       tf.TensorSpec([None], tf.int32, name="class_index")], explain, metadata)
+
+
+def _heatmap(cam, height: int, width: int):
+    """ReLU, upsample [N, h, w] to the input size, scale each example's peak to 1 (all 0 when nothing is positive)."""
+    cam = tf.image.resize(tf.nn.relu(cam)[..., tf.newaxis], (height, width), method="bilinear")[..., 0]
+    return tf.math.divide_no_nan(cam, tf.reduce_max(cam, axis=[1, 2], keepdims=True))
 
 
 def text_explainer(model: keras.Model, vectorizer, class_names) -> Explainer:
