@@ -29,6 +29,8 @@ from starlette.routing import Route
 from cnnapp.serving.codec import (ServingError, decode_classify, decode_predict, encode_classify,
                                   encode_predict, parse_json)
 from cnnapp.serving.config import ServerConfig
+from cnnapp.serving.explain import explain  # cnnapp's :explain extension
+from cnnapp.serving.page import page_routes  # the web page at /
 from cnnapp.serving.metrics import Metrics
 from cnnapp.serving.models import ModelManager
 
@@ -69,6 +71,7 @@ class ServingApp:
         self.app = Starlette(routes=[
             Route("/v1/models/{rest:path}", self.models_route, methods=["GET", "POST"]),
             Route("/monitoring/prometheus/metrics", self.prometheus, methods=["GET"]),
+            *page_routes(self),  # the page, its files and /cnnapp/models (serving/page.py)
         ], lifespan=lifespan, exception_handlers={404: self.not_found, 405: self.not_allowed})
         self.app.state.serving = self
 
@@ -110,7 +113,10 @@ class ServingApp:
             version, label, verb = m["version"], m["label"], m["verb"]
             if m["metadata"] and verb:
                 raise ServingError(f"Malformed request: {request.method} {request.url.path}", status=404)
-            if request.method == "GET":
+            if request.method == "POST" and verb == "explain":  # cnnapp's extension (serving/explain.py)
+                api = "Explain"
+                response = _json(await explain(self, name, version, label, await self._body(request)))
+            elif request.method == "GET":
                 if verb:
                     raise ServingError(f"Malformed request: GET {request.url.path} (:{verb} takes POST)",
                                        status=405)
