@@ -62,10 +62,14 @@ async function loadModels() {
     $("status").textContent = "No models are served. Start the server with --model-base-path pointing at exports.";
     return;
   }
-  const wanted = decodeURIComponent(location.hash.replace(/^#model=/, ""));
-  const first = state.models.find((m) => m.name === wanted && m.available) || state.models.find((m) => m.available);
+  const first = modelFromHash() || state.models.find((m) => m.available);
   if (first) selectModel(first.name);
   else $("status").textContent = "No model has a version available yet.";
+}
+
+function modelFromHash() {
+  const wanted = decodeURIComponent(location.hash.replace(/^#model=/, ""));
+  return state.models.find((m) => m.name === wanted);
 }
 
 function selectModel(name) {
@@ -318,6 +322,10 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("cam-class").addEventListener("change", () => { if (state.lastImage) explainImage(state.lastImage); });
   $("text-input").addEventListener("submit", explainSentence);
+  window.addEventListener("hashchange", () => {
+    const model = modelFromHash();
+    if (model && model !== state.model) selectModel(model.name);
+  });
   setUpCanvas();
   loadModels();
 });
