@@ -93,8 +93,8 @@ function selectModel(name) {
   if (model.model) facts.push(model.model);
   if (model.image_size) facts.push(`${model.image_size.join("×")}×${model.channels} input`);
   facts.push(`${model.class_names.length} classes`);
-  if (model.metrics && typeof model.metrics.test_accuracy === "number") {
-    facts.push(`test accuracy ${(model.metrics.test_accuracy * 100).toFixed(2)}%`);
+  if (model.metrics && typeof model.metrics.accuracy === "number") {
+    facts.push(`${model.metrics.evaluated_on || "held-out"} accuracy ${(model.metrics.accuracy * 100).toFixed(2)}%`);
   }
   $("model-facts").textContent = facts.join(" · ");
   $("image-input").hidden = model.kind !== "image";
