@@ -68,7 +68,7 @@ def main() -> None:
 def shoot(driver, path: Path) -> None:
     driver.set_window_size(1280, 800)                 # measure the page, not the last window
     height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1280, min(height + 20, 4000))
+    driver.set_window_size(1280, min(height + 140, 4000))   # the window is taller than its viewport
     driver.save_screenshot(str(path))
     print(path)
 
