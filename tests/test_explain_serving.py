@@ -154,3 +154,16 @@ def test_page_and_explain_files_ship_in_the_package():
     assert {p.name for p in static.iterdir()} >= {"index.html", "app.js", "style.css"}
     for p in static.iterdir():
         assert "//cdn" not in p.read_text() and "https://" not in p.read_text(), p
+
+
+def test_the_explain_signature_answers_tf_servings_predict(client):
+    """A standard signature: TF Serving's own :predict serves it (row and columnar forms)."""
+    row = {"signature_name": "explain", "instances": [{"image_bytes": {"b64": b64_png()}, "class_index": -1}]}
+    r = client.post("/v1/models/tiny_image:predict", json=row)
+    assert r.status_code == 200, r.text
+    [p] = r.json()["predictions"]
+    assert {"scores", "gradcam", "hirescam", "maps_1", "maps_2", "filters", "pixels", "class_index"} <= set(p)
+    assert np.asarray(p["gradcam"]).shape == (8, 8) and np.asarray(p["filters"]).shape == (3, 3, 1, 4)
+    r = client.post("/v1/models/tiny_text:predict", json={"signature_name": "explain", "inputs": ["a good film"]})
+    out = r.json()["outputs"]
+    assert out["tokens"][0][:3] == ["a", "good", "film"] and np.asarray(out["contribution"]).shape == (1, 8, 2)

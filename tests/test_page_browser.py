@@ -103,7 +103,7 @@ def _digit_png(tmp_path) -> Path:
     return path
 
 
-def test_upload_a_png_type_a_sentence_and_screenshot(server, browser, tmp_path):
+def test_upload_a_png_type_a_sentence_and_screenshot(browser, server, tmp_path):
     _open(browser, server, "digits")
     rows = browser.find_elements("css selector", "#layers tbody tr")
     assert [r.find_elements("tag name", "td")[0].text for r in rows][:3] == ["pixels", "rescale", "conv1"]
@@ -133,7 +133,7 @@ def test_upload_a_png_type_a_sentence_and_screenshot(server, browser, tmp_path):
     assert image.std() > 10 and len(colours) > 50, f"a blank screenshot? std {image.std():.1f}, {len(colours)} colours"
 
 
-def test_a_class_named_like_html_renders_as_text(server, browser, tmp_path):
+def test_a_class_named_like_html_renders_as_text(browser, server, tmp_path):
     _open(browser, server, "evil")
     options = [o.text for o in browser.find_elements("css selector", "#cam-class option")]
     assert EVIL in options
