@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import png_bytes, run_cli
+from test_models import CLASSES, registered, tiny
 
 
 def _export_image(tmp_path, model, class_names, size, channels=1, name="m"):
@@ -186,3 +187,39 @@ def test_inspect_reads_an_exports_explain_signature(model_base, tmp_path):
     [text] = json.loads(run_cli(["inspect", model_base / "tiny_text" / "1", "a good film", "--json"]).output)
     assert text["tokens"] == ["a", "good", "film"] and text["predicted"] in ("negative", "positive")
     assert len(text["token_scores"]) == 3
+
+
+@pytest.mark.parametrize("name, options", [*((n, {}) for n in registered()),
+                                           ("text_cnn", {"embedding_mode": "multichannel"})])
+def test_every_registered_model_explains(name, options):
+    """The explain function of every registered family (and Kim's multichannel mode), run in memory."""
+    import keras
+    import tensorflow as tf
+    from cnnapp.models import registry
+    from cnnapp.tasks.images import ImageTask
+    from cnnapp.tasks.sentences import SentenceTask
+    model, prepared, raw = tiny(name)
+    if options:
+        keras.utils.set_random_seed(0)
+        vocab = prepared.model_args["vocab_size"]
+        matrix = np.random.default_rng(0).uniform(-1, 1, (vocab, 8)).astype("float32")
+        model = registry()[name].build({**prepared.model_args, "embedding_matrix": matrix},
+                                       {**options, "embedding_dim": 8, "feature_maps": 4})
+    task = ImageTask() if registry()[name].kind == "image" else SentenceTask()
+    explainer = task.endpoints(prepared, model, [f"c{i}" for i in range(CLASSES)])["explain"]
+    raw = tf.constant(raw)
+    expected = np.asarray(model(prepared.preprocessor(raw), training=False))
+    if task.kind == "image":
+        out = explainer.fn(raw, tf.fill([len(raw)], -1))
+        for spec in explainer.metadata["maps"]:
+            assert list(out[spec["output"]].shape[1:]) == spec["shape"]
+        for key in ("gradcam", "hirescam"):
+            cam = out[key].numpy()
+            assert cam.shape == (len(raw), 16, 16) and np.isfinite(cam).all() and 0 <= cam.min() <= cam.max() <= 1
+    else:
+        out = explainer.fn(raw)
+        features = sum(b["filters"] for b in explainer.metadata["branches"])
+        assert out["contribution"].shape == (len(raw), features, CLASSES)
+        lead, length = explainer.metadata["edge_padding"], out["token_ids"].shape[1]
+        assert (out["ngram_start"].numpy() >= -lead).all() and (out["ngram_start"].numpy() < length).all()
+    np.testing.assert_allclose(out["scores"].numpy(), expected, rtol=1e-4, atol=1e-6)
