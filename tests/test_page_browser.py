@@ -115,6 +115,15 @@ def test_upload_a_png_type_a_sentence_and_screenshot(browser, server, tmp_path):
     assert len(browser.find_elements("css selector", "#maps .layer-maps")) == 2
     assert len(browser.find_elements("css selector", "#filters .tile img")) == 4
 
+    # draw a stroke on the canvas: releasing the pointer explains the drawing
+    from selenium.webdriver.common.action_chains import ActionChains
+    before = browser.find_element("id", "input-image").get_attribute("src")
+    canvas = browser.find_element("id", "canvas")
+    ActionChains(browser).move_to_element_with_offset(canvas, -60, -80).click_and_hold() \
+        .move_by_offset(60, 40).move_by_offset(20, 100).release().perform()
+    _wait(browser, lambda d: d.find_element("id", "input-image").get_attribute("src") != before,
+          "the drawing to be explained")
+
     _open(browser, server, "sentences")
     browser.find_element("id", "sentence").send_keys("a good film")
     browser.find_element("id", "explain-text").click()
