@@ -44,15 +44,11 @@ def load_run(run_dir: str | Path) -> tuple[keras.Model, keras.Model, dict]:
     return keras.saving.load_model(str(path), compile=False), load_preprocessor(run_dir), config
 
 
-def class_name(config: dict, index: int) -> str:
-    names = config.get("resolved", {}).get("class_names")
-    return names[index] if names else str(index)
-
-
 # ---------------------------------------------------------------------------- images
 
 def feature_maps(model: keras.Model, pixels: np.ndarray) -> dict[str, np.ndarray]:
-    """Each conv block's activation maps (after its ReLU) for one image, by layer name."""
+    """Each conv block's activation maps (after its ReLU) for one image, by layer name: a plain Keras
+    probe, independent of the explain function (tests/test_explain.py compares the two)."""
     layers = roles.feature_map_layers(model)
     probe = keras.Model(model.inputs, [layer.output for layer in layers])
     outs = probe([pixels[np.newaxis].astype("float32")], training=False)
@@ -183,8 +179,9 @@ class Explainer:
     >>> outputs = explainer([png_bytes])                    # {output name: numpy array}
     """
 
-    def __init__(self, fn, *, kind: str, class_names: list[str], metadata: dict, source: str):
+    def __init__(self, fn, *, kind: str, class_names: list[str], metadata: dict, source: str, keep=None):
         self.fn, self.kind, self.class_names, self.metadata, self.source = fn, kind, class_names, metadata, source
+        self._keep = keep     # a loaded SavedModel must stay alive while its signature is called
 
     def class_index(self, name: str | None) -> int:
         if name is None:
@@ -237,7 +234,6 @@ def _export_explainer(version_dir: Path) -> Explainer:
     if SIGNATURE not in loaded.signatures or not meta.get("explain"):
         raise CnnappError(f"RUN_DIR: {version_dir} has no '{SIGNATURE}' signature (exported before cnnapp had one, "
                           f"or an ensemble); inspect its run directory or export it again. Received: {version_dir}")
-    fn = loaded.signatures[SIGNATURE]
-    fn._cnnapp_keep = loaded   # the signature needs its SavedModel object alive
-    return Explainer(fn, kind=meta.get("kind", "image"), class_names=list(meta.get("class_names", [])),
-                     metadata=meta["explain"], source=str(version_dir))
+    return Explainer(loaded.signatures[SIGNATURE], kind=meta.get("kind", "image"),
+                     class_names=list(meta.get("class_names", [])), metadata=meta["explain"], source=str(version_dir),
+                     keep=loaded)
