@@ -33,7 +33,11 @@ async function api(path, body) {
   });
   let doc;
   try { doc = await response.json(); } catch (e) { throw new Error(`${response.status} ${response.statusText}`); }
-  if (!response.ok) throw new Error(doc && doc.error ? doc.error : `${response.status} ${response.statusText}`);
+  if (!response.ok) {
+    const error = new Error(doc && doc.error ? doc.error : `${response.status} ${response.statusText}`);
+    error.status = response.status;
+    throw error;
+  }
   return doc;
 }
 
@@ -176,7 +180,15 @@ async function busy(work) {
   showError("");
   document.body.style.cursor = "progress";
   for (const b of document.querySelectorAll(".input-panel button")) b.disabled = true;
-  try { await work(); } catch (e) { showError(e.message); } finally {
+  try { await work(); } catch (e) {
+    // The version this page shows was unloaded (a newer one is served): reread the models.
+    if (e.status === 404 && state.model) {
+      const name = state.model.name;
+      await loadModels();
+      if (state.models.some((m) => m.name === name && m.available)) selectModel(name);
+    }
+    showError(e.message);
+  } finally {
     document.body.style.cursor = "";
     for (const b of document.querySelectorAll(".input-panel button")) b.disabled = false;
   }
