@@ -14,7 +14,10 @@ Request (rows, as `:predict` takes them; images as `{"b64": ...}`, sentences as 
 
 An instance may also be an object, `{"image_bytes": {"b64": ...}, "class": "7"}` or
 `{"sentences": "..."}`, to name a class per image. Answer: `{"model_spec": {...}, "explanations":
-[one per instance]}`; see `image_explanation` / `text_explanation` for their keys.
+[one per instance]}`; see `image_explanation` / `text_explanation` for their keys. With
+`"images": "array"` every picture is `{"values": ...}` instead of `{"png": ...}`: the heatmap
+(0..1) for `gradcam`/`hirescam` `overlay`, the pixels (0..255) for `input`, a map's activations,
+a filter's weights.
 """
 
 from __future__ import annotations
