@@ -73,22 +73,33 @@ def browser():
 
 def _wait(driver, condition, what: str, timeout: float = 60):
     """Wait for a condition of the page (a bounded deadline, no sleeps)."""
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
     try:
         return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d))
-    except Exception:
+    except TimeoutException:
         error = driver.find_element("id", "error").text
         raise AssertionError(f"timed out waiting for {what}; the page's error box says: {error!r}") from None
 
 
 def _open(driver, server, model: str) -> None:
+    """Show `model` (a new page, or a hash change on the same one); its previous answer is cleared."""
     driver.get(f"{server}/#model={model}")
-    _wait(driver, lambda d: d.find_element("id", "model-name").text == model, f"model {model} to be shown")
+    _wait(driver, lambda d: d.find_element("id", "model-name").text == model
+          and d.execute_script("return document.body.dataset.state") == "idle", f"model {model} to be shown")
+
+
+def _answered(driver) -> bool:
+    """The request made since the model was shown has been answered (the page says 'done')."""
+    state = driver.execute_script("return document.body.dataset.state")
+    if state == "error":
+        raise AssertionError(f"the page shows an error: {driver.find_element('id', 'error').text!r}")
+    return state == "done"
 
 
 def _upload(driver, path: Path) -> None:
     driver.find_element("id", "file").send_keys(str(path))
-    _wait(driver, lambda d: d.execute_script(
+    _wait(driver, lambda d: _answered(d) and d.execute_script(
         "const i = document.getElementById('gradcam-image');"
         "return document.getElementById('predicted').textContent !== '' && i.complete && i.naturalWidth > 0"),
         "the prediction and the Grad-CAM image")
@@ -121,13 +132,14 @@ def test_upload_a_png_type_a_sentence_and_screenshot(browser, server, tmp_path):
     canvas = browser.find_element("id", "canvas")
     ActionChains(browser).move_to_element_with_offset(canvas, -60, -80).click_and_hold() \
         .move_by_offset(60, 40).move_by_offset(20, 100).release().perform()
-    _wait(browser, lambda d: d.find_element("id", "input-image").get_attribute("src") != before,
+    _wait(browser, lambda d: _answered(d) and d.find_element("id", "input-image").get_attribute("src") != before,
           "the drawing to be explained")
 
     _open(browser, server, "sentences")
     browser.find_element("id", "sentence").send_keys("a good film")
     browser.find_element("id", "explain-text").click()
-    _wait(browser, lambda d: len(d.find_elements("css selector", "#highlighted .token")) == 3, "highlighted tokens")
+    _wait(browser, lambda d: _answered(d) and len(d.find_elements("css selector", "#highlighted .token")) == 3,
+          "highlighted tokens")
     tokens = browser.find_elements("css selector", "#highlighted .token")
     assert [t.text for t in tokens] == ["a", "good", "film"]
     assert browser.find_elements("css selector", "#highlighted .token.hl"), "no n-gram was highlighted"

@@ -105,9 +105,18 @@ function selectModel(name) {
   $("text-input").hidden = model.kind !== "text";
   $("no-explain").hidden = model.explain;
   for (const id of ["result", "image-result", "text-result"]) $(id).hidden = true;
+  clearResults();
   showError("");
   if (model.kind === "image") setUpImageInput(model);
   renderLayers(model.layers);
+}
+
+function clearResults() {
+  $("predicted").textContent = "";
+  for (const id of ["bars", "maps", "filters", "highlighted"]) $(id).replaceChildren();
+  $("ngrams").tBodies[0].replaceChildren();
+  for (const id of ["input-image", "gradcam-image", "hirescam-image"]) $(id).removeAttribute("src");
+  document.body.dataset.state = "idle";
 }
 
 function renderLayers(layers) {
@@ -150,13 +159,18 @@ function readFile(file) {
 
 async function explainFile(file) {
   if (!file) return;
+  document.body.dataset.state = "busy";
   if (file.size * 4 / 3 + 200 > state.maxBody) {
+    document.body.dataset.state = "error";
     showError(`${file.name} is ${fmt(file.size)} bytes: over the server's --max-body of ${fmt(state.maxBody)} bytes once encoded.`);
     return;
   }
   try {
     await explainImage(await readFile(file));
-  } catch (e) { showError(e.message); }
+  } catch (e) {
+    document.body.dataset.state = "error";
+    showError(e.message);
+  }
 }
 
 async function explainImage(b64) {
@@ -176,11 +190,18 @@ async function explainImage(b64) {
   });
 }
 
+// document.body.dataset.state: "idle" after a model is chosen, "busy" while a request runs, then
+// "done" or "error", so a reader (or a test) can wait for the answer to the request it made.
 async function busy(work) {
   showError("");
+  document.body.dataset.state = "busy";
   document.body.style.cursor = "progress";
   for (const b of document.querySelectorAll(".input-panel button")) b.disabled = true;
-  try { await work(); } catch (e) {
+  try {
+    await work();
+    document.body.dataset.state = "done";
+  } catch (e) {
+    document.body.dataset.state = "error";
     // The version this page shows was unloaded (a newer one is served): reread the models.
     if (e.status === 404 && state.model) {
       const name = state.model.name;
