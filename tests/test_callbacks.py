@@ -59,7 +59,7 @@ def test_ema_weights_are_what_is_validated_and_kept(tmp_path):
     from conftest import run_cli
     run_cli(["train-image", "--dataset", "digits", "--name", "e", "--filters", "4,8", "--dense-units", "8",
              "--batch-size", "32", "--epochs", "4", "--learning-rate", "0.01", "--ema", "0.999999",
-             "--no-export", "--run-dir", tmp_path])
+             "--augment", "none", "--no-export", "--run-dir", tmp_path])
     with open(tmp_path / "e" / "history.csv") as f:
         rows = list(csv.DictReader(f))
     train_acc, val_acc = float(rows[-1]["accuracy"]), max(float(r["val_accuracy"]) for r in rows)
@@ -75,8 +75,25 @@ def test_ema_swap_sits_between_the_backup_and_what_reads_the_best_weights(tmp_pa
     stopping and the checkpoint, which run after the swap, see the averaged ones."""
     from cnnapp.config import TrainConfig
     from cnnapp.training.callbacks import build_callbacks
-    kinds = [type(c).__name__ for c in build_callbacks(TrainConfig(name="x", ema=0.99), tmp_path, resuming=False)]
+    kinds = [type(c).__name__ for c in build_callbacks(TrainConfig(name="x", ema=0.99).for_task("image", 100), tmp_path,
+                                                               resuming=False)]
     assert kinds.index("BackupAndRestore") < kinds.index("SwapEMAWeights") < kinds.index("EarlyStopping")
     assert kinds.index("SwapEMAWeights") < kinds.index("ModelCheckpoint")
-    plain = [type(c).__name__ for c in build_callbacks(TrainConfig(name="x"), tmp_path, resuming=False)]
+    plain = [type(c).__name__ for c in build_callbacks(TrainConfig(name="x").for_task("image", 100), tmp_path, resuming=False)]
     assert "SwapEMAWeights" not in plain
+
+
+def test_time_to_accuracy_is_read_from_the_wall_clock_in_the_history(tmp_path):
+    """history.csv carries the wall clock, and metrics.json the first time each level was reached."""
+    import csv
+    import json
+    from conftest import run_cli
+    run_cli(["train-image", "--dataset", "digits", "--name", "t", "--filters", "4,8", "--dense-units", "8",
+             "--epochs", "3", "--time-to", "0.05,0.999", "--no-export", "--run-dir", tmp_path])
+    with open(tmp_path / "t" / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    seconds = [float(r["wall_seconds"]) for r in rows]
+    assert len(seconds) == 3 and seconds == sorted(seconds) and seconds[0] > 0
+    reached = json.loads((tmp_path / "t" / "metrics.json").read_text())["time_to_accuracy"]
+    assert reached["0.05"] == round(seconds[0], 1)   # any model passes 5% after its first epoch
+    assert reached["0.999"] is None or reached["0.999"] in [round(s, 1) for s in seconds]

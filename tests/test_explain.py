@@ -223,3 +223,29 @@ def test_every_registered_model_explains(name, options):
         lead, length = explainer.metadata["edge_padding"], out["token_ids"].shape[1]
         assert (out["ngram_start"].numpy() >= -lead).all() and (out["ngram_start"].numpy() < length).all()
     np.testing.assert_allclose(out["scores"].numpy(), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_explain_scores_follow_the_exports_test_time_augmentation(tmp_path):
+    """With --tta flip the export averages the image and its mirror: explain's scores and top class
+    are serving_default's, while its maps and heatmaps are the image's own."""
+    import keras
+    import tensorflow as tf
+    from cnnapp.inspection import feature_maps
+    from cnnapp.models.image_cnn import build_image_cnn
+    from cnnapp.preprocessing.image import ImageDecoder
+    from cnnapp.tasks import export_model
+    from cnnapp.tasks.images import ImageTask, image_prepared
+    keras.utils.set_random_seed(5)
+    model = build_image_cnn(input_shape=(8, 8, 1), num_classes=3, filters=(4, 8), dense_units=(8,))
+    prepared = image_prepared(ImageDecoder(height=8, width=8, channels=1, name="image_decoder"), num_classes=3)
+    export_dir = export_model(ImageTask(), model, prepared, class_names=["a", "b", "c"], export_base=tmp_path,
+                              name="tta", tta="flip")
+    loaded, explain = _explain(export_dir)
+    pixels = np.random.default_rng(1).integers(0, 256, (8, 8, 1)).astype(np.uint8)
+    images = tf.constant([png_bytes(pixels)])
+    out = explain(image_bytes=images, class_index=tf.constant([-1]))
+    served = loaded.signatures["serving_default"](image_bytes=images)["scores"].numpy()
+    np.testing.assert_allclose(out["scores"].numpy(), served, rtol=1e-5, atol=1e-7)
+    assert int(out["class_index"][0]) == int(served[0].argmax())
+    np.testing.assert_allclose(out["maps_1"][0].numpy(), feature_maps(model, pixels.astype("float32"))["relu1"],
+                               rtol=1e-4, atol=1e-5)

@@ -51,3 +51,26 @@ def test_a_failed_run_does_not_leak_its_precision_policy(tmp_path):
                                             export=False), run_dir=tmp_path)
     assert keras.mixed_precision.global_policy().name == "float32"
     assert keras.layers.Dense(2).dtype_policy.name == "float32"
+
+
+def test_flip_tta_is_what_the_run_reports_and_what_the_export_answers(tmp_path):
+    """With --tta flip the held-out accuracy and the export both average the model over the image and
+    its mirror: the export's scores equal that average of the kept checkpoint, not the plain model."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    from cnnapp.data.image.digits import load_digit_arrays
+    run_cli(["train-image", "--epochs", "1", *TINY, "--tta", "flip", "--name", "f",
+             "--run-dir", tmp_path / "runs", "--export-base", tmp_path / "models"])
+    meta = json.loads((tmp_path / "models" / "f" / "1" / "assets.extra" / "cnnapp.json").read_text())
+    assert meta["tta"] == "flip"
+    model = keras.saving.load_model(str(tmp_path / "runs" / "f" / "best.keras"), compile=False)
+    pixels = load_digit_arrays()[0][:16].astype("float32")
+    plain = model(pixels, training=False).numpy()
+    averaged = (plain + model(pixels[:, :, ::-1], training=False).numpy()) / 2
+    served = tf.saved_model.load(str(tmp_path / "models" / "f" / "1")).signatures["serving_pixels"](
+        pixels=tf.constant(pixels))["scores"].numpy()
+    np.testing.assert_allclose(served, averaged, atol=1e-5)
+    assert not np.allclose(served, plain, atol=1e-4)
+    result = run_cli(["train-text", "--tta", "flip", "--run-dir", tmp_path], expect_exit=2)
+    assert "No such option '--tta'" in result.output

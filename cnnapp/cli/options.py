@@ -13,7 +13,7 @@ import os
 
 import click
 
-from cnnapp.config import (MAX_DEFAULT_LENGTH, MAX_TOKENS_DEFAULT, OPTIMIZERS, STANDARDIZE, STANDARDIZE_DEFAULT,
+from cnnapp.config import (LR_SCHEDULES, MAX_DEFAULT_LENGTH, MAX_TOKENS_DEFAULT, OPTIMIZERS, STANDARDIZE, STANDARDIZE_DEFAULT,
                            TASK_DEFAULTS, ModelChoice, TrainConfig)
 
 DEFAULTS = TrainConfig()
@@ -92,7 +92,24 @@ class ModelArg(click.ParamType):
         return key.strip(), tuple(parsed) if isinstance(parsed, list) else parsed
 
 
-INTS, NAMES, OPTIONAL_INTS = IntList(), NameList(), OptionalIntList()
+class FractionList(click.ParamType):
+    """Comma-separated numbers in (0, 1]: `0.9,0.93` -> (0.9, 0.93)."""
+
+    name = "LEVELS"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            out = tuple(float(v) for v in str(value).split(",") if v.strip())
+        except ValueError:
+            self.fail(f"expected comma-separated fractions. Received: {value!r}", param, ctx)
+        if any(not 0 < v <= 1 for v in out):
+            self.fail(f"expected fractions in (0, 1]. Received: {value!r}", param, ctx)
+        return out
+
+
+INTS, NAMES, OPTIONAL_INTS, FRACTIONS = IntList(), NameList(), OptionalIntList(), FractionList()
 
 
 def fraction(ctx, param, value):
@@ -139,9 +156,14 @@ def train_options(kind: str):
         click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None,
                      help="Default: the optimizer's (Adam 1e-3, Adadelta 1.0)."),
         click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=DEFAULTS.optimizer, show_default=True),
-        click.option("--lr-schedule", type=click.Choice(["plateau", "cosine"]), default=DEFAULTS.lr_schedule,
-                     show_default=True, help="plateau: halve the rate when val_loss stalls for 2 epochs; "
-                                             "cosine: decay it over --epochs to 1%."),
+        click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=None,
+                     help="plateau: halve the rate when val_loss stalls for 2 epochs; cosine: decay it over "
+                          "--epochs to 1%; onecycle: warm up to --learning-rate over the first 25% of the steps, "
+                          f"then cosine down. [default: {TASK_DEFAULTS[kind]['lr_schedule']}]"),
+        click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=None,
+                     help=f"Target 1-s on the true class, s spread over all. [default: {TASK_DEFAULTS[kind]['label_smoothing']}]"),
+        click.option("--time-to", "accuracy_levels", type=FRACTIONS, default=",".join(map(str, DEFAULTS.accuracy_levels)),
+                     show_default=True, help="Validation accuracies whose first wall time metrics.json records."),
         click.option("--ema", type=click.FloatRange(min=0, max=1, max_open=True), default=DEFAULTS.ema,
                      show_default=True, help="Momentum of an exponential moving average of the weights (e.g. "
                      "0.99); the average is what is validated, early-stopped on and exported. 0: off."),
@@ -154,6 +176,8 @@ def train_options(kind: str):
                      help="Under --cv: repeat with seeds seed, seed+1, ... and report mean (min, max)."),
         click.option("--export-fold", type=click.IntRange(min=1), default=None,
                      help="Under --cv: export this fold's model (first seed) instead of one trained on all the data."),
+        click.option("--steps-per-execution", type=click.IntRange(min=1), default=DEFAULTS.steps_per_execution,
+                     show_default=True, help="Training steps per call into the compiled graph (fewer Python round trips)."),
         click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=DEFAULTS.seed, show_default=True,
                      help="Seeds data splits, shuffling, init."),
         click.option("--deterministic/--no-deterministic", default=DEFAULTS.deterministic, show_default=True,
@@ -176,7 +200,8 @@ def train_options(kind: str):
     )
 
 
-TRAIN_FIELDS = ("name", "epochs", "batch_size", "learning_rate", "optimizer", "lr_schedule", "ema", "ensemble",
+TRAIN_FIELDS = ("name", "epochs", "batch_size", "learning_rate", "optimizer", "lr_schedule", "label_smoothing",
+                "accuracy_levels", "steps_per_execution", "ema", "ensemble",
                 "cv", "repeats", "export_fold", "seed", "deterministic", "patience", "strategy", "precision",
                 "jit", "run_dir", "export_base", "export")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from cnnapp.cli import library_errors
@@ -33,13 +35,19 @@ def start(kind: str, kw: dict):
               help="N or HxW. Default: the data's own size (image folders: 128).")
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None,
               help="Default: the data's own (folders: 3 unless all grayscale).")
-@click.option("--augment", type=NAMES, default="", help="Comma list of flip,translate,rotate,zoom,contrast.")
+@click.option("--augment", type=NAMES, default=None,
+              help="Comma list of flip,crop,translate,rotate,zoom,contrast, or none. [default: the data's preset: "
+                   "flip,crop for photos, Fashion-MNIST and CIFAR; crop for digits and other IDX data]")
+@click.option("--tta", type=click.Choice(["flip", "none"]), default=None,
+              help="Test-time augmentation, in the evaluation and inside the export: average the model over the "
+                   "image and its mirror. [default: flip where the augmentation flips]")
 @image_model_options
 @train_options("image")
 @library_errors
-def train_image(data, dataset, data_dir, skip_bad_images, image_size, channels, augment, **kw):
+def train_image(data, dataset, data_dir, skip_bad_images, image_size, channels, augment, tta, **kw):
     """Train an image CNN, evaluate it, and export a SavedModel."""
     train, model, strategy = start("image", kw)
+    train = dataclasses.replace(train, tta=tta)
     from cnnapp.data.image import ImageRequest
     from cnnapp.tasks.images import ImageTask
     from cnnapp.training.run import run

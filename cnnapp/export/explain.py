@@ -62,8 +62,13 @@ def explainable(model: keras.Model) -> str | None:
     return None
 
 
-def image_explainer(model: keras.Model, decoder: Callable, class_names) -> Explainer:
-    """The explain function of an image model; `decoder` maps image bytes [N] to pixels [N, H, W, ch]."""
+def image_explainer(model: keras.Model, decoder: Callable, class_names, tta: Callable | None = None) -> Explainer:
+    """The explain function of an image model; `decoder` maps image bytes [N] to pixels [N, H, W, ch].
+
+    With test-time augmentation (`tta(pixels) -> [views]`, the first the image itself) `scores`
+    and the top class are the views' average, as serving_default answers; the maps and heatmaps
+    are those of the image itself.
+    """
     map_layers = roles.feature_map_layers(model)
     if not map_layers:
         raise ValueError(f"model {model.name} has no conv block activation maps to explain")
@@ -85,11 +90,16 @@ def image_explainer(model: keras.Model, decoder: Callable, class_names) -> Expla
             *maps, logit_values, scores = probe(pixels, training=False)
             last = maps[-1]
             tape.watch(last)
+            if tta is not None:     # the other views' scores: no gradient needed through them
+                views = tta(pixels)[1:]
+                scores = (tf.cast(scores, tf.float32) + tf.add_n(
+                    [tf.stop_gradient(tf.cast(model(v, training=False), tf.float32)) for v in views])) / (1 + len(views))
             top = tf.argmax(scores, axis=-1, output_type=tf.int32)
             chosen = tf.where(class_index >= 0, class_index, top)
             # Selvaraju et al. use the score before the softmax: the logit of the class.
             target = tf.gather(tf.cast(logit_values, tf.float32), chosen, batch_dims=1)
         grads = tf.cast(tape.gradient(target, last), tf.float32)        # [N, h, w, c]
+        scores = tf.cast(scores, tf.float32)
         last = tf.cast(last, tf.float32)
         weights = tf.reduce_mean(grads, axis=[1, 2])                     # alpha_c: global average of the gradient
         cam = _heatmap(tf.einsum("nhwc,nc->nhw", last, weights), height, width)

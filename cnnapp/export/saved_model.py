@@ -36,8 +36,10 @@ log = logging.getLogger(__name__)
 STARTED = time.time()   # exports left half-written before this process started are stale
 
 
-def _outputs(model, inputs, class_names):
-    scores = model(inputs, training=False)
+def _outputs(model, inputs, class_names, tta=None):
+    views = tta(inputs) if tta else [inputs]
+    scores = model(views[0], training=False) if len(views) == 1 else \
+        tf.add_n([tf.cast(model(v, training=False), tf.float32) for v in views]) / len(views)
     classes = tf.tile(tf.constant(class_names)[tf.newaxis, :], [tf.shape(scores)[0], 1])
     return {"scores": tf.cast(scores, tf.float32), "classes": classes}
 
@@ -79,11 +81,12 @@ def write_version(archive: keras.export.ExportArchive, *, export_base, name: str
 
 def export_classifier(model: keras.Model, *, endpoints: dict[str, tuple[tf.TensorSpec, Callable] | Explainer],
                       track: tuple = (), class_names, export_base, name: str, version: int | None = None,
-                      metadata: dict | None = None) -> Path:
+                      metadata: dict | None = None, tta=None) -> Path:
     """Export `model` with one signature per endpoint `{name: (raw input spec, raw -> model input)}`.
 
     `track` lists the preprocessing layers the endpoints call (their variables and assets, e.g. a
-    vocabulary, are saved with the graph).
+    vocabulary, are saved with the graph). `tta(model_input) -> [views]` averages the scores over
+    test-time augmentation views inside the graph, as the run's evaluation did.
     """
     class_names = [str(c) for c in class_names]
     archive = keras.export.ExportArchive()
@@ -91,7 +94,7 @@ def export_classifier(model: keras.Model, *, endpoints: dict[str, tuple[tf.Tenso
     for obj in track:
         archive.track(obj)
     def endpoint(to_model_input):   # a closure: tf.function would trace a default argument as an input
-        return lambda raw: _outputs(model, to_model_input(raw), class_names)
+        return lambda raw: _outputs(model, to_model_input(raw), class_names, tta)
 
     explain = {}
     for signature, value in endpoints.items():

@@ -53,18 +53,28 @@ class ImageDecoder(keras.layers.Layer):
                 "channels": self.channels}
 
 
+def _pad_and_crop(size):
+    """Zero-pad by ~1/8 of the side (at least 1 pixel), then crop a random window of the original
+    size: translations of up to that many pixels, as in the ResNet and airbench recipes."""
+    h, w = size
+    pad = (max(1, h // 8), max(1, w // 8))
+    return [keras.layers.ZeroPadding2D(pad), keras.layers.RandomCrop(h, w)]
+
+
 # Augmentations are Keras preprocessing layers applied to training batches only.
 AUGMENTATIONS = {
-    "flip": lambda: keras.layers.RandomFlip("horizontal"),
-    "translate": lambda: keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant"),
-    "rotate": lambda: keras.layers.RandomRotation(0.05, fill_mode="constant"),
-    "zoom": lambda: keras.layers.RandomZoom(0.1, fill_mode="constant"),
-    "contrast": lambda: keras.layers.RandomContrast(0.2),
+    "flip": lambda size: [keras.layers.RandomFlip("horizontal")],
+    "crop": _pad_and_crop,
+    "translate": lambda size: [keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant")],
+    "rotate": lambda size: [keras.layers.RandomRotation(0.05, fill_mode="constant")],
+    "zoom": lambda size: [keras.layers.RandomZoom(0.1, fill_mode="constant")],
+    "contrast": lambda size: [keras.layers.RandomContrast(0.2)],
 }
 
 
-def build_augmenter(names, *, seed: int | None = None) -> keras.Sequential | None:
-    """A Sequential of the named augmentations, or None when there are none."""
+def build_augmenter(names, *, seed: int | None = None, image_size=(28, 28)) -> keras.Sequential | None:
+    """A Sequential of the named augmentations, or None when there are none ('none' alone: none)."""
+    names = [n for n in names if n != "none"]
     if not names:
         return None
     unknown = [n for n in names if n not in AUGMENTATIONS]
@@ -75,8 +85,8 @@ def build_augmenter(names, *, seed: int | None = None) -> keras.Sequential | Non
             f"Received: augment={','.join(names)}")
     layers = []
     for i, n in enumerate(names):
-        layer = AUGMENTATIONS[n]()
-        if seed is not None and hasattr(layer, "seed"):
-            layer = type(layer).from_config({**layer.get_config(), "seed": seed + i})
-        layers.append(layer)
+        for layer in AUGMENTATIONS[n](tuple(image_size)):
+            if seed is not None and "seed" in layer.get_config():
+                layer = type(layer).from_config({**layer.get_config(), "seed": seed + i})
+            layers.append(layer)
     return keras.Sequential(layers, name="augment")

@@ -45,9 +45,14 @@ def load_preprocessor(folder: Path) -> keras.Model:
 
 
 def export_model(task, model: keras.Model, prepared: Prepared, *, class_names, export_base, name: str,
-                 version: int | None = None, metadata: dict | None = None) -> Path:
-    """Export `model` with the task's raw-input signatures (through the one export function)."""
+                 version: int | None = None, metadata: dict | None = None, tta: str | None = None) -> Path:
+    """Export `model` with the task's raw-input signatures (through the one export function); `tta`
+    names the test-time augmentation the run was evaluated with ('flip'), done inside the graph."""
     from cnnapp.export import export_classifier
-    return export_classifier(model, endpoints=task.endpoints(prepared, model, class_names), track=prepared.track,
+    from cnnapp.training.recipe import tta_views
+    views = tta_views(tta)
+    return export_classifier(model, endpoints=task.endpoints(prepared, model, class_names, tta=views),
+                             track=prepared.track,
                              class_names=class_names, export_base=export_base, name=name, version=version,
-                             metadata={**task.export_metadata(prepared, model), **(metadata or {})})
+                             metadata={**task.export_metadata(prepared, model), "tta": tta or "none",
+                                       **(metadata or {})}, tta=views)

@@ -19,16 +19,17 @@ class ImageTask:
     """>>> run(ImageTask(ImageRequest(dataset="digits")), train=TrainConfig(), model=ModelChoice())"""
 
     request: ImageRequest = ImageRequest()
-    augment: tuple[str, ...] = ()         # names from cnnapp.preprocessing.image.AUGMENTATIONS
+    augment: tuple[str, ...] | None = None   # names from AUGMENTATIONS; None: the source's preset
     kind = "image"
 
     def describe(self) -> dict:
         return {"data": self.request.data, "dataset": self.request.dataset, "data_dir": self.request.data_dir,
                 "image_size": self.request.image_size, "channels": self.request.channels,
-                "skip_bad_images": self.request.skip_bad, "augment": list(self.augment)}
+                "skip_bad_images": self.request.skip_bad,
+                "augment": None if self.augment is None else list(self.augment)}
 
     def load(self) -> tuple[RawData, str]:
-        build_augmenter(self.augment)   # an unknown augmentation fails before any data is read
+        build_augmenter(self.augment or ())   # an unknown augmentation fails before any data is read
         return read_image_data(dataclasses.replace(
             self.request, decoder_factory=lambda h, w, c: ImageDecoder(height=h, width=w, channels=c)))
 
@@ -37,10 +38,18 @@ class ImageTask:
         return image_prepared(ImageDecoder(height=height, width=width, channels=channels, name="image_decoder"),
                               num_classes=splits.num_classes)
 
-    def augmenter(self, seed: int):
-        return build_augmenter(self.augment, seed=seed)
+    def augmenter(self, data: RawData, seed: int):
+        """The asked augmentations, else the source's preset (flips only where the data allows)."""
+        names = data.info.get("augment", ()) if self.augment is None else self.augment
+        return build_augmenter(names, seed=seed, image_size=data.info["image_size"])
 
-    def endpoints(self, prepared: Prepared, model, class_names=()) -> dict:
+    def tta(self, data: RawData, asked: str | None) -> str:
+        """The test-time augmentation: as asked, else 'flip' where the data's preset flips."""
+        if asked is not None:
+            return asked
+        return "flip" if "flip" in (data.info.get("augment", ()) if self.augment is None else self.augment) else "none"
+
+    def endpoints(self, prepared: Prepared, model, class_names=(), tta=None) -> dict:
         decoder = prepared.preprocessor
         endpoints = {
             "serving_default": (tf.TensorSpec([None], tf.string, name="image_bytes"), decoder),
@@ -48,7 +57,7 @@ class ImageTask:
                                decoder.resize_pixels),
         }
         if class_names and explainable(model) is None:
-            endpoints[EXPLAIN] = image_explainer(model, decoder, class_names)
+            endpoints[EXPLAIN] = image_explainer(model, decoder, class_names, tta=tta)
         return endpoints
 
     def export_metadata(self, prepared: Prepared, model) -> dict:

@@ -66,10 +66,15 @@ class SentenceTask:
         return build_embedding_matrix(vectorizer.get_vocabulary(), self.embeddings, seed=seed,
                                       token_counts=training_token_counts(vectorizer, splits.x_train))
 
-    def augmenter(self, seed: int):
+    def tta(self, data: RawData, asked: str | None) -> str:
+        if asked not in (None, "none"):
+            raise CnnappError(f"--tta: sentence models have no test-time augmentation. Received: tta={asked}")
+        return "none"
+
+    def augmenter(self, data: RawData, seed: int):
         return None
 
-    def endpoints(self, prepared: Prepared, model, class_names=()) -> dict:
+    def endpoints(self, prepared: Prepared, model, class_names=(), tta=None) -> dict:   # no TTA for sentences
         length = prepared.info["sequence_length"]
         endpoints = {
             "serving_default": (tf.TensorSpec([None], tf.string, name="sentences"), prepared.preprocessor),

@@ -9,6 +9,7 @@ from pathlib import Path
 import keras
 
 from cnnapp.config import TrainConfig
+from cnnapp.training.recipe import WallClock
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +27,19 @@ def build_callbacks(config: TrainConfig, run_dir: Path, *, resuming: bool,
     elif config.lr_schedule == "plateau":
         schedule = [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=config.lr_patience,
                                                       min_lr=1e-5, verbose=1)]
+    elif config.lr_schedule == "onecycle":
+        schedule = []   # an in-graph LearningRateSchedule of the optimizer (cnnapp.training.recipe.OneCycle)
     else:
         from cnnapp.errors import CnnappError
-        raise CnnappError(f"--lr-schedule: choose plateau or cosine. Received: {config.lr_schedule}")
+        raise CnnappError(f"--lr-schedule: choose plateau, cosine or onecycle. Received: {config.lr_schedule}")
     # With --ema, validation, early stopping and the checkpoint all see the averaged weights (swapped
     # in after BackupAndRestore has saved the raw ones, so a resumed run continues from those).
     ema = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema else []
-    return schedule + [  # the schedule first: CosineDecay reads the initial rate before a resume restores it
+    # The clock first, so `wall_seconds` is in the logs every later callback reads (CSVLogger fixes its
+    # columns at the first epoch); then the schedule: CosineDecay reads the initial rate before a
+    # resume restores it.
+    clock = WallClock(offset=wall_clock_offset(run_dir / "history.csv") if resuming else 0.0)
+    return [clock] + schedule + [
         # A killed run resumes from the last finished epoch when the same command is run again.
         keras.callbacks.BackupAndRestore(str(backup_dir or run_dir / "backup")),
         *ema,
@@ -42,6 +49,17 @@ def build_callbacks(config: TrainConfig, run_dir: Path, *, resuming: bool,
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
         EpochTensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False),
     ]
+
+
+def wall_clock_offset(history_csv: Path) -> float:
+    """The wall seconds an interrupted run had reached (its history's last `wall_seconds`)."""
+    import csv
+    try:
+        with history_csv.open() as f:
+            rows = [r for r in csv.DictReader(f) if r.get("wall_seconds")]
+    except OSError:
+        return 0.0
+    return float(rows[-1]["wall_seconds"]) if rows else 0.0
 
 
 class CosineDecay(keras.callbacks.Callback):

@@ -41,12 +41,22 @@ def write_json(path: Path, payload) -> None:
     path.write_text(json.dumps(payload, indent=2) + "\n")
 
 
-def plot_history(history: dict, path: Path) -> None:
-    """Loss and accuracy curves, train against validation."""
+def plot_history(history: dict, path: Path, *, levels=()) -> None:
+    """Loss and accuracy curves, train against validation; with `wall_seconds` in the history, a
+    third panel: validation accuracy against wall time, with the time-to-accuracy levels."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    timed = bool(history.get("wall_seconds")) and bool(history.get("val_accuracy"))
+    fig, axes = plt.subplots(1, 3 if timed else 2, figsize=(15 if timed else 10, 4))
+    if timed:
+        ax = axes[2]
+        ax.plot(history["wall_seconds"], history["val_accuracy"], "o-", label="val_accuracy")
+        for level in levels:
+            ax.axhline(level, color="gray", lw=0.6, ls=":")
+        ax.set_xlabel("wall seconds")
+        ax.set_title("time to accuracy")
+        ax.legend()
     for ax, key in zip(axes, ("loss", "accuracy")):
         for prefix, style in (("", "-"), ("val_", "--")):
             values = history.get(prefix + key)

@@ -82,6 +82,7 @@ def run(task, *, train: TrainConfig, model: ModelChoice = ModelChoice(), strateg
     if train.export and result.is_chief:
         export_dir = export_model(
             task, result.model, prepared, class_names=data.class_names, export_base=train.export_base, name=name,
+            tta=task.tta(data, train.tta),
             metadata={"model": spec.name, "run_dir": str(result.run_dir), "trained_on": what,
                       "ensemble": train.ensemble, "metrics": headline(result.metrics)})
     plots = [p for p in (result.run_dir / "learning_curves.png", result.run_dir / "confusion_matrix.png") if p.exists()]
@@ -114,12 +115,13 @@ class Fitter:
 
     def __call__(self, splits: Splits, data: RawData, train: TrainConfig, run_dir: Path,
                  run_config: dict) -> tuple[TrainResult, Prepared]:
-        train = train.for_task(self.task.kind, len(splits.y_train))
+        train = dataclasses.replace(train.for_task(self.task.kind, len(splits.y_train), data.info.get("train")),
+                                    tta=self.task.tta(data, train.tta))
         resolved_options = {**self.spec.options(), **self.options}
         prepared = self.task.prepare(data, splits, model_options=resolved_options, seed=train.seed)
         result = train_classifier(
             build_model=lambda: self.spec.build(prepared.model_args, self.options),
-            splits=splits, preprocess=prepared.preprocess, augment=self.task.augmenter(train.seed), config=train,
+            splits=splits, preprocess=prepared.preprocess, augment=self.task.augmenter(data, train.seed), config=train,
             run_dir=run_dir, strategy=self.strategy,
             run_config={**run_config, "preprocessing": prepared.info, **to_dict(train)})
         if prepared.info.get("embedding_coverage") is not None:

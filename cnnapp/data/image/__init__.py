@@ -41,6 +41,7 @@ def read_image_data(request: ImageRequest) -> tuple[RawData, str]:
     channels = request.channels or native_channels
     if channels != native_channels:
         raise CnnappError(f"--channels: this dataset has {native_channels} channel(s). Received: channels={channels}")
-    data.info = {"image_size": tuple(request.image_size or data.info.get("image_size") or native_size),
-                 "channels": channels}
+    data.info.update(image_size=tuple(request.image_size or data.info.get("image_size") or native_size),
+                     channels=channels)
+    data.info.setdefault("augment", ())   # a source's augmentation preset: flips only where the data allows
     return data, source

@@ -28,7 +28,8 @@ def load_digits(request=None) -> RawData:
     """The embedded default: scikit-learn's 1,797 real 8x8 handwritten digits (offline)."""
     x, y = load_digit_arrays()
     return RawData(x=x, y=y, class_names=[str(i) for i in range(10)], name="digits", test_fraction=0.2,
-                   description={"source": "scikit-learn load_digits (1,797 real 8x8 digits, embedded)"})
+                   description={"source": "scikit-learn load_digits (1,797 real 8x8 digits, embedded)"},
+                   info={"augment": ()})   # no flips (a mirrored 3 is no digit); a 1-pixel shift of 8x8 cost 1%
 
 
 def write_samples(folder: str | Path, count: int = 4) -> list[Path]:

@@ -98,7 +98,9 @@ def _is_idx_folder(request: ImageRequest) -> bool:
 @IMAGE_SOURCES.register("idx", claims=_is_idx_folder, priority=10)
 def load_idx(request: ImageRequest) -> RawData:
     """--data FOLDER of IDX files (train-images-idx3-ubyte[.gz], ..., t10k-...): the MNIST format."""
-    return load_idx_folder(Path(request.data), name=Path(request.data).resolve().name)
+    data = load_idx_folder(Path(request.data), name=Path(request.data).resolve().name)
+    data.info["augment"] = ("crop",)   # IDX is most often digits: shifts, no flips
+    return data
 
 
 def fashion_mnist_folder(request: ImageRequest) -> Path | None:
@@ -115,4 +117,6 @@ def fashion_mnist_folder(request: ImageRequest) -> Path | None:
 @IMAGE_SOURCES.register("fashion_mnist", claims=lambda r: fashion_mnist_folder(r) is not None, priority=5)
 def load_fashion_mnist(request: ImageRequest) -> RawData:
     """--dataset fashion_mnist from IDX files (Debian's dataset-fashion-mnist, or --data-dir); else TFDS."""
-    return load_idx_folder(fashion_mnist_folder(request), class_names=FASHION_MNIST_CLASSES, name="fashion_mnist")
+    data = load_idx_folder(fashion_mnist_folder(request), class_names=FASHION_MNIST_CLASSES, name="fashion_mnist")
+    data.info["augment"] = ("flip",)   # clothes keep their class in a mirror (+ flip TTA: 92.96 -> 93.25%)
+    return data

@@ -17,7 +17,8 @@ def load_tfds(request: ImageRequest) -> RawData:
     if train is None:
         raise CnnappError(f"--dataset: TFDS dataset has no 'train' split. Received: {name}")
     out = RawData(x=train[0], y=train[1], class_names=class_names, name=name.replace("/", "_"),
-                  description={"source": f"TFDS {name}"})
+                  description={"source": f"TFDS {name}"},
+                  info={"augment": ("crop",) if "mnist" in name and "fashion" not in name else ("flip", "crop")})
     if "test" in arrays:
         out.x_test, out.y_test = arrays["test"]
         out.description["test"] = "the TFDS test split"
