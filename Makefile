@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED = 1
 
-.PHONY: demo test test-slow bench bench-image bench-text bench-serve bench-scale venv clean
+.PHONY: demo test test-slow bench bench-image bench-text bench-serve bench-scale bench-explain venv clean
 
 venv: $(STAMP)
 
@@ -41,7 +41,7 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
-bench: bench-image bench-text bench-serve bench-scale
+bench: bench-image bench-text bench-serve bench-scale bench-explain
 
 ## Full Fashion-MNIST from Debian (needs root for apt-get), cnnapp vs the keras-io peer.
 bench-image: $(STAMP)
@@ -56,6 +56,9 @@ bench-serve: $(STAMP)
 
 bench-scale: $(STAMP)
 	$(PY) benchmarks/bench_scale.py
+
+bench-explain: $(STAMP)
+	$(PY) benchmarks/bench_explain.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

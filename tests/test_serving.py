@@ -72,7 +72,7 @@ def test_metadata_lists_signature_defs(client):
     assert body["model_spec"] == {"name": "tiny_image", "signature_name": "", "version": "1"}
     assert body["metadata"]["signature_def"]["@type"] == "type.googleapis.com/tensorflow.serving.SignatureDefMap"
     defs = body["metadata"]["signature_def"]["signature_def"]
-    assert set(defs) == {"__saved_model_init_op", "serving_default", "serving_pixels"}
+    assert set(defs) == {"__saved_model_init_op", "serving_default", "serving_pixels", "explain"}  # explain: test_explain*
     inp = defs["serving_default"]["inputs"]["image_bytes"]
     assert inp["dtype"] == "DT_STRING" and inp["tensor_shape"]["dim"] == [{"size": "-1", "name": ""}]
     outs = defs["serving_default"]["outputs"]
@@ -80,7 +80,7 @@ def test_metadata_lists_signature_defs(client):
     assert [d["size"] for d in outs["scores"]["tensor_shape"]["dim"]] == ["-1", "3"]
     assert defs["serving_pixels"]["inputs"]["pixels"]["dtype"] == "DT_FLOAT"
     text = client.get("/v1/models/tiny_text/versions/1/metadata").json()["metadata"]["signature_def"]["signature_def"]
-    assert set(text) == {"__saved_model_init_op", "serving_default", "serving_token_ids"}
+    assert set(text) == {"__saved_model_init_op", "serving_default", "serving_token_ids", "explain"}
     assert text["serving_token_ids"]["inputs"]["token_ids"]["dtype"] == "DT_INT64"
 
 

@@ -18,32 +18,34 @@ from cnnapp.cli.options import (IMAGE_MODEL_FIELDS, TEXT_MODEL_FIELDS, ImageSize
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Where image plots go [default: RUN_DIR/inspect].")
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="N-grams to show per sentence.")
+@click.option("--class", "class_name", default=None, metavar="NAME",
+              help="The class Grad-CAM explains [default: each image's predicted class].")
 @click.option("--file", "input_file", type=str, default=None,
-              help="Sentence runs: one sentence per line ('-' for standard input); blank lines are skipped.")
-@click.option("--as-text", is_flag=True, help="Sentence runs: inspect arguments even when they name files.")
+              help="Sentence models: one sentence per line ('-' for standard input); blank lines are skipped.")
+@click.option("--as-text", is_flag=True, help="Sentence models: inspect arguments even when they name files.")
 @click.option("--json", "as_json", is_flag=True)
 @library_errors
-def inspect(run_dir, inputs, out, top, input_file, as_text, as_json):
-    """See what a trained model learned (RUN_DIR is runs/<name>).
+def inspect(run_dir, inputs, out, top, class_name, input_file, as_text, as_json):
+    """See what a trained model learned (RUN_DIR is runs/<name>, or an export saved_models/<name>[/<version>]).
 
-    Images: writes the first layer's filters and each conv block's feature maps for every input
-    image as PNGs. Sentences: prints the n-grams whose filters won max-over-time pooling and
-    pushed the predicted class most.
+    Images: writes the first layer's filters, each conv block's feature maps and a Grad-CAM overlay
+    for every input image as PNGs. Sentences: prints the n-grams whose filters won max-over-time
+    pooling and pushed the predicted class most. Both come from the model's `explain` signature.
     """
     if not inputs and input_file is None:
         raise click.UsageError("give image files or sentences to inspect.")
-    from cnnapp.inspection import inspect_images, inspect_sentences, kind_of, load_run
-    model, preprocessor, config = load_run(run_dir)
-    if kind_of(model) == "image":
+    from cnnapp.inspection import inspect_images, inspect_sentences, open_explainer
+    explainer = open_explainer(run_dir)
+    if explainer.kind == "image":
         if input_file is not None:
-            raise click.ClickException(f"--file: is for sentence runs; give image files, folders or globs. "
+            raise click.ClickException(f"--file: is for sentence models; give image files, folders or globs. "
                                        f"Received: {input_file}")
         out_dir = Path(out or Path(run_dir) / "inspect")
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise click.ClickException(f"--out: cannot create the folder ({e.strerror}). Received: {out_dir}") from None
-        results = inspect_images(model, preprocessor, config, inputs, out_dir)
+        results = inspect_images(explainer, inputs, out_dir, class_name=class_name)
         if as_json:
             click.echo(json.dumps(results, indent=2))
             return
@@ -52,6 +54,10 @@ def inspect(run_dir, inputs, out, top, input_file, as_text, as_json):
             for name, layer in res["layers"].items():
                 click.echo(f"  {name:8s} {'x'.join(map(str, layer['shape'])):>10s}  "
                            f"{layer['active_fraction']:.0%} active  -> {layer['plot']}")
+            for key, label in (("gradcam", "grad-cam"), ("hirescam", "hirescam")):
+                cam = res[key]
+                where = "nothing positive" if cam["empty"] else f"peak at row {cam['peak'][0]} col {cam['peak'][1]}"
+                click.echo(f"  {label:8s} {cam['class']!r} on {cam['layer']}, {where}  -> {cam['plot']}")
         click.echo(f"filters: {out_dir / 'filters.png'}")
         return
     from cnnapp.inference.inputs import check_sentences, read_sentence_lines   # predict's readers and errors
@@ -59,7 +65,7 @@ def inspect(run_dir, inputs, out, top, input_file, as_text, as_json):
     check_sentences(sentences, as_text=as_text)   # `inspect runs/text-run notes.txt` is predict's mistake too
     if input_file is not None:
         sentences += read_sentence_lines(input_file)
-    results = inspect_sentences(model, preprocessor, config, sentences, top=top)
+    results = inspect_sentences(explainer, sentences, top=top)
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return

@@ -8,8 +8,11 @@ and renamed into place, so a crash never leaves a half-written version a server 
 Every signature returns `scores` float32 [N, C] and `classes` string [N, C] (the class names in
 score order, as TF Serving's classification outputs are named). The first endpoint is
 `serving_default` and takes the raw input (`image_bytes` or `sentences`); the others take what
-the model takes after preprocessing (`pixels`, `token_ids`). `assets.extra/cnnapp.json` (ignored
-by TF Serving) records the kind, class names and run facts.
+the model takes after preprocessing (`pixels`, `token_ids`). An endpoint may instead be an
+`Explainer` (cnnapp.export.explain) with its own inputs and named outputs: the `explain`
+signature. `assets.extra/cnnapp.json` (ignored by TF Serving) records the kind, class names, run
+facts, the layer table `cnnapp summary` prints (`layers`) and what the explain outputs are (`explain`),
+so a server reads them without Keras.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import tensorflow as tf
 
 from cnnapp import layout
 from cnnapp.errors import CnnappError
+from cnnapp.export.explain import Explainer
 
 log = logging.getLogger(__name__)
 STARTED = time.time()   # exports left half-written before this process started are stale
@@ -38,6 +42,14 @@ def _outputs(model, inputs, class_names, tta=None):
         tf.add_n([tf.cast(model(v, training=False), tf.float32) for v in views]) / len(views)
     classes = tf.tile(tf.constant(class_names)[tf.newaxis, :], [tf.shape(scores)[0], 1])
     return {"scores": tf.cast(scores, tf.float32), "classes": classes}
+
+
+def layer_table(model: keras.Model) -> list[dict]:
+    """`cnnapp summary`'s rows as JSON values (shapes as lists, None for the batch dimension)."""
+    from cnnapp.models.summary import summary_rows
+    return [{**row, "output_shape": [None if d is None else int(d) for d in row["output_shape"]],
+             "activations": int(row["activations"]), "params": int(row["params"]), "macs": int(row["macs"])}
+            for row in summary_rows(model)]
 
 
 def write_version(archive: keras.export.ExportArchive, *, export_base, name: str, version: int | None,
@@ -67,7 +79,7 @@ def write_version(archive: keras.export.ExportArchive, *, export_base, name: str
     return final
 
 
-def export_classifier(model: keras.Model, *, endpoints: dict[str, tuple[tf.TensorSpec, Callable]],
+def export_classifier(model: keras.Model, *, endpoints: dict[str, tuple[tf.TensorSpec, Callable] | Explainer],
                       track: tuple = (), class_names, export_base, name: str, version: int | None = None,
                       metadata: dict | None = None, tta=None) -> Path:
     """Export `model` with one signature per endpoint `{name: (raw input spec, raw -> model input)}`.
@@ -84,7 +96,14 @@ def export_classifier(model: keras.Model, *, endpoints: dict[str, tuple[tf.Tenso
     def endpoint(to_model_input):   # a closure: tf.function would trace a default argument as an input
         return lambda raw: _outputs(model, to_model_input(raw), class_names, tta)
 
-    for signature, (spec, to_model_input) in endpoints.items():
+    explain = {}
+    for signature, value in endpoints.items():
+        if isinstance(value, Explainer):
+            archive.add_endpoint(signature, value.fn, input_signature=value.input_signature)
+            explain = value.metadata
+            continue
+        spec, to_model_input = value
         archive.add_endpoint(signature, endpoint(to_model_input), input_signature=[spec])
-    meta = {"class_names": class_names, **(metadata or {})}
+    meta = {"class_names": class_names, "layers": layer_table(model), "explain": explain or None,
+            **(metadata or {})}
     return write_version(archive, export_base=export_base, name=name, version=version, metadata=meta)

@@ -36,8 +36,10 @@ from starlette.routing import Route
 from cnnapp.serving.codec import (ServingError, decode_classify, decode_predict, encode_classify,
                                   encode_predict, parse_json)
 from cnnapp.serving.config import ServerConfig
+from cnnapp.serving.explain import explain  # cnnapp's :explain extension
 from cnnapp.serving.metrics import UNKNOWN_MODEL, Metrics
 from cnnapp.serving.models import DeadlineExceeded, ModelManager, Servable
+from cnnapp.serving.page import page_routes  # the web page at /
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +116,7 @@ class ServingApp:
             Route("/v1/models", self.list_models, methods=["GET"]),
             Route("/v1/models/", self.list_models, methods=["GET"]),
             Route("/monitoring/prometheus/metrics", self.prometheus, methods=["GET"]),
+            *page_routes(self),  # the page, its files and /cnnapp/models (serving/page.py)
         ], lifespan=lifespan, exception_handlers={404: self.not_found, 405: self.not_allowed})
         self.starlette.router.redirect_slashes = False
         self.starlette.state.serving = self
@@ -192,7 +195,10 @@ class ServingApp:
             version, label, verb = m["version"], m["label"], m["verb"]
             if m["metadata"] and verb:
                 raise ServingError(f"Malformed request: {method} {url_path}", status=404)
-            if method == "GET":
+            if method == "POST" and verb == "explain":  # cnnapp's extension (serving/explain.py)
+                api = "Explain"
+                status, payload = 200, _dumps(await explain(self, name, version, label, await read_body()))
+            elif method == "GET":
                 if verb:
                     raise ServingError(f"Malformed request: GET {url_path} (:{verb} takes POST)", status=405)
                 if m["metadata"]:

@@ -50,7 +50,9 @@ def export_model(task, model: keras.Model, prepared: Prepared, *, class_names, e
     names the test-time augmentation the run was evaluated with ('flip'), done inside the graph."""
     from cnnapp.export import export_classifier
     from cnnapp.training.recipe import tta_views
-    return export_classifier(model, endpoints=task.endpoints(prepared, model), track=prepared.track,
+    views = tta_views(tta)
+    return export_classifier(model, endpoints=task.endpoints(prepared, model, class_names, tta=views),
+                             track=prepared.track,
                              class_names=class_names, export_base=export_base, name=name, version=version,
                              metadata={**task.export_metadata(prepared, model), "tta": tta or "none",
-                                       **(metadata or {})}, tta=tta_views(tta))
+                                       **(metadata or {})}, tta=views)

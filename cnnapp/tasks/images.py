@@ -11,6 +11,7 @@ import tensorflow as tf
 from cnnapp.data import RawData, Splits, with_class_names
 from cnnapp.data.image import ImageRequest, read_image_data
 from cnnapp.errors import CnnappError
+from cnnapp.export.explain import SIGNATURE as EXPLAIN, explainable, image_explainer
 from cnnapp.preprocessing.image import ImageDecoder, build_augmenter
 from cnnapp.tasks import Prepared
 
@@ -58,13 +59,16 @@ class ImageTask:
             return asked
         return "flip" if "flip" in (data.info.get("augment", ()) if self.augment is None else self.augment) else "none"
 
-    def endpoints(self, prepared: Prepared, model) -> dict:
+    def endpoints(self, prepared: Prepared, model, class_names=(), tta=None) -> dict:
         decoder = prepared.preprocessor
-        return {
+        endpoints = {
             "serving_default": (tf.TensorSpec([None], tf.string, name="image_bytes"), decoder),
             "serving_pixels": (tf.TensorSpec([None, None, None, decoder.channels], tf.float32, name="pixels"),
                                decoder.resize_pixels),
         }
+        if class_names and explainable(model) is None:
+            endpoints[EXPLAIN] = image_explainer(model, decoder, class_names, tta=tta)
+        return endpoints
 
     def export_metadata(self, prepared: Prepared, model) -> dict:
         return {"kind": "image", "input": "image_bytes", **prepared.info}

@@ -16,6 +16,7 @@ from cnnapp.config import MAX_TOKENS_DEFAULT, STANDARDIZE_DEFAULT
 from cnnapp.data import RawData, Splits, with_class_names
 from cnnapp.data.text import TextRequest, read_text_data
 from cnnapp.errors import CnnappError
+from cnnapp.export.explain import SIGNATURE as EXPLAIN, explainable, text_explainer
 from cnnapp.preprocessing.text import default_sequence_length, make_vectorizer
 from cnnapp.tasks import Prepared
 
@@ -78,12 +79,15 @@ class SentenceTask:
     def augmenter(self, data: RawData, seed: int):
         return None
 
-    def endpoints(self, prepared: Prepared, model) -> dict:
+    def endpoints(self, prepared: Prepared, model, class_names=(), tta=None) -> dict:   # no TTA for sentences
         length = prepared.info["sequence_length"]
-        return {
+        endpoints = {
             "serving_default": (tf.TensorSpec([None], tf.string, name="sentences"), prepared.preprocessor),
             "serving_token_ids": (tf.TensorSpec([None, length], tf.int64, name="token_ids"), lambda ids: ids),
         }
+        if class_names and explainable(model) is None:
+            endpoints[EXPLAIN] = text_explainer(model, prepared.preprocessor, class_names)
+        return endpoints
 
     def export_metadata(self, prepared: Prepared, model) -> dict:
         return {"kind": "text", "input": "sentences", "standardize": self.standardize,
