@@ -53,7 +53,7 @@ def start_server(base: Path) -> tuple[subprocess.Popen, int]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "cnnapp", "serve", "--model-base-path", str(base),
-                             "--rest-api-port", str(port), "--file-system-poll-wait-seconds", "0"],
+                             "--port", "0", "--rest_api_port", str(port), "--file-system-poll-wait-seconds", "0"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:                                  # listening once the models are loaded
         if "Uvicorn running on" in line:

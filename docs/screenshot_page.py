@@ -34,7 +34,7 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen([sys.executable, "-m", "cnnapp", "serve", "--model-base-path", args.model_base_path,
-                               "--rest-api-port", str(port)], stderr=subprocess.PIPE, text=True)
+                               "--port", "0", "--rest_api_port", str(port)], stderr=subprocess.PIPE, text=True)
     for line in server.stderr:
         if "Uvicorn running on" in line:
             break

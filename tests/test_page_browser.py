@@ -42,7 +42,7 @@ def server(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "cnnapp", "serve", "--model-base-path", str(base),
-                             "--rest-api-port", str(port), "--file-system-poll-wait-seconds", "0"],
+                             "--port", "0", "--rest_api_port", str(port), "--file-system-poll-wait-seconds", "0"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines = []
     for line in proc.stderr:            # uvicorn says it listens after the models loaded; EOF: it died
