@@ -54,7 +54,8 @@ class TrainConfig:
     optimizer: str = "adam"
     seed: int = 1337
     deterministic: bool = False           # tf.config.experimental.enable_op_determinism()
-    patience: int = 6                     # early stopping on the validation metric; > 2 x lr_patience
+    patience: int | None = None           # early stopping on the validation metric; None: 6 (> 2 x lr_patience),
+                                          # or the whole run under onecycle (best weights still restored)
     lr_schedule: str | None = None        # plateau (halve on a val_loss plateau) | cosine | onecycle; None: the task's
     label_smoothing: float | None = None  # None: the task's
     tta: str | None = None                # test-time augmentation (flip | none), in evaluation and the export; None: the data's
@@ -82,9 +83,14 @@ class TrainConfig:
         """Fill the task-dependent defaults (a data source's `preset` of them first)."""
         defaults = {**TASK_DEFAULTS[kind], **(preset or {})}
         batch = self.batch_size or defaults["batch_size"] or default_batch_size(num_train)
+        epochs = self.epochs or defaults["epochs"]
+        schedule = self.lr_schedule or defaults["lr_schedule"]
+        # One-cycle's validation score dips while the rate is high and climbs as it anneals: stopping
+        # on a plateau mid-cycle cut a cats-vs-dogs run from 74% to 62.5%. The best epoch is restored.
+        patience = self.patience or (epochs if schedule == "onecycle" else 6)
         return dataclasses.replace(
-            self, epochs=self.epochs or defaults["epochs"], batch_size=batch,
-            lr_schedule=self.lr_schedule or defaults["lr_schedule"],
+            self, epochs=epochs, batch_size=batch, patience=patience,
+            lr_schedule=schedule,
             label_smoothing=defaults["label_smoothing"] if self.label_smoothing is None else self.label_smoothing)
 
 

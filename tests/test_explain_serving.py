@@ -103,7 +103,7 @@ def test_explain_errors_for_unknown_models_bodies_and_methods(client, model_base
     assert_error(client.get("/v1/models/tiny_text:explain"), 405, ":explain takes POST")
     small = make_client(model_base, max_body_bytes=100)
     assert_error(small.post("/v1/models/tiny_image:explain", json={"instances": [{"b64": b64_png()}]}), 413,
-                 "--max-body")
+                 "--max_body")
 
 
 def test_a_model_exported_without_explain_says_so(tmp_path, model_base):

@@ -72,7 +72,7 @@ def hostile_requests(rng: random.Random, good_bodies: list[bytes]):
             yield "POST", rng.choice(paths[:2]), json.dumps({"signature_name": sig,
                                                              rng.choice(["instances", "inputs"]): value}).encode()
         elif kind == "unknown_routes":
-            route = rng.choice(["/", "/v1", "/v1/models", "/v1/models/", "/v2/models/tiny_text", "/v1/model/tiny_text",
+            route = rng.choice(["/nope", "/v1", "/v1/models", "/v1/models/", "/v2/models/tiny_text", "/v1/model/tiny_text",
                                 "/v1/models/tiny_text:predictx", "/v1/models/tiny_text/:predict",
                                 "/v1/models/tiny_text/versions", "/monitoring/prometheus", "/v1/models/tiny_text:regress",
                                 "/v1/models/tiny_text/metadata:predict"])

@@ -182,9 +182,10 @@ def train_options(kind: str):
                      help="Seeds data splits, shuffling, init."),
         click.option("--deterministic/--no-deterministic", default=DEFAULTS.deterministic, show_default=True,
                      help="Deterministic TF ops: bit-identical reruns, slower."),
-        click.option("--patience", type=click.IntRange(min=1), default=DEFAULTS.patience, show_default=True,
-                     help="Early stopping patience (epochs without a better val_accuracy); the default "
-                          "outlasts two halvings of the plateau schedule (2 epochs each) and their effect."),
+        click.option("--patience", type=click.IntRange(min=1), default=None,
+                     help="Early stopping patience (epochs without a better val_accuracy; the best epoch is restored). "
+                          "[default: the whole run under onecycle, whose validation score climbs as the rate anneals; "
+                          "else 6, which outlasts two halvings of the plateau schedule]"),
         click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multi-worker"]),
                      default=DEFAULTS.strategy, show_default=True,
                      help="auto: multi-worker when TF_CONFIG names a cluster, mirrored over several GPUs, else default."),

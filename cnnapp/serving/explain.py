@@ -3,7 +3,7 @@
 It calls the model's `explain` signature (exported beside `serving_default`, see
 cnnapp/export/explain.py) and answers what `cnnapp inspect` prints, through the same reader
 (cnnapp/explain.py). Errors have TF Serving's shape, `{"error": "..."}`, and the body obeys
-`--max-body` like every other request.
+`--max_body` like every other request.
 
 Request (rows, as `:predict` takes them; images as `{"b64": ...}`, sentences as strings):
 

@@ -23,8 +23,9 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif"}
 # Photos are read at 64x64 by default: on 400 cats-vs-dogs photos the default model reached 74% at
 # 64x64 in a minute of training, where 128x128 had given 63% (docs/bench/image.md).
 DEFAULT_FOLDER_SIZE = (64, 64)
-# Small photo sets need more passes than the 20 epochs of larger data: a preset for folders.
-FOLDER_TRAIN_PRESET = {"epochs": 60}
+# Small photo sets need more passes than the 20 epochs of larger data: a preset for folders
+# (cats vs dogs: 74% after 40 one-cycle epochs, 63% after 20 plateau epochs at 128x128).
+FOLDER_TRAIN_PRESET = {"epochs": 40}
 
 
 def class_folders(folder: Path) -> list[Path]:
