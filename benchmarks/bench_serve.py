@@ -132,6 +132,16 @@ async def one_client(port: int, request: bytes, deadline: float, latencies: list
         writer.close()
 
 
+def point(clients: int, latencies: list, errors: list, elapsed: float) -> dict:
+    """One measured point: requests/s, p50 and p99 latency, the first error."""
+    latencies = sorted(latencies)
+
+    def pct(p):
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")
+    return {"clients": clients, "requests": len(latencies), "errors": len(errors), "rps": len(latencies) / elapsed,
+            "p50_ms": pct(0.50), "p99_ms": pct(0.99), "first_error": errors[0].decode("latin1") if errors else ""}
+
+
 async def drive(port: int, request: bytes, clients: int, seconds: float) -> dict:
     # A short warm-up (connections, thread pools, batch shapes) is not measured.
     await asyncio.gather(*[one_client(port, request, time.perf_counter() + 0.3, [], []) for _ in range(clients)])
@@ -139,12 +149,7 @@ async def drive(port: int, request: bytes, clients: int, seconds: float) -> dict
     t0 = time.perf_counter()
     await asyncio.gather(*[one_client(port, request, t0 + seconds, latencies, errors) for _ in range(clients)])
     elapsed = time.perf_counter() - t0
-    latencies.sort()
-
-    def pct(p):
-        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")
-    return {"clients": clients, "requests": len(latencies), "errors": len(errors), "rps": len(latencies) / elapsed,
-            "p50_ms": pct(0.50), "p99_ms": pct(0.99), "first_error": errors[0].decode("latin1") if errors else ""}
+    return point(clients, latencies, errors, elapsed)
 
 
 def free_port() -> int:
@@ -192,12 +197,7 @@ async def drive_grpc(port: int, request, clients: int, seconds: float) -> dict:
         t0 = time.perf_counter()
         await asyncio.gather(*[grpc_client(stub, request, t0 + seconds, latencies, errors) for _ in range(clients)])
         elapsed = time.perf_counter() - t0
-    latencies.sort()
-
-    def pct(p):
-        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")
-    return {"clients": clients, "requests": len(latencies), "errors": len(errors), "rps": len(latencies) / elapsed,
-            "p50_ms": pct(0.50), "p99_ms": pct(0.99), "first_error": errors[0].decode("latin1") if errors else ""}
+    return point(clients, latencies, errors, elapsed)
 
 
 def load1() -> float:
