@@ -191,7 +191,9 @@ def train_options(kind: str):
                      help="auto: multi-worker when TF_CONFIG names a cluster, mirrored over several GPUs, else default."),
         click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16", "mixed_bfloat16"]),
                      default=DEFAULTS.precision, show_default=True,
-                     help="auto: mixed_float16 on tensor-core GPUs, float32 on CPU."),
+                     help="auto: mixed_float16 on tensor-core GPUs; on a CPU with native bfloat16 (AVX512-BF16, AMX) "
+                          "mixed_bfloat16 for image models, else float32. Evaluation, best.keras and the export are "
+                          "float32 whatever the training precision."),
         click.option("--jit", type=click.Choice(["auto", "on", "off"]), default=DEFAULTS.jit, show_default=True,
                      help="XLA compilation; auto: on with a GPU."),
         click.option("--run-dir", default=DEFAULTS.run_dir, show_default=True, type=click.Path(file_okay=False),

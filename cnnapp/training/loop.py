@@ -323,7 +323,8 @@ def _train(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *,
     if resuming:
         log.info("resuming the interrupted run from its backup in %s", backup_dir)
     runtime.seed_everything(config.seed, deterministic=config.deterministic)
-    with runtime.precision_policy(runtime.resolve_precision(config.precision)) as precision:
+    with runtime.precision_policy(runtime.resolve_precision(config.precision,
+                                                                     cpu_bfloat16=bool(config.cpu_bfloat16))) as precision:
         return _fit(strategy, worker, run_dir, backup_dir, resuming=resuming, precision=precision,
                     build_model=build_model, splits=splits, preprocess=preprocess, config=config,
                     run_config=run_config, augment=augment)
@@ -379,6 +380,12 @@ def _fit(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *, r
         dump.parent.mkdir(parents=True, exist_ok=True)
         model.save_weights(str(dump))
 
+    # Scored, returned, kept and exported in float32, whatever the training precision: best.keras
+    # (what inspect loads) is then the very network the run reports and exports.
+    trained = model
+    model = runtime.float32_copy(model)
+    if model is not trained and (run_dir / "best.keras").exists():
+        model.save(str(run_dir / "best.keras"))
     # Every worker holds the same weights, so each scores the whole held-out split itself (a
     # distributed predict() would gather the DATA-sharded batches out of order).
     eval_name, report = held_out_report(model, splits, preprocess=preprocess, batch_size=global_batch,

@@ -34,10 +34,26 @@ def seed_everything(seed: int, *, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def resolve_precision(precision: str) -> str:
-    """`auto`: mixed_float16 on GPUs with tensor cores (compute capability 7+), float32 on CPU
-    (mixed_bfloat16 trained 15x slower on this project's CPUs, which lack avx512_bf16:
-    docs/bench/scale.md)."""
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); read from /proc/cpuinfo
+    (Linux), False where that cannot be read. Without those instructions bfloat16 is emulated and
+    trained 15x slower here (docs/bench/scale.md)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision: str, *, cpu_bfloat16: bool = False) -> str:
+    """`auto`: mixed_float16 on GPUs with tensor cores (compute capability 7+); on a CPU,
+    mixed_bfloat16 where `cpu_bfloat16` (the task's choice: image models, whose convolutions train
+    up to 2x faster in bfloat16 on CPUs with AVX512-BF16; docs/bench/image.md) and the CPU has native
+    bfloat16, else float32. The evaluation and the export are float32 either way (`float32_copy`)."""
     if precision not in PRECISIONS:
         raise CnnappError(f"--precision: choose from {', '.join(PRECISIONS)}. Received: {precision}")
     if precision != "auto":
@@ -46,7 +62,32 @@ def resolve_precision(precision: str) -> str:
         details = tf.config.experimental.get_device_details(gpu)
         if details.get("compute_capability", (0, 0)) >= (7, 0):
             return "mixed_float16"
+    if cpu_bfloat16 and not gpus() and cpu_has_bfloat16():
+        return "mixed_bfloat16"
     return "float32"
+
+
+def float32_copy(model: keras.Model) -> keras.Model:
+    """The same network and weights with every layer computing in float32: a model trained under
+    mixed precision is evaluated and exported like this, so its answers do not depend on the
+    machine that serves it (bfloat16 is emulated, and slow, on CPUs without it). A float32 model
+    is returned as it is."""
+    if all(layer.dtype_policy.name == "float32" for layer in model._flatten_layers(include_self=False)):
+        return model
+
+    def to_float32(node):
+        if isinstance(node, dict):
+            if node.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") and isinstance(node.get("config"), dict):
+                return {**node, "config": {**node["config"], "name": "float32"}}
+            return {k: to_float32(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [to_float32(v) for v in node]
+        return node
+
+    with precision_policy("float32"):
+        copy = model.__class__.from_config(to_float32(model.get_config()))
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def resolve_jit(jit: str) -> bool:
