@@ -99,6 +99,15 @@ CASES = [
     ("launch-not-a-train-command", ["launch", "--", "predict", "x"], USAGE, "COMMAND"),
     ("launch-one-worker", ["launch", "--workers", "1", "--", "train-image"], USAGE, "--workers"),
     ("launch-without-cluster", ["launch", "--", "train-image"], BAD, "TF_CONFIG"),
+    # sweep (spec contents: tests/test_sweep.py)
+    ("sweep-spec-missing", ["sweep", "text", "--spec", "no-such.json"], BAD, "--spec: no such file"),
+    ("sweep-spec-not-json", ["sweep", "text", "--spec", "words.txt"], BAD, "words.txt line 1 column 1 is not valid"),
+    ("sweep-stage-unknown", ["sweep", "text", "--stages", "region,nope"], BAD, "--stages: unknown stage 'nope'"),
+    ("sweep-region-range-backwards", ["sweep", "text", "--region-range", "5-2"], BAD, "--region-range"),
+    ("sweep-plan-and-spec", ["sweep", "text", "--plan", "zhang-wallace", "--spec", "x.json"], USAGE, "--plan or"),
+    ("sweep-image-without-spec", ["sweep", "image"], BAD, "--spec: the zhang-wallace plan is for the text_cnn"),
+    ("sweep-workers-zero", ["sweep", "text", "--workers", "0"], USAGE, "--workers"),
+    ("sweep-ensemble", ["sweep", "text", "--ensemble", "2"], BAD, "--ensemble"),
 ]
 
 
@@ -170,5 +179,5 @@ def test_bad_input_is_one_error_line(case, argv, exit_code, needle, tmp_path, mo
 
 def test_the_table_covers_every_command():
     commands = {argv[0] for _, argv, _, _ in CASES}
-    assert commands >= {"train-image", "train-text", "predict", "summary", "inspect", "serve", "launch"}
+    assert commands >= {"train-image", "train-text", "predict", "summary", "inspect", "serve", "launch", "sweep"}
     assert len(CASES) >= 40

@@ -46,8 +46,8 @@ def main():
     cli(prog_name="cnnapp")
 
 
-from cnnapp.cli import inspect, launch, predict, serve, train  # noqa: E402
+from cnnapp.cli import inspect, launch, predict, serve, sweep, train  # noqa: E402
 
 for command in (train.train_image, train.train_text, predict.predict, inspect.inspect, inspect.summary,
-                inspect.models, serve.serve, launch.launch):
+                inspect.models, serve.serve, launch.launch, sweep.sweep):
     cli.add_command(command)

@@ -274,6 +274,44 @@ text_task_options = options(
 )
 
 
+# Where the data comes from: shared by train-image / train-text and sweep image / sweep text.
+image_data_options = options(
+    click.option("--data", type=click.Path(), default=None,
+                 help="A folder of class subfolders (train/ + validation/ or test/ used when present), "
+                      "or a folder of IDX files."),
+    click.option("--dataset", default=None,
+                 help="digits (embedded, the default), fashion_mnist (Debian's files when installed), or any TFDS name."),
+    click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="TFDS data directory."),
+    click.option("--skip-bad-images", is_flag=True, help="Skip (and count) unreadable image files instead of stopping."),
+    click.option("--image-size", type=ImageSize(), default=None,
+                 help="N or HxW. Default: the data's own size (image folders: 64)."),
+    click.option("--channels", type=click.Choice(["1", "3"]), default=None,
+                 help="Default: the data's own (folders: 3 unless all grayscale)."),
+    click.option("--augment", type=NAMES, default=None,
+                 help="Comma list of flip,crop,translate,rotate,zoom,contrast, or none. [default: the data's preset: "
+                      "flip for Fashion-MNIST; flip,crop for photos and CIFAR; crop for other IDX data; none for digits]"),
+    click.option("--tta", type=click.Choice(["flip", "none"]), default=None,
+                 help="Test-time augmentation, in the evaluation and inside the export: average the model over the "
+                      "image and its mirror. [default: flip where the augmentation flips]"),
+)
+
+text_data_options = options(
+    click.option("--data", multiple=True, type=click.Path(),
+                 help="Labelled lines `LABEL sentence`; a .csv/.tsv file; a .jsonl file of {\"text\", \"label\"}; a folder "
+                      "of class subfolders of .txt (train/ and test/ used when present); or one file per class, one "
+                      "sentence per line, given as several --data or a quoted glob ('rt-polarity.*': class = last "
+                      "suffix when the files share a stem, else the stem). Default: the embedded demo corpus."),
+    click.option("--dataset", default=None, help="A TFDS name instead of --data: imdb_reviews, glue/sst2."),
+    click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="TFDS data directory."),
+    click.option("--dev", type=click.Path(dir_okay=False), default=None, help="Dev file (else 10% of train)."),
+    click.option("--test", type=click.Path(dir_okay=False), default=None,
+                 help="Test file (else --cv, or a seeded 10% hold-out)."),
+    click.option("--text-column", default=None, help="CSV/TSV/JSONL text column [default: text, else sentence]."),
+    click.option("--label-column", default=None, help="CSV/TSV/JSONL label column [default: label]."),
+    click.option("--encoding", default="utf-8", show_default=True, help="File encoding (MR needs latin-1)."),
+)
+
+
 class_names_option = click.option(
     "--class-names", default=None, metavar="NAMES|@FILE",
     help="Names for integer labels (TREC/SST .all files, digits), in label order: a comma list "

@@ -3,7 +3,9 @@
 `run_local_cluster(N, command)` starts N copies of `cnnapp launch -- <command>`, each with a
 TF_CONFIG naming N free 127.0.0.1 ports and its own index, streams their output prefixed
 `[worker i]`, stops them all when one fails or on Ctrl-C, and returns the first failing exit code.
-No click and no TensorFlow here (`cnnapp.cli.launch` is the command).
+`run_local_sweep(N, args)` does the same for a keras-tuner sweep: one chief oracle and N workers of
+`cnnapp sweep <args>`, told their parts by KERASTUNER_TUNER_ID / _ORACLE_IP / _ORACLE_PORT.
+No click and no TensorFlow here (`cnnapp.cli.launch` and `cnnapp.cli.sweep` are the commands).
 """
 
 from __future__ import annotations
@@ -38,10 +40,12 @@ def tf_config_for(addresses: list[str], index: int) -> str:
     return json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})
 
 
-def _stream(index: int, proc: subprocess.Popen, lock: threading.Lock) -> None:
+def _stream(label, proc: subprocess.Popen, lock: threading.Lock) -> None:
+    """Copy a process's output to ours, each line prefixed `[worker i] ` (an int label) or `[label] `."""
+    prefix = f"[worker {label}] " if isinstance(label, int) else f"[{label}] "
     for line in proc.stdout:
         with lock:
-            sys.stdout.write(f"[worker {index}] {line}")
+            sys.stdout.write(prefix + line)
             sys.stdout.flush()
 
 
@@ -110,6 +114,70 @@ def run_local_cluster(workers: int, command: list[str], *, cpu: bool, dump_weigh
     except KeyboardInterrupt:
         _stop(procs)
         _say("[launch] interrupted; stopped the workers", err=True)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_local_sweep(workers: int, args: list[str], *, chief_linger_seconds: float = 30.0) -> int:
+    """Run `cnnapp sweep <args>` as one chief oracle and `workers` workers on a free 127.0.0.1 port.
+
+    The chief only hands out trials (and sees no GPU); the workers train. When the chief is done, a
+    worker has nothing left to run: it exits on its own, or is stopped after `chief_linger_seconds`.
+    Returns the first failing exit code, or 0.
+    """
+    port = free_ports(1)[0]
+    base = {**os.environ, "PYTHONUNBUFFERED": "1", "KERASTUNER_ORACLE_IP": "127.0.0.1",
+            "KERASTUNER_ORACLE_PORT": str(port)}
+    roles = [("chief", {"KERASTUNER_TUNER_ID": "chief", "CUDA_VISIBLE_DEVICES": "-1"})] + [
+        (f"worker {i}", {"KERASTUNER_TUNER_ID": f"worker{i}", "TF_FORCE_GPU_ALLOW_GROWTH": "true"})
+        for i in range(workers)]
+    lock = threading.Lock()
+    procs: list[subprocess.Popen] = []
+    threads = []
+
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        for label, extra in roles:
+            proc = subprocess.Popen([sys.executable, "-m", "cnnapp", "sweep", *args], env={**base, **extra},
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    stdin=subprocess.DEVNULL)
+            procs.append(proc)
+            with lock:
+                _say(f"[sweep] {label}: pid {proc.pid}, oracle 127.0.0.1:{port}")
+            t = threading.Thread(target=_stream, args=(label, proc, lock), daemon=True)
+            t.start()
+            threads.append(t)
+        chief, labels = procs[0], [label for label, _ in roles]
+        chief_done_at = None
+        while any(p.poll() is None for p in procs):
+            failed = next((i for i, p in enumerate(procs) if p.poll() not in (None, 0)), None)
+            if failed is not None:
+                _stop(procs)
+                for t in threads:
+                    t.join()
+                _say(f"[sweep] {labels[failed]} failed (exit {procs[failed].returncode}); stopped the others", err=True)
+                return procs[failed].returncode if procs[failed].returncode > 0 else 1
+            if chief.poll() == 0:
+                chief_done_at = chief_done_at or time.monotonic()
+                if time.monotonic() - chief_done_at > chief_linger_seconds:
+                    _stop(procs)   # the sweep is over: what is left has no trial to run
+                    break
+            time.sleep(0.2)  # a launcher's poll interval, not a test's wait
+        for t in threads:
+            t.join()
+        failed = next((i for i, p in enumerate(procs) if p.returncode not in (0, None) and not
+                       (chief.returncode == 0 and chief_done_at is not None and p.returncode < 0)), None)
+        if failed is not None:
+            _say(f"[sweep] {labels[failed]} failed (exit {procs[failed].returncode})", err=True)
+            return procs[failed].returncode if procs[failed].returncode > 0 else 1
+        _say(f"[sweep] the chief and {workers} worker(s) finished")
+        return 0
+    except KeyboardInterrupt:
+        _stop(procs)
+        _say("[sweep] interrupted; stopped the chief and the workers", err=True)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
