@@ -130,6 +130,10 @@ def run_dataset(name: str, mode: str, args) -> dict:
     return out
 
 
+# Rows of SST-2 say what it trained on (rows from before 2026-12-03 say `sst2`: the sentences).
+DATA_LABEL = {"sst2": "sst2 (phrases)", "sst2-sentences": "sst2 (sentences)"}
+
+
 def write_report() -> None:
     rows = []
     for path in sorted(RESULTS.glob("text-*.json")):
@@ -146,6 +150,7 @@ def write_report() -> None:
         pad += ", padding ids " + st.get("padding_ids", "learned")
         pad += f", weight EMA {st['ema']}" if st.get("ema") else ""
         pad += f", batch {st['batch_size']}" if st.get("batch_size", 50) != 50 else ""
+        pad += f", learning rate {st['learning_rate']}" if st.get("learning_rate") else ""
         members = st.get("ensemble", 1)
         widths = ",".join(str(w) for w in st.get("region_sizes", [3, 4, 5]))
         setting = (f"{st['optimizer']}, {st['epochs']} epochs max, {emb}, {st['feature_maps']} maps of widths {widths}, "
@@ -153,8 +158,16 @@ def write_report() -> None:
         ens = r.get("ensemble")
         ens = f"{ens['accuracy']:.2f}" if ens else "-"
         mode = f"{r['mode']}, **{members}-model ensemble**" if members > 1 else r["mode"]
-        rows.append(f"| {r['dataset']} | {mode} | {setting} | {protocol} | **{r['mean']:.2f}** ({r['min']:.2f}, {r['max']:.2f}) "
+        rows.append(f"| {DATA_LABEL.get(r['dataset'], r['dataset'])} | {mode} | {setting} | {protocol} | **{r['mean']:.2f}** ({r['min']:.2f}, {r['max']:.2f}) "
                     f"| {len(r['runs'])} | {r['kim']} ({status}) | {ens} | {r['wall_seconds'] / 60:.1f} min | `{r['command']}` |")
+    # Rows already in the report whose results file is gone (older sessions' runs) are kept; a
+    # rerun of the same command replaces its row.
+    commands = {row.rsplit("| `", 1)[-1] for row in rows}
+    if REPORT.exists():
+        table = REPORT.read_text().partition(NOTES_MARKER)[0]
+        kept = [line for line in table.splitlines() if line.startswith("| ") and line.endswith("` |")
+                and line.rsplit("| `", 1)[-1] not in commands]
+        rows = sorted(kept + rows)
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     # Hand-written notes below the marker survive a rewrite of the table.
     notes = REPORT.read_text().partition(NOTES_MARKER)[2] if REPORT.exists() else ""

@@ -25,7 +25,10 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif"}
 DEFAULT_FOLDER_SIZE = (64, 64)
 # Small photo sets need more passes than the 20 epochs of larger data: a preset for folders
 # (cats vs dogs: 74% after 40 one-cycle epochs, 63% after 20 plateau epochs at 128x128).
-FOLDER_TRAIN_PRESET = {"epochs": 40}
+# Photo folders train in float32 even where `--precision auto` picks bfloat16 for other images:
+# cats vs dogs fell from 73.5/71.0% (float32, seeds 1337/1338) to 66.0/70.5% in mixed_bfloat16, on
+# 60-second runs where bfloat16 saves little (docs/bench/image.md).
+FOLDER_TRAIN_PRESET = {"epochs": 40, "cpu_bfloat16": False}
 
 
 def class_folders(folder: Path) -> list[Path]:
