@@ -382,10 +382,10 @@ def _fit(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *, r
 
     # Scored, returned, kept and exported in float32, whatever the training precision: best.keras
     # (what inspect loads) is then the very network the run reports and exports.
-    trained = model
-    model = runtime.float32_copy(model)
-    if model is not trained and (run_dir / "best.keras").exists():
-        model.save(str(run_dir / "best.keras"))
+    if precision != "float32":
+        model = runtime.float32_copy(model)
+        if (run_dir / "best.keras").exists():
+            model.save(str(run_dir / "best.keras"))
     # Every worker holds the same weights, so each scores the whole held-out split itself (a
     # distributed predict() would gather the DATA-sharded batches out of order).
     eval_name, report = held_out_report(model, splits, preprocess=preprocess, batch_size=global_batch,

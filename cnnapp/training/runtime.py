@@ -70,11 +70,7 @@ def resolve_precision(precision: str, *, cpu_bfloat16: bool = False) -> str:
 def float32_copy(model: keras.Model) -> keras.Model:
     """The same network and weights with every layer computing in float32: a model trained under
     mixed precision is evaluated and exported like this, so its answers do not depend on the
-    machine that serves it (bfloat16 is emulated, and slow, on CPUs without it). A float32 model
-    is returned as it is."""
-    if all(layer.dtype_policy.name == "float32" for layer in model._flatten_layers(include_self=False)):
-        return model
-
+    machine that serves it (bfloat16 is emulated, and slow, on CPUs without it)."""
     def to_float32(node):
         if isinstance(node, dict):
             if node.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") and isinstance(node.get("config"), dict):
