@@ -183,9 +183,13 @@ def train_options(kind: str):
         click.option("--deterministic/--no-deterministic", default=DEFAULTS.deterministic, show_default=True,
                      help="Deterministic TF ops: bit-identical reruns, slower."),
         click.option("--patience", type=click.IntRange(min=1), default=None,
-                     help="Early stopping patience (epochs without a better val_accuracy; the best epoch is restored). "
+                     help="Early stopping patience (epochs without a better val_accuracy; then see --restore-best). "
                           "[default: the whole run under onecycle, whose validation score climbs as the rate anneals; "
                           "else 6, which outlasts two halvings of the plateau schedule]"),
+        click.option("--restore-best/--keep-last", "restore_best", default=None,
+                     help="At the end of training, restore the epoch with the best val_accuracy, or keep the last "
+                          "epoch's weights. [default: restore-best; keep-last for image folders, whose validation "
+                          "split is a few dozen photos, under a one-cycle rate that anneals to its end]"),
         click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multi-worker"]),
                      default=DEFAULTS.strategy, show_default=True,
                      help="auto: multi-worker when TF_CONFIG names a cluster, mirrored over several GPUs, else default."),
@@ -206,7 +210,7 @@ def train_options(kind: str):
 
 TRAIN_FIELDS = ("name", "epochs", "batch_size", "learning_rate", "optimizer", "lr_schedule", "label_smoothing",
                 "accuracy_levels", "steps_per_execution", "ema", "ensemble",
-                "cv", "repeats", "export_fold", "seed", "deterministic", "patience", "strategy", "precision",
+                "cv", "repeats", "export_fold", "seed", "deterministic", "patience", "restore_best", "strategy", "precision",
                 "jit", "run_dir", "export_base", "export", "fresh")
 
 
