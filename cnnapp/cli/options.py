@@ -144,7 +144,8 @@ def train_options(kind: str):
                   "[default: 128, halved for small data down to 16 so an epoch has ~20 steps]")
     return options(
         click.option("--model", "model_name", default=None, metavar="NAME",
-                     help="A registered model (`cnnapp models` lists them). [default: the kind's default]"),
+                     help="A registered model (`cnnapp models` lists them). [default: the kind's default; image "
+                          "folders: vgg]"),
         click.option("--model-arg", "model_args", type=ModelArg(), multiple=True,
                      help="KEY=VALUE for any keyword of the model's factory (repeatable), e.g. --model-arg width=48."),
         click.option("--name", default=None,

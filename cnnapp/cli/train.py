@@ -25,7 +25,8 @@ def start(kind: str, kw: dict):
 
 @click.command("train-image")
 @click.option("--data", type=click.Path(), default=None,
-              help="A folder of class subfolders (train/ + validation/ or test/ used when present), "
+              help="A folder of class subfolders (train/ + validation/ or test/ used when present; trained by "
+                   "default with vgg at 64x64 for 40 epochs, keeping the last epoch), "
                    "or a folder of IDX files.")
 @click.option("--dataset", default=None,
               help="digits (embedded, the default), fashion_mnist (Debian's files when installed), or any TFDS name.")

@@ -31,7 +31,7 @@ DEFAULT_FOLDER_SIZE = (64, 64)
 FOLDER_TRAIN_PRESET = {"epochs": 40, "restore_best": False}
 # Photos get the VGG-style model (two 3x3 convs per block, global average pooling) rather than the plain
 # image_cnn tuned on 28x28 grayscale: image_cnn underfits photos (training loss ~0.55 after 40 epochs) and
-# vgg beat it on both seeds of cats vs dogs (74.75% against 73.25%, ~2.5x the training time).
+# vgg beat it on both seeds of cats vs dogs (74.75% against 73.25%, 1.5-2.5x the fit time).
 FOLDER_MODEL = "vgg"
 
 
