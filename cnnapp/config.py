@@ -27,10 +27,10 @@ TASK_DEFAULTS = {
     # cpu_bfloat16: `--precision auto` trains in mixed_bfloat16 on CPUs with native bfloat16 (the keras-io
     # network 1.2-2.4x the images/s of float32 there; the sentence CNN gained nothing: docs/bench/image.md)
     "image": {"epochs": 20, "batch_size": None, "lr_schedule": "onecycle", "label_smoothing": 0.1,
-              "cpu_bfloat16": True},
+              "cpu_bfloat16": True, "restore_best": True},
     # Kim's mini-batch of 50
     "text": {"epochs": 15, "batch_size": 50, "lr_schedule": "plateau", "label_smoothing": 0.0,
-             "cpu_bfloat16": False},
+             "cpu_bfloat16": False, "restore_best": True},
 }
 LR_SCHEDULES = ("plateau", "cosine", "onecycle")
 
@@ -60,6 +60,8 @@ class TrainConfig:
     deterministic: bool = False           # tf.config.experimental.enable_op_determinism()
     patience: int | None = None           # early stopping on the validation metric; None: 6 (> 2 x lr_patience),
                                           # or the whole run under onecycle (best weights still restored)
+    restore_best: bool | None = None      # at the end, restore the epoch with the best validation score (else keep
+                                          # the last epoch's weights); None: the task's, or the data's preset
     lr_schedule: str | None = None        # plateau (halve on a val_loss plateau) | cosine | onecycle; None: the task's
     label_smoothing: float | None = None  # None: the task's
     tta: str | None = None                # test-time augmentation (flip | none), in evaluation and the export; None: the data's
@@ -91,12 +93,20 @@ class TrainConfig:
         epochs = self.epochs or defaults["epochs"]
         schedule = self.lr_schedule or defaults["lr_schedule"]
         # One-cycle's validation score dips while the rate is high and climbs as it anneals: stopping
-        # on a plateau mid-cycle cut a cats-vs-dogs run from 74% to 62.5%. The best epoch is restored.
+        # on a plateau mid-cycle cut a cats-vs-dogs run from 74% to 62.5%.
         patience = self.patience or (epochs if schedule == "onecycle" else 6)
+        restore_best = self.restore_best
+        if restore_best is None:
+            # A preset may keep the last epoch (photo folders: picking the "best" epoch on a few dozen validation
+            # images is noise), but only for a run that follows one-cycle to its annealed end; a run that may stop
+            # mid-schedule restores its best epoch.
+            runs_to_end = schedule == "onecycle" and patience >= epochs
+            restore_best = defaults["restore_best"] or not runs_to_end
         return dataclasses.replace(
             self, epochs=epochs, batch_size=batch, patience=patience,
             lr_schedule=schedule,
             cpu_bfloat16=defaults["cpu_bfloat16"] if self.cpu_bfloat16 is None else self.cpu_bfloat16,
+            restore_best=restore_best,
             label_smoothing=defaults["label_smoothing"] if self.label_smoothing is None else self.label_smoothing)
 
 

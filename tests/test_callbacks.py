@@ -97,3 +97,31 @@ def test_time_to_accuracy_is_read_from_the_wall_clock_in_the_history(tmp_path):
     reached = json.loads((tmp_path / "t" / "metrics.json").read_text())["time_to_accuracy"]
     assert reached["0.05"] == round(seconds[0], 1)   # any model passes 5% after its first epoch
     assert reached["0.999"] is None or reached["0.999"] in [round(s, 1) for s in seconds]
+
+
+def test_a_preset_keeps_the_last_epoch_only_for_a_run_that_follows_one_cycle_to_its_end():
+    """Photo folders keep their last epoch (their few dozen validation images cannot pick an epoch); an
+    explicit --restore-best/--keep-last wins, and a run that may stop mid-schedule restores its best."""
+    from cnnapp.config import TrainConfig
+    keep = {"epochs": 40, "restore_best": False}
+    assert TrainConfig().for_task("image", 360, keep).restore_best is False
+    assert TrainConfig().for_task("image", 360).restore_best is True            # other image data
+    assert TrainConfig().for_task("text", 360).restore_best is True
+    assert TrainConfig(patience=5).for_task("image", 360, keep).restore_best is True
+    assert TrainConfig(lr_schedule="plateau").for_task("image", 360, keep).restore_best is True
+    assert TrainConfig(restore_best=True).for_task("image", 360, keep).restore_best is True
+    assert TrainConfig(restore_best=False).for_task("text", 360).restore_best is False
+
+
+def test_keep_last_neither_restores_nor_checkpoints_only_the_best(tmp_path):
+    """With restore_best False, early stopping keeps the weights it ends with and best.keras is written
+    every epoch, so it holds the model that is evaluated and exported."""
+    from cnnapp.config import TrainConfig
+    from cnnapp.training.callbacks import build_callbacks
+    by_kind = {type(c).__name__: c for c in build_callbacks(
+        TrainConfig(name="x", restore_best=False).for_task("image", 100), tmp_path, resuming=False)}
+    assert by_kind["EarlyStopping"].restore_best_weights is False
+    assert by_kind["ModelCheckpoint"].save_best_only is False
+    by_kind = {type(c).__name__: c for c in build_callbacks(TrainConfig(name="x").for_task("image", 100), tmp_path,
+                                                            resuming=False)}
+    assert by_kind["EarlyStopping"].restore_best_weights is True and by_kind["ModelCheckpoint"].save_best_only

@@ -15,7 +15,8 @@ import pytest
 
 from conftest import png_bytes, run_cli
 
-TINY = ["--filters", "4,8", "--dense-units", "8", "--epochs", "1", "--batch-size", "16"]
+# image_cnn named: photo folders default to vgg, which has no --dense-units
+TINY = ["--model", "image_cnn", "--filters", "4,8", "--dense-units", "8", "--epochs", "1", "--batch-size", "16"]
 
 
 def write_image_folder(root: Path, *, classes=("circle", "square"), per_class=12, sizes=((20, 30), (40, 24)),
@@ -151,6 +152,22 @@ def test_image_folder_uses_train_and_validation_subfolders(tmp_path):
     config = json.loads((tmp_path / "runs" / "tv" / "config.json").read_text())
     assert config["resolved"]["splits"]["test"] == 8
     assert config["resolved"]["data"]["test"] == "the validation/ folder"
+
+
+def test_photo_folders_default_to_vgg_and_keep_the_last_epoch(tmp_path):
+    """Without --model, a folder of photos trains the data's preset model (vgg) and keeps its last epoch;
+    an option only image_cnn takes is one line naming the way to it."""
+    data = write_image_folder(tmp_path / "shapes")
+    common = ["train-image", "--data", data, "--image-size", "8", "--epochs", "2", "--no-export",
+              "--run-dir", tmp_path / "runs"]
+    out = run_cli([*common, "--filters", "4,8", "--name", "v"]).output
+    assert "Restoring model weights" not in out
+    config = json.loads((tmp_path / "runs" / "v" / "config.json").read_text())
+    assert config["model"] == {"name": "vgg", "options": {"filters": [4, 8]}}
+    assert config["TrainConfig"]["restore_best"] is False and config["TrainConfig"]["epochs"] == 2
+    result = run_cli([*common, "--dense-units", "8", "--name", "d"], expect_exit=1)
+    assert result.output.startswith("Error: --dense-units: this data's default model is vgg") and \
+        "pass --model image_cnn" in result.output
 
 
 @pytest.mark.parametrize("gz", [True, False])

@@ -1,6 +1,6 @@
 """Opt-in (`make test-slow`): the image-folder path on real photos, ../shared/data/image/cats_vs_dogs.
 
-Trains the default folder model (64x64 RGB, three conv blocks to an 8x8 map) for two epochs through the CLI,
+Trains the default folder model (vgg, 64x64 RGB, four blocks of two convs) for two epochs through the CLI,
 then answers a real JPEG from the exported SavedModel in a fresh process. Skips without the data.
 """
 
@@ -28,7 +28,8 @@ def test_image_folder_trains_on_cats_vs_dogs_and_the_export_predicts_a_jpeg(tmp_
     import keras
     model = keras.saving.load_model(str(runs / "cats_vs_dogs" / "best.keras"), compile=False)
     filters = [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
-    assert filters == [32, 64, 128]  # blocks until the map is 8x8 (folders: 64x64)
+    assert config["model"]["name"] == "vgg"   # the folder preset's model
+    assert filters == [32, 32, 64, 64, 128, 128, 256, 256]  # a block per halving to 8x8, + the pooled one
     assert config["resolved"]["splits"] == {"train": 360, "validation": 40, "test": 200}
     assert config["resolved"]["class_names"] == ["cats", "dogs"]
     metrics = json.loads((runs / "cats_vs_dogs" / "metrics.json").read_text())

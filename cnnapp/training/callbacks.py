@@ -19,12 +19,15 @@ log = logging.getLogger(__name__)
 
 def build_callbacks(config: TrainConfig, run_dir: Path, *, resuming: bool,
                     backup_dir: Path | None = None) -> list[keras.callbacks.Callback]:
-    """Early stopping (best weights restored), best checkpoint, BackupAndRestore, CSV log,
+    """Early stopping (best weights restored unless `config.restore_best` is False), best checkpoint, BackupAndRestore, CSV log,
     TensorBoard and a learning-rate schedule (`config.lr_schedule`: halve on a val_loss plateau,
     or cosine decay over the epochs); with `config.ema`, the weights' moving average is what is
     validated, checkpointed and restored. `backup_dir` defaults to run_dir/backup (one per worker under
     multi-worker training)."""
     mode = "max" if "acc" in config.monitor else "min"
+    # restore_best False (photo folders: their validation split is a few dozen images): the run keeps its
+    # last epoch's weights, and best.keras holds those (saved every epoch), so inspect sees the export.
+    restore = config.restore_best is not False
     if config.lr_schedule == "cosine":
         schedule = [CosineDecay(config.epochs)]
     elif config.lr_schedule == "plateau":
@@ -47,8 +50,8 @@ def build_callbacks(config: TrainConfig, run_dir: Path, *, resuming: bool,
         BackupAndRestore(str(backup_dir or run_dir / "backup")),
         *ema,
         EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience,
-                      restore_best_weights=True, verbose=1),
-        ModelCheckpoint(str(run_dir / "best.keras"), monitor=config.monitor, mode=mode, save_best_only=True),
+                      restore_best_weights=restore, verbose=1),
+        ModelCheckpoint(str(run_dir / "best.keras"), monitor=config.monitor, mode=mode, save_best_only=restore),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
         EpochTensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False),
     ]

@@ -30,7 +30,7 @@ from cnnapp import layout
 from cnnapp.config import ModelChoice, TrainConfig, to_dict
 from cnnapp.data import RawData, Splits, make_splits, stratified_folds
 from cnnapp.errors import CnnappError
-from cnnapp.models import ModelSpec, get_model
+from cnnapp.models import DEFAULT_MODEL, ModelSpec, get_model
 from cnnapp.tasks import Prepared, export_model, save_preprocessor
 from cnnapp.training.evaluation import write_json
 from cnnapp.training.loop import TrainResult, train_classifier
@@ -62,6 +62,8 @@ def run(task, *, train: TrainConfig, model: ModelChoice = ModelChoice(), strateg
     if hasattr(task, "preflight"):
         task.preflight(batch_size=train.batch_size, model_options={**spec.options(), **model.options})
     data, source = task.load()
+    if model.name is None and data.info.get("model"):
+        spec = preset_model(data.info["model"], task.kind, model.options)
     name = layout.check_model_name(train.name or data.name, arg="--name" if train.name else "--data")
     train = dataclasses.replace(train, name=name)
     run_dir = Path(train.run_dir) / name
@@ -73,6 +75,20 @@ def run(task, *, train: TrainConfig, model: ModelChoice = ModelChoice(), strateg
     with out_of_space_is_one_line(run_dir):
         return _run(task, data, train=train, spec=spec, model=model, strategy=strategy, run_dir=run_dir,
                     run_config=run_config, name=name)
+
+
+def preset_model(name: str, kind: str, options: dict) -> ModelSpec:
+    """The model a data source picks when --model is not given (photo folders: vgg), or a one-line error
+    when an option the user set belongs to another model."""
+    spec = get_model(name, kind=kind)
+    unknown = sorted(set(options) - set(spec.options()))
+    if unknown:
+        key = unknown[0]
+        raise CnnappError(
+            f"--{key.replace('_', '-')}: this data's default model is {spec.name}, which takes no {key!r} (it takes "
+            f"{', '.join(sorted(spec.options()))}); pass --model {DEFAULT_MODEL[kind]} to use that option. "
+            f"Received: {key}={options[key]!r}")
+    return spec
 
 
 SPACE_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
