@@ -147,11 +147,20 @@ def test_image_folder_trains_exports_and_numbers_versions(tmp_path):
 def test_image_folder_uses_train_and_validation_subfolders(tmp_path):
     write_image_folder(tmp_path / "set" / "train", per_class=10)
     write_image_folder(tmp_path / "set" / "validation", per_class=4)
-    run_cli(["train-image", "--data", tmp_path / "set", "--image-size", "12", *TINY, "--no-export",
-             "--run-dir", tmp_path / "runs", "--name", "tv"])
+    common = ["train-image", "--data", tmp_path / "set", "--image-size", "12", *TINY, "--no-export",
+              "--run-dir", tmp_path / "runs"]
+    # The folder preset keeps the last epoch, so nothing is chosen on validation: all of train/ trains,
+    # and validation/ is both the per-epoch curve and the reported test.
+    run_cli([*common, "--name", "tv"])
     config = json.loads((tmp_path / "runs" / "tv" / "config.json").read_text())
-    assert config["resolved"]["splits"]["test"] == 8
+    assert config["resolved"]["splits"] == {"train": 20, "validation": 8, "test": 8}
     assert config["resolved"]["data"]["test"] == "the validation/ folder"
+    assert config["resolved"]["data"]["validation"].startswith("the validation/ folder, shown each epoch and never")
+    # A run that restores its best epoch chooses on validation: that comes from train/, never the test folder.
+    run_cli([*common, "--restore-best", "--name", "best"])
+    config = json.loads((tmp_path / "runs" / "best" / "config.json").read_text())
+    assert config["resolved"]["splits"] == {"train": 18, "validation": 2, "test": 8}
+    assert config["resolved"]["data"]["validation"].startswith("seeded stratified 10% of train")
 
 
 def test_photo_folders_default_to_vgg_and_keep_the_last_epoch(tmp_path):
@@ -371,3 +380,20 @@ def test_default_filters_downsample_to_at_most_8x8(size, filters):
 def test_default_batch_size_gives_small_data_enough_steps(num_train, batch):
     from cnnapp.config import default_batch_size
     assert default_batch_size(num_train) == batch
+
+
+def test_a_sweep_on_a_photo_folder_chooses_on_train_never_on_the_validation_folder(tmp_path):
+    """Trials are chosen on their validation score, so a sweep holds that out of train/ even where a single
+    run that keeps its last epoch would show the validation/ folder as its curve."""
+    write_image_folder(tmp_path / "set" / "train", per_class=10)
+    write_image_folder(tmp_path / "set" / "validation", per_class=4)
+    spec = tmp_path / "space.json"
+    spec.write_text(json.dumps({"params": {"learning_rate": [0.01]}}))
+    run_cli(["sweep", "image", "--data", tmp_path / "set", "--image-size", "12", *TINY, "--spec", spec,
+             "--run-dir", tmp_path / "runs", "--name", "sw"])
+    configs = list((tmp_path / "runs").rglob("config.json"))
+    assert configs
+    for path in configs:
+        config = json.loads(path.read_text())
+        assert config["resolved"]["splits"] == {"train": 18, "validation": 2, "test": 8}, path
+        assert config["resolved"]["data"]["validation"].startswith("seeded stratified 10% of train"), path

@@ -85,8 +85,18 @@ class RawData:
     def has_fixed_splits(self) -> bool:
         return self.x_test is not None or self.x_dev is not None
 
-    def to_splits(self, *, seed: int) -> Splits:
-        """The fixed splits of the source, the missing ones held out (seeded, stratified)."""
+    def to_splits(self, *, seed: int, validate_on_test: bool = False) -> Splits:
+        """The fixed splits of the source, the missing ones held out (seeded, stratified).
+
+        `validate_on_test` (a run that chooses nothing on validation: it keeps its last epoch) trains on
+        all of the training part and shows the test part as the per-epoch validation curve, instead of
+        holding out 10% of train for a validation score nothing would use."""
+        if validate_on_test and self.x_test is not None and self.x_dev is None:
+            test = self.description.get("test", "the test part")
+            return make_splits(self.x, self.y, self.class_names, x_val=self.x_test, y_val=self.y_test,
+                               x_test=self.x_test, y_test=self.y_test, seed=seed,
+                               description={**self.description, "validation": f"{test}, shown each epoch and "
+                                            f"never chosen on (the run keeps its last epoch)"})
         return make_splits(self.x, self.y, self.class_names, x_val=self.x_dev, y_val=self.y_dev,
                            x_test=self.x_test, y_test=self.y_test, seed=seed, test_fraction=self.test_fraction,
                            description=dict(self.description))

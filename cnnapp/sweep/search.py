@@ -159,6 +159,8 @@ def prepare(task, *, train: TrainConfig, model: ModelChoice, spec: str | Path | 
         "options": model.options,
         "train": {k: v for k, v in dataclasses.asdict(train).items() if k not in UNFINGERPRINTED},
     }, default=str, sort_keys=True))
+    # Trials are chosen on their validation score, so it never comes from the test part.
+    data.info["selects_on_validation"] = True
     return SweepPlan(task=Preloaded(task, data, source), train=dataclasses.replace(train, name=name),
                      model=model, model_name=spec_model.name, sweep_dir=folder, name=name, spec=parsed,
                      stage_names=stage_names, region_range=region_range, max_trials=max_trials,

@@ -131,7 +131,10 @@ def _run(task, data: RawData, *, train: TrainConfig, spec, model: ModelChoice, s
     fit = Fitter(task, spec, model.options, strategy)
     summary = None
     if train.cv is None:
-        splits = data.to_splits(seed=train.seed)
+        # A run that keeps its last epoch chooses nothing on validation: train on all the training
+        # part, and show the held-out part's curve (photo folders: train/ and validation/).
+        keeps_last = train.for_task(task.kind, len(data.y), data.info.get("train")).restore_best is False
+        splits = data.to_splits(seed=train.seed, validate_on_test=keeps_last and not data.info.get("selects_on_validation"))
         result, prepared = fit(splits, data, train, run_dir, run_config)
         what = "the model trained above"
     else:
