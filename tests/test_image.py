@@ -397,3 +397,21 @@ def test_a_sweep_on_a_photo_folder_chooses_on_train_never_on_the_validation_fold
         config = json.loads(path.read_text())
         assert config["resolved"]["splits"] == {"train": 18, "validation": 2, "test": 8}, path
         assert config["resolved"]["data"]["validation"].startswith("seeded stratified 10% of train"), path
+
+
+def test_the_decoder_keeps_same_size_pixels_and_resizes_others_with_antialiasing():
+    """Served and training pixels come from one decoder: an image at the target size is its pixels as they
+    are (the resize is skipped), any other size is the antialiased bilinear resize, both clipped to 0..255."""
+    import tensorflow as tf
+    from cnnapp.preprocessing.image import ImageDecoder
+    rng = np.random.default_rng(0)
+    same = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    other = rng.integers(0, 256, (20, 7, 3), dtype=np.uint8)
+    decoder = ImageDecoder(height=12, width=10, channels=3)
+    out = decoder(tf.constant([tf.io.encode_png(same).numpy(), tf.io.encode_png(other).numpy()])).numpy()
+    assert out.shape == (2, 12, 10, 3) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[0], same.astype(np.float32))
+    expected = tf.clip_by_value(tf.image.resize(other.astype(np.float32), (12, 10), antialias=True), 0, 255).numpy()
+    np.testing.assert_allclose(out[1], expected, rtol=0, atol=1e-4)
+    gray = ImageDecoder(height=12, width=10, channels=1)(tf.constant([tf.io.encode_png(same).numpy()])).numpy()
+    assert gray.shape == (1, 12, 10, 1)   # RGB reduced to one channel, still no resize
