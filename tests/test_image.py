@@ -415,3 +415,15 @@ def test_the_decoder_keeps_same_size_pixels_and_resizes_others_with_antialiasing
     np.testing.assert_allclose(out[1], expected, rtol=0, atol=1e-4)
     gray = ImageDecoder(height=12, width=10, channels=1)(tf.constant([tf.io.encode_png(same).numpy()])).numpy()
     assert gray.shape == (1, 12, 10, 1)   # RGB reduced to one channel, still no resize
+
+
+def test_keeping_the_last_epoch_trains_on_everything_but_the_same_held_out_test_part():
+    """Without a fixed test part, `validate_on_test` holds out the very test part a normal split holds out,
+    trains on all the rest (its validation share included) and validates on that test part."""
+    from cnnapp.data.image.digits import load_digits
+    data = load_digits()
+    normal, last = data.to_splits(seed=3), data.to_splits(seed=3, validate_on_test=True)
+    np.testing.assert_array_equal(last.x_test, normal.x_test)
+    np.testing.assert_array_equal(last.x_val, last.x_test)
+    assert len(last.y_train) == len(normal.y_train) + len(normal.y_val)
+    assert last.description["validation"].endswith("never chosen on (the run keeps its last epoch)")

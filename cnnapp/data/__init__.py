@@ -91,12 +91,17 @@ class RawData:
         `validate_on_test` (a run that chooses nothing on validation: it keeps its last epoch) trains on
         all of the training part and shows the test part as the per-epoch validation curve, instead of
         holding out 10% of train for a validation score nothing would use."""
-        if validate_on_test and self.x_test is not None and self.x_dev is None:
-            test = self.description.get("test", "the test part")
-            return make_splits(self.x, self.y, self.class_names, x_val=self.x_test, y_val=self.y_test,
-                               x_test=self.x_test, y_test=self.y_test, seed=seed,
-                               description={**self.description, "validation": f"{test}, shown each epoch and "
-                                            f"never chosen on (the run keeps its last epoch)"})
+        if validate_on_test and self.x_dev is None and (self.x_test is not None or self.test_fraction > 0):
+            x, y, x_test, y_test = self.x, self.y, self.x_test, self.y_test
+            description = dict(self.description)
+            if x_test is None:      # the same held-out test part as make_splits would take
+                keep, held = stratified_split(np.asarray(y, dtype=np.int64), self.test_fraction, seed)
+                x, y, x_test, y_test = x[keep], y[keep], x[held], y[held]
+                description.setdefault("test", f"seeded stratified {self.test_fraction:.0%} of the data (seed {seed})")
+            return make_splits(x, y, self.class_names, x_val=x_test, y_val=y_test, x_test=x_test, y_test=y_test,
+                               seed=seed, description={**description, "validation": f"{description.get('test')}, "
+                                                       f"shown each epoch and never chosen on (the run keeps its last "
+                                                       f"epoch)"})
         return make_splits(self.x, self.y, self.class_names, x_val=self.x_dev, y_val=self.y_dev,
                            x_test=self.x_test, y_test=self.y_test, seed=seed, test_fraction=self.test_fraction,
                            description=dict(self.description))
