@@ -28,9 +28,10 @@ DEFAULT_FOLDER_SIZE = (64, 64)
 # Photo folders train in float32 even where `--precision auto` picks bfloat16 for other images:
 # cats vs dogs fell from 73.5/71.0% (float32, seeds 1337/1338) to 66.0/70.5% in mixed_bfloat16, on
 # 60-second runs where bfloat16 saves little (docs/bench/image.md).
-# A folder's validation split is 10% of train/, a few dozen photos, so choosing the "best" epoch on it is noise:
-# the run keeps its last epoch, where one-cycle has annealed (cats vs dogs, two seeds: image_cnn 72.25%
-# restored -> 73.25% kept, vgg 73.75% -> 74.75%; docs/bench/image.md).
+# A held-out tenth of train/ is a few dozen photos, so choosing the "best" epoch on it is noise: the run keeps
+# its last epoch, where one-cycle has annealed (cats vs dogs, two seeds: image_cnn 72.25% restored -> 73.25%
+# kept, vgg 73.75% -> 74.75%), and, choosing nothing on validation, trains on all of train/ with validation/
+# as its curve (vgg: 74.75% -> 76.75%; docs/bench/image.md).
 FOLDER_TRAIN_PRESET = {"epochs": 40, "cpu_bfloat16": False, "restore_best": False}
 # Photos get the VGG-style model (two 3x3 convs per block, global average pooling) rather than the plain
 # image_cnn tuned on 28x28 grayscale: image_cnn underfits photos (training loss ~0.55 after 40 epochs) and
