@@ -44,7 +44,8 @@ STANDARDIZE = {"mr": "kim", "sst2": "lower", "sst2-sentences": "lower", "trec": 
 # Training settings per data set where they differ from the bench's defaults (emb 128, plateau schedule, 10
 # epochs), as documented presets like the tokenisation above. SST-2's 67k phrases: Kim's 300-d embedding and a
 # two-epoch one-cycle schedule (seeds 1337-1341: emb 128 82.09, emb 300 82.61, + one-cycle over 4 epochs 82.65,
-# over 2 epochs 82.86 in a fifth of the time; docs/bench/text.md). MR and TREC keep the defaults (their rows).
+# over 2 epochs 82.86 in a fifth of the time, 82.63 over seeds 1337-1346; docs/bench/text.md). MR and TREC keep
+# the defaults (their rows).
 PRESETS = {"sst2": {"embedding_dim": 300, "lr_schedule": "onecycle", "epochs": 2}}
 BENCH_DEFAULTS = {"embedding_dim": 128, "lr_schedule": None, "epochs": 10}
 # name: (files, encoding, protocol, Kim's CNN-rand / static / non-static accuracy %)
