@@ -86,6 +86,15 @@ class TrainConfig:
     cluster: dict | None = None           # the parsed TF_CONFIG of a multi-worker cluster (read by the CLI)
     dump_weights_dir: str | None = None   # test hook: each worker saves its final weights here
 
+    @property
+    def reads_validation(self) -> bool:
+        """Whether anything in the run acts on the validation score (on a config resolved by `for_task`):
+        restoring the best epoch, stopping early, or a plateau schedule. A run that keeps its last epoch
+        of a one-cycle schedule followed to its end reads none of it, so its validation data may be the
+        held-out test part, shown but never chosen on."""
+        return not (self.restore_best is False and self.lr_schedule == "onecycle"
+                    and (self.patience or 0) >= (self.epochs or 0))
+
     def for_task(self, kind: str, num_train: int, preset: dict | None = None) -> "TrainConfig":
         """Fill the task-dependent defaults (a data source's `preset` of them first)."""
         defaults = {**TASK_DEFAULTS[kind], **(preset or {})}

@@ -125,3 +125,16 @@ def test_keep_last_neither_restores_nor_checkpoints_only_the_best(tmp_path):
     by_kind = {type(c).__name__: c for c in build_callbacks(TrainConfig(name="x").for_task("image", 100), tmp_path,
                                                             resuming=False)}
     assert by_kind["EarlyStopping"].restore_best_weights is True and by_kind["ModelCheckpoint"].save_best_only
+
+
+def test_only_a_run_that_reads_nothing_of_validation_may_validate_on_the_test_part():
+    """Keep-last lets the test part be the validation curve only under one-cycle followed to its end: a
+    plateau schedule or early stopping before the end would act on it."""
+    from cnnapp.config import TrainConfig
+    keep = {"epochs": 40, "restore_best": False}
+    assert TrainConfig().for_task("image", 360, keep).reads_validation is False
+    assert TrainConfig().for_task("image", 360).reads_validation is True
+    assert TrainConfig(restore_best=False).for_task("text", 360).reads_validation is True          # plateau
+    assert TrainConfig(restore_best=False, patience=3).for_task("image", 360).reads_validation is True
+    assert TrainConfig(restore_best=False, lr_schedule="cosine").for_task("image", 360).reads_validation is True
+    assert TrainConfig(restore_best=False, lr_schedule="onecycle").for_task("text", 360).reads_validation is False

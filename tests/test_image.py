@@ -161,6 +161,10 @@ def test_image_folder_uses_train_and_validation_subfolders(tmp_path):
     config = json.loads((tmp_path / "runs" / "best" / "config.json").read_text())
     assert config["resolved"]["splits"] == {"train": 18, "validation": 2, "test": 8}
     assert config["resolved"]["data"]["validation"].startswith("seeded stratified 10% of train")
+    # Keeping the last epoch of a run whose schedule reads validation (plateau) still holds it out of train/.
+    run_cli([*common, "--keep-last", "--lr-schedule", "plateau", "--name", "plateau"])
+    config = json.loads((tmp_path / "runs" / "plateau" / "config.json").read_text())
+    assert config["resolved"]["splits"] == {"train": 18, "validation": 2, "test": 8}
 
 
 def test_photo_folders_default_to_vgg_and_keep_the_last_epoch(tmp_path):

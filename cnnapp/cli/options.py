@@ -189,8 +189,9 @@ def train_options(kind: str):
                           "else 6, which outlasts two halvings of the plateau schedule]"),
         click.option("--restore-best/--keep-last", "restore_best", default=None,
                      help="At the end of training, restore the epoch with the best val_accuracy, or keep the last "
-                          "epoch's weights; keep-last chooses nothing on validation, so it trains on all the training "
-                          "data and shows the test part as the validation curve. [default: restore-best; keep-last "
+                          "epoch's weights. Keep-last under a one-cycle rate followed to its end reads nothing of "
+                          "validation, so it trains on all the training data and shows the test part as the "
+                          "validation curve. [default: restore-best; keep-last "
                           "for image folders (a few dozen held-out photos cannot pick an epoch) under a one-cycle "
                           "rate that anneals to its end]"),
         click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multi-worker"]),

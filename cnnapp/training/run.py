@@ -131,10 +131,12 @@ def _run(task, data: RawData, *, train: TrainConfig, spec, model: ModelChoice, s
     fit = Fitter(task, spec, model.options, strategy)
     summary = None
     if train.cv is None:
-        # A run that keeps its last epoch chooses nothing on validation: train on all the training
-        # part, and show the held-out part's curve (photo folders: train/ and validation/).
-        keeps_last = train.for_task(task.kind, len(data.y), data.info.get("train")).restore_best is False
-        splits = data.to_splits(seed=train.seed, validate_on_test=keeps_last and not data.info.get("selects_on_validation"))
+        # A run that reads nothing of its validation score (its last epoch kept, one-cycle followed to
+        # the end) trains on all the training part and shows the held-out part's curve (photo folders:
+        # train/ and validation/); any other run holds its validation split out of the training part.
+        reads = train.for_task(task.kind, len(data.y), data.info.get("train")).reads_validation
+        splits = data.to_splits(seed=train.seed,
+                                validate_on_test=not reads and not data.info.get("selects_on_validation"))
         result, prepared = fit(splits, data, train, run_dir, run_config)
         what = "the model trained above"
     else:
