@@ -76,7 +76,7 @@ def run_dataset(name: str, mode: str, args) -> dict:
 
     files, encoding, protocol, kim = DATASETS[name]
     standardize_rule = args.standardize or STANDARDIZE[name]
-    preset = {**BENCH_DEFAULTS, **PRESETS.get(name, {})}
+    preset = {**BENCH_DEFAULTS, **(PRESETS.get(name, {}) if mode == "rand" else {})}   # measured for CNN-rand
     embedding_dim, lr_schedule, epochs = (getattr(args, k) or preset[k] for k in ("embedding_dim", "lr_schedule",
                                                                                   "epochs"))
     task = SentenceTask(TextRequest(encoding=encoding, **files), standardize=standardize_rule,

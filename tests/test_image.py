@@ -402,6 +402,11 @@ def test_a_sweep_on_a_photo_folder_chooses_on_train_never_on_the_validation_fold
         config = json.loads(path.read_text())
         assert config["resolved"]["splits"] == {"train": 18, "validation": 2, "test": 8}, path
         assert config["resolved"]["data"]["validation"].startswith("seeded stratified 10% of train"), path
+    # Without --model, a sweep tunes the model train-image would train on photos (the folder preset: vgg).
+    run_cli(["sweep", "image", "--data", tmp_path / "set", "--image-size", "12", "--filters", "4,8", "--epochs", "1",
+             "--batch-size", "16", "--spec", spec, "--run-dir", tmp_path / "runs2", "--name", "sw"])
+    models = {json.loads(p.read_text())["model"]["name"] for p in (tmp_path / "runs2").rglob("config.json")}
+    assert models == {"vgg"}
 
 
 def test_the_decoder_keeps_same_size_pixels_and_resizes_others_with_antialiasing():

@@ -145,6 +145,14 @@ def prepare(task, *, train: TrainConfig, model: ModelChoice, spec: str | Path | 
     if hasattr(task, "preflight"):
         task.preflight(batch_size=train.batch_size, model_options={**options, **model.options})
     data, source = task.load()
+    if model.name is None and data.info.get("model") and data.info["model"] != spec_model.name:
+        # The data's preset model (photo folders: vgg), as `train-image` would train it.
+        from cnnapp.training.run import preset_model
+        spec_model = preset_model(data.info["model"], task.kind, model.options)
+        options = spec_model.options()
+        if spec is not None:
+            parsed = parse_spec(read_spec(spec), model_options=options, model_name=spec_model.name,
+                                source=str(spec), max_trials=max_trials)
     if train.cv is not None and data.has_fixed_splits:
         raise CnnappError("--cv: the data has fixed dev/test splits; cross-validation is for data without them "
                           f"(drop --dev/--test, or drop --cv). Received: cv={train.cv}")
