@@ -156,11 +156,13 @@ def test_image_folder_uses_train_and_validation_subfolders(tmp_path):
     assert config["resolved"]["splits"] == {"train": 20, "validation": 8, "test": 8}
     assert config["resolved"]["data"]["test"] == "the validation/ folder"
     assert config["resolved"]["data"]["validation"].startswith("the validation/ folder, shown each epoch and never")
+    assert json.loads((tmp_path / "runs" / "tv" / "metrics.json").read_text())["validation_is_test"] is True
     # A run that restores its best epoch chooses on validation: that comes from train/, never the test folder.
     run_cli([*common, "--restore-best", "--name", "best"])
     config = json.loads((tmp_path / "runs" / "best" / "config.json").read_text())
     assert config["resolved"]["splits"] == {"train": 18, "validation": 2, "test": 8}
     assert config["resolved"]["data"]["validation"].startswith("seeded stratified 10% of train")
+    assert json.loads((tmp_path / "runs" / "best" / "metrics.json").read_text())["validation_is_test"] is False
     # Keeping the last epoch of a run whose schedule reads validation (plateau) still holds it out of train/.
     run_cli([*common, "--keep-last", "--lr-schedule", "plateau", "--name", "plateau"])
     config = json.loads((tmp_path / "runs" / "plateau" / "config.json").read_text())

@@ -432,6 +432,9 @@ def run_metrics(splits: Splits, eval_name: str, report: dict, *, best_val_accura
         "evaluation_source": splits.description.get(eval_name, eval_name),
         eval_name: report,
         "best_val_accuracy": round(float(best_val_accuracy), 4),
+        # True when the validation curve is the test part (a run that read nothing of it): its best value
+        # and time_to_accuracy are then test figures over epochs, not a selection on held-out data.
+        "validation_is_test": splits.x_val is splits.x_test,
         "epochs_run": int(epochs_run),
         "train_seconds": round(float(train_seconds), 2),
         **extra,
