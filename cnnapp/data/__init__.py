@@ -86,25 +86,11 @@ class RawData:
         return self.x_test is not None or self.x_dev is not None
 
     def to_splits(self, *, seed: int, validate_on_test: bool = False) -> Splits:
-        """The fixed splits of the source, the missing ones held out (seeded, stratified).
-
-        `validate_on_test` (a run that chooses nothing on validation: it keeps its last epoch) trains on
-        all of the training part and shows the test part as the per-epoch validation curve, instead of
-        holding out 10% of train for a validation score nothing would use."""
-        if validate_on_test and self.x_dev is None and (self.x_test is not None or self.test_fraction > 0):
-            x, y, x_test, y_test = self.x, self.y, self.x_test, self.y_test
-            description = dict(self.description)
-            if x_test is None:      # the same held-out test part as make_splits would take
-                keep, held = stratified_split(np.asarray(y, dtype=np.int64), self.test_fraction, seed)
-                x, y, x_test, y_test = x[keep], y[keep], x[held], y[held]
-                description.setdefault("test", f"seeded stratified {self.test_fraction:.0%} of the data (seed {seed})")
-            return make_splits(x, y, self.class_names, x_val=x_test, y_val=y_test, x_test=x_test, y_test=y_test,
-                               seed=seed, description={**description, "validation": f"{description.get('test')}, "
-                                                       f"shown each epoch and never chosen on (the run keeps its last "
-                                                       f"epoch)"})
+        """The fixed splits of the source, the missing ones held out (seeded, stratified); see
+        `make_splits` for `validate_on_test`."""
         return make_splits(self.x, self.y, self.class_names, x_val=self.x_dev, y_val=self.y_dev,
                            x_test=self.x_test, y_test=self.y_test, seed=seed, test_fraction=self.test_fraction,
-                           description=dict(self.description))
+                           validate_on_test=validate_on_test, description=dict(self.description))
 
     def fold_splits(self, train_idx: np.ndarray, test_idx: np.ndarray, *, seed: int, what: str) -> Splits:
         """One cross-validation fold: train on `train_idx` (10% of it held out for early stopping)."""
@@ -191,13 +177,16 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
 def make_splits(
     x_train, y_train, class_names, *, x_test=None, y_test=None, x_val=None, y_val=None,
     validation_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 1337,
-    description: dict | None = None,
+    validate_on_test: bool = False, description: dict | None = None,
 ) -> Splits:
     """Complete the missing splits with seeded stratified hold-outs and check the labels.
 
     - no validation: `validation_fraction` of train is held out for early stopping;
     - no test either: `test_fraction` of the data is held out first, so the reported accuracy
-      is on data that neither trained nor selected the model.
+      is on data that neither trained nor selected the model;
+    - no validation and `validate_on_test` (a run that reads nothing of validation: it keeps the last
+      epoch of a schedule followed to its end): nothing more is held out of train, and the test part
+      is shown as the per-epoch validation curve.
     """
     description = {k: v for k, v in (description or {}).items() if v is not None}
     y_train = np.asarray(y_train, dtype=np.int64)
@@ -207,7 +196,11 @@ def make_splits(
         x_test, y_test = x_train[held], y_train[held]
         x_train, y_train = x_train[keep], y_train[keep]
         description.setdefault("test", f"seeded stratified {test_fraction:.0%} of the data (seed {seed})")
-    if x_val is None:
+    if x_val is None and validate_on_test and x_test is not None:
+        x_val, y_val = x_test, y_test
+        description["validation"] = (f"{description.get('test', 'the test part')}, shown each epoch and never "
+                                     f"chosen on (the run keeps its last epoch)")
+    elif x_val is None:
         keep, held = stratified_split(y_train, validation_fraction, seed + 1)
         x_val, y_val = x_train[held], y_train[held]
         x_train, y_train = x_train[keep], y_train[keep]
