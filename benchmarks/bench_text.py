@@ -90,6 +90,7 @@ def run_dataset(name: str, mode: str, args) -> dict:
     out = {"dataset": name, "mode": mode, "protocol": protocol, "kim": kim[mode], "runs": [],
            "settings": {"optimizer": args.optimizer, "learning_rate": args.learning_rate, "batch_size": args.batch_size,
                         "lr_schedule": lr_schedule, "label_smoothing": args.label_smoothing,
+                        "class_weight": args.class_weight,
                         "epochs": epochs, "patience": args.patience, "embedding_dim": embedding_dim,
                         "feature_maps": args.feature_maps, "region_sizes": list(options["region_sizes"]),
                         "dropout": 0.5, "max_norm": 3.0,
@@ -104,6 +105,7 @@ def run_dataset(name: str, mode: str, args) -> dict:
         train_cfg = TrainConfig(name=label, epochs=epochs, batch_size=args.batch_size,
                                 optimizer=args.optimizer, learning_rate=args.learning_rate, seed=seed,
                                 lr_schedule=lr_schedule, label_smoothing=args.label_smoothing,
+                                class_weight=args.class_weight,
                                 patience=args.patience, ema=args.ema, ensemble=args.ensemble,
                                 run_dir=str(run_root), export=False, verbose=0)
         start = time.perf_counter()
@@ -165,6 +167,7 @@ def write_report() -> None:
         pad += f", learning rate {st['learning_rate']}" if st.get("learning_rate") else ""
         pad += f", {st['lr_schedule']} schedule" if st.get("lr_schedule") else ""
         pad += f", label smoothing {st['label_smoothing']}" if st.get("label_smoothing") else ""
+        pad += f", {st['class_weight']} class weights" if st.get("class_weight") else ""
         members = st.get("ensemble", 1)
         widths = ",".join(str(w) for w in st.get("region_sizes", [3, 4, 5]))
         setting = (f"{st['optimizer']}, {st['epochs']} epochs max, {emb}, {st['feature_maps']} maps of widths {widths}, "
@@ -219,6 +222,8 @@ def main() -> None:
     p.add_argument("--optimizer", default="adam")
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--label-smoothing", type=float, default=None, help="default: the text task's (0)")
+    p.add_argument("--class-weight", choices=["balanced"], default=None,
+                   help="weigh classes by n / (k * count) in the loss (default: none)")
     p.add_argument("--lr-schedule", choices=["plateau", "cosine", "onecycle"], default=None,
                    help="default: the text task's (plateau), or the data set's preset")
     p.add_argument("--ema", type=float, default=0.0, help="weight averaging momentum (0: off)")

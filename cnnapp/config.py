@@ -33,6 +33,7 @@ TASK_DEFAULTS = {
              "cpu_bfloat16": False, "restore_best": True},
 }
 LR_SCHEDULES = ("plateau", "cosine", "onecycle")
+CLASS_WEIGHTS = ("balanced",)
 
 
 def default_batch_size(num_train: int) -> int:
@@ -64,6 +65,7 @@ class TrainConfig:
                                           # the last epoch's weights); None: the task's, or the data's preset
     lr_schedule: str | None = None        # plateau (halve on a val_loss plateau) | cosine | onecycle; None: the task's
     label_smoothing: float | None = None  # None: the task's
+    class_weight: str | None = None       # "balanced": each class weighs n / (k * count) in the loss; None: all 1
     tta: str | None = None                # test-time augmentation (flip | none), in evaluation and the export; None: the data's
     accuracy_levels: tuple = (0.8, 0.9, 0.95)   # metrics.json: wall seconds to first reach each (val accuracy)
     lr_patience: int = 2                  # ReduceLROnPlateau

@@ -13,8 +13,8 @@ import os
 
 import click
 
-from cnnapp.config import (LR_SCHEDULES, MAX_DEFAULT_LENGTH, MAX_TOKENS_DEFAULT, OPTIMIZERS, STANDARDIZE, STANDARDIZE_DEFAULT,
-                           TASK_DEFAULTS, ModelChoice, TrainConfig)
+from cnnapp.config import (CLASS_WEIGHTS, LR_SCHEDULES, MAX_DEFAULT_LENGTH, MAX_TOKENS_DEFAULT, OPTIMIZERS, STANDARDIZE,
+                           STANDARDIZE_DEFAULT, TASK_DEFAULTS, ModelChoice, TrainConfig)
 
 DEFAULTS = TrainConfig()
 
@@ -163,6 +163,10 @@ def train_options(kind: str):
                           f"then cosine down. [default: {TASK_DEFAULTS[kind]['lr_schedule']}]"),
         click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=None,
                      help=f"Target 1-s on the true class, s spread over all. [default: {TASK_DEFAULTS[kind]['label_smoothing']}]"),
+        click.option("--class-weight", type=click.Choice(CLASS_WEIGHTS), default=None,
+                     help="balanced: weigh each class's examples by n / (classes x its count) in the loss, so a "
+                          "class that is rarer in training than where the model is used is not under-predicted. "
+                          "[default: none, every example weighs 1]"),
         click.option("--time-to", "accuracy_levels", type=FRACTIONS, default=",".join(map(str, DEFAULTS.accuracy_levels)),
                      show_default=True, help="Validation accuracies whose first wall time metrics.json records."),
         click.option("--ema", type=click.FloatRange(min=0, max=1, max_open=True), default=DEFAULTS.ema,
@@ -215,6 +219,7 @@ def train_options(kind: str):
 
 
 TRAIN_FIELDS = ("name", "epochs", "batch_size", "learning_rate", "optimizer", "lr_schedule", "label_smoothing",
+                "class_weight",
                 "accuracy_levels", "steps_per_execution", "ema", "ensemble",
                 "cv", "repeats", "export_fold", "seed", "deterministic", "patience", "restore_best", "strategy", "precision",
                 "jit", "run_dir", "export_base", "export", "fresh")

@@ -78,6 +78,17 @@ def make_optimizer(name: str, learning_rate: float | None, ema: float = 0.0, *,
     return cls(learning_rate=rate, **kwargs)
 
 
+def class_weights(y_train, num_classes: int, mode: str | None) -> dict[int, float] | None:
+    """`balanced`: class c weighs n / (k * n_c), so every class carries the same total weight in the loss
+    (scikit-learn's "balanced"); a class absent from training keeps 1. None: no weighting."""
+    if mode is None:
+        return None
+    if mode != "balanced":
+        raise CnnappError(f"--class-weight: choose balanced. Received: class_weight={mode}")
+    counts = np.bincount(np.asarray(y_train, dtype=np.int64), minlength=num_classes)
+    return {c: float(len(y_train) / (num_classes * n)) if n else 1.0 for c, n in enumerate(counts)}
+
+
 def make_loss(label_smoothing: float):
     if not 0.0 <= label_smoothing < 1.0:
         raise CnnappError(f"--label-smoothing: must be in [0, 1). Received: label_smoothing={label_smoothing}")
@@ -355,7 +366,9 @@ def _fit(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *, r
                       loss=make_loss(config.label_smoothing or 0.0), metrics=["accuracy"], jit_compile=jit,
                       steps_per_execution=per_call)
 
+    weights = class_weights(splits.y_train, len(splits.class_names), config.class_weight)
     resolved = {
+        "class_weights": None if weights is None else {splits.class_names[c]: round(w, 4) for c, w in weights.items()},
         "precision": precision, "jit_compile": jit, "strategy": type(strategy).__name__,
         "replicas": replicas, "batch_size_per_replica": config.batch_size, "global_batch_size": global_batch,
         "steps_per_execution": per_call,
@@ -371,6 +384,7 @@ def _fit(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *, r
     callbacks = build_callbacks(config, run_dir, resuming=resuming, backup_dir=backup_dir) + [timer]
     start = time.perf_counter()
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
+              class_weight=weights,
               shuffle=False, verbose=progress_verbosity(config))  # train_ds shuffles itself
     train_seconds = time.perf_counter() - start
     if worker.count > 1:
