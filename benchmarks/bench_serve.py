@@ -6,6 +6,9 @@ one example per request (a PNG for the image model, a sentence for the text mode
   - cnnapp serve, batching off (one signature call per request)
   - cnnapp serve, batching on (TF Serving's parameters, below)
   - with --naive: a naive server, the same Keras model, `model.predict` per request (what not to do)
+  - with --ceiling: cnnapp serve with batching on whose model answers instantly (the batcher
+    replaced by one that returns a stored answer on the event loop): what HTTP, JSON and gRPC alone
+    allow a predict request, the ceiling batching could approach if the model cost nothing
 plus the HTTP ceiling: GET status with 32 clients (no model call), what the HTTP layer alone allows.
 The 1-minute load average is read before and after every point and written beside the numbers:
 on a shared machine, a number taken at load 16 says little about a quiet one.
@@ -98,6 +101,43 @@ def naive_server(port: int) -> None:
 
     app = Starlette(routes=[Route("/v1/models/{rest:path}", handler, methods=["GET", "POST"])])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+def instant_server(rest_port: int, grpc_port: int, base: str) -> None:
+    """`cnnapp serve --enable_batching` over the same models, except that each batcher answers at
+    once, on the event loop, with the answer the real signature gave one example (repeated to the
+    request's size): every cost of a batched predict request except the model's and the batch
+    thread's. The measured requests/s is the ceiling of the protocol path, not of the server."""
+    import numpy as np
+    from cnnapp.serving.config import BatchingParameters
+    from cnnapp.serving.server import build_config, serve
+    from cnnapp.serving.app import create_app
+    app = create_app(build_config(model_base_path=base, enable_batching=True,
+                                  batching_overrides={k: v for k, v in BATCHING.items()
+                                                      if k in BatchingParameters.__dataclass_fields__}))
+
+    class InstantBatcher:
+        def __init__(self, servable):
+            self.servable, self.answers = servable, {}
+
+        def submit(self, signature, inputs, loop=None):
+            if signature not in self.answers:
+                one = {n: a[:1] for n, a in inputs.items()}
+                self.answers[signature] = self.servable.call(signature, one)
+            n = next(iter(inputs.values())).shape[0]
+            out = {k: np.repeat(v, n, axis=0) for k, v in self.answers[signature].items()}
+            future = loop.create_future()
+            future.set_result(out)
+            return future
+
+        def close(self):
+            pass
+
+    for name in app.manager.model_names():
+        servable = app.manager.resolve(name, None, None)
+        servable.batcher.close()
+        servable.batcher = InstantBatcher(servable)
+    serve(app, port=grpc_port, rest_api_port=rest_port, log_level="warning")
 
 
 # ---------------------------------------------------------------------------- load generator
@@ -216,6 +256,9 @@ def main():
     parser.add_argument("--protocols", default="rest,grpc", help="rest, grpc or both")
     parser.add_argument("--naive", action="store_true", help="also the naive model.predict server (REST)")
     parser.add_argument("--naive-server", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also a batching-on server whose model answers instantly (the protocol path's ceiling)")
+    parser.add_argument("--instant-server", nargs=3, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--profile", action="store_true",
                         help="instead: profile the batching-on server's event-loop thread under 32 text clients")
     parser.add_argument("--costs", action="store_true",
@@ -225,6 +268,9 @@ def main():
     args = parser.parse_args()
     if args.naive_server is not None:
         return naive_server(args.naive_server)
+    if args.instant_server is not None:
+        rest_port, grpc_port, base = args.instant_server
+        return instant_server(int(rest_port), int(grpc_port), base)
     if args.costs:
         return costs()
     clients_list = [int(c) for c in args.clients.split(",")]
@@ -257,6 +303,8 @@ def main():
     servers = {"batching off": serve, "batching on": serve + ["--enable_batching", *batching]}
     if args.naive:
         servers["naive keras predict"] = [sys.executable, __file__, "--naive-server"]
+    if args.ceiling:
+        servers["model answered instantly"] = [sys.executable, __file__, "--instant-server"]
     # All servers run at once and the measurements alternate between them, several rounds per point,
     # reporting the median round: on a shared machine, load from other processes then hits every
     # server alike instead of whichever happened to be measured during a busy minute.
@@ -268,6 +316,9 @@ def main():
             ports[label] = free_port()
             if label.startswith("naive"):
                 cmd = cmd + [str(ports[label])]
+            elif label == "model answered instantly":
+                grpc_ports[label] = free_port() if "grpc" in protocols else 0
+                cmd = cmd + [str(ports[label]), str(grpc_ports[label]), str(work / "models")]
             else:
                 grpc_ports[label] = free_port() if "grpc" in protocols else 0
                 cmd = cmd + ["--rest_api_port", str(ports[label]), "--port", str(grpc_ports[label])]
@@ -371,12 +422,16 @@ def markdown(results) -> str:
     for r in results:
         lines.append(f"| {r['protocol']} | {r['server']} | {r['model']} | {r['clients']} | {r['rps']:.0f} | "
                      f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {r['load1_before']} / {r['load1_after']} |")
-    ratios = ["", "| protocol | model | clients | batching on / off |", "|---|---|---:|---:|"]
     by = {(r["protocol"], r["model"], r["clients"], r["server"]): r["rps"] for r in results}
+    ceiling = any(server == "model answered instantly" for *_, server in by)
+    ratios = ["", "| protocol | model | clients | batching on / off |" + (" model answered instantly / off |" if ceiling else ""),
+              "|---|---|---:|---:|" + ("---:|" if ceiling else "")]
     for (protocol, model, clients, server), rps in by.items():
-        if server == "batching on" and (protocol, model, clients, "batching off") in by:
-            ratios.append(f"| {protocol} | {model} | {clients} | "
-                          f"{rps / by[(protocol, model, clients, 'batching off')]:.2f}x |")
+        off = by.get((protocol, model, clients, "batching off"))
+        if server == "batching on" and off:
+            instant = by.get((protocol, model, clients, "model answered instantly"))
+            ratios.append(f"| {protocol} | {model} | {clients} | {rps / off:.2f}x |"
+                          + (f" {instant / off:.2f}x |" if ceiling and instant else (" - |" if ceiling else "")))
     return "\n".join(lines + ratios)
 
 
