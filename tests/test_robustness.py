@@ -228,3 +228,20 @@ def test_predict_says_what_it_is_loading_on_a_terminal(model_base):
         os.close(master)
     assert done.returncode == 0 and done.stdout.startswith("a good film: ")
     assert f"loading {model_base / 'tiny_text'} ..." in err.decode()
+
+
+def test_resume_fingerprint_holds_the_loss_settings_only_when_on():
+    """A backup trained under other class weights or label smoothing is not resumed silently; one
+    written before these were fingerprinted still matches a run that leaves them off."""
+    import numpy as np
+    from cnnapp.config import TrainConfig
+    from cnnapp.data import Splits
+    from cnnapp.training.loop import RESUME_TRAIN_FIELDS, fingerprint_differences, resume_fingerprint
+    x, y = np.array(["a b", "c d"], dtype=object), np.array([0, 1])
+    splits = Splits(x, y, x, y, None, None, ["neg", "pos"])
+    plain = resume_fingerprint(splits, None, TrainConfig(), {})
+    weighted = resume_fingerprint(splits, None, TrainConfig(class_weight="balanced"), {})
+    smoothed = resume_fingerprint(splits, None, TrainConfig(label_smoothing=0.1), {})
+    assert set(plain["training"]) == set(RESUME_TRAIN_FIELDS)          # as before: old backups still match
+    assert fingerprint_differences(plain, weighted) == ['training.class_weight: null -> "balanced"']
+    assert fingerprint_differences(plain, smoothed) == ["training.label_smoothing: null -> 0.1"]

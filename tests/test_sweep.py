@@ -133,6 +133,8 @@ BAD_SPECS = [
     ("empty-list", {"params": {"feature_maps": []}}, "space.json", "feature_maps: the list of values is empty"),
     ("empty-range", {"params": {"dropout": {"min": 0.5, "max": 0.1}}}, "space.json", "dropout: the range is empty"),
     ("bad-value", {"params": {"optimizer": ["adam", "nope"]}}, "space.json", "optimizer: each value must be one of"),
+    ("bad-weight", {"params": {"class_weight": ["balanced", "heavy"]}}, "space.json",
+     "class_weight: each value must be one of balanced, none"),
     ("not-json", '{"params": {"dropout": [0.1,]}}', "space.json", "space.json line 1 column"),
     ("not-toml", "params = {dropout = [0.1,", "space.toml", "space.toml is not valid TOML"),
     ("missing-file", None, "no-such.json", "--spec: no such file. Received: spec="),
@@ -217,6 +219,9 @@ def test_spec_values_become_keras_tuner_hyperparameters():
     assert list(hp.space[2].values) == [0.1, 0.2, 0.3]   # max included (keras-tuner's stepped Float: 0.1, 0.2)
     assert decode({"region_sizes": "3,4,5", "dropout": 0.30000000000000004}, {"region_sizes"}) == \
         {"region_sizes": (3, 4, 5), "dropout": 0.3}
+    from cnnapp.sweep.spec import split_values
+    assert split_values({"dropout": 0.3, "class_weight": "none"}) == ({"dropout": 0.3}, {"class_weight": None})
+    assert split_values({"class_weight": "balanced"}) == ({}, {"class_weight": "balanced"})
     log_range = {"min": 1e-4, "max": 1e-2, "sampling": "log"}
     random = parse_spec({"method": "random", "params": {"learning_rate": log_range}},
                         model_options=options, model_name="text_cnn", max_trials=5)

@@ -359,3 +359,5 @@ def test_balanced_class_weights_lift_the_rare_class(tmp_path):
     assert negative_probability["balanced"] > negative_probability[None] + 0.02, negative_probability
     result = run_cli(["train-text", "--class-weight", "sometimes"], expect_exit=2)
     assert "--class-weight" in result.output and "sometimes" in result.output
+    run_cli(["train-text", *TINY, "--class-weight", "none", "--name", "off", "--no-export", "--run-dir", tmp_path / "cli"])
+    assert json.loads((tmp_path / "cli" / "off" / "config.json").read_text())["resolved"]["class_weights"] is None

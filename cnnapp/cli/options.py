@@ -163,10 +163,11 @@ def train_options(kind: str):
                           f"then cosine down. [default: {TASK_DEFAULTS[kind]['lr_schedule']}]"),
         click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=None,
                      help=f"Target 1-s on the true class, s spread over all. [default: {TASK_DEFAULTS[kind]['label_smoothing']}]"),
-        click.option("--class-weight", type=click.Choice(CLASS_WEIGHTS), default=None,
+        click.option("--class-weight", type=click.Choice(CLASS_WEIGHTS + ("none",)), default=None,
+                     callback=lambda ctx, param, value: None if value == "none" else value,
                      help="balanced: weigh each class's examples by n / (classes x its count) in the loss, so a "
-                          "class that is rarer in training than where the model is used is not under-predicted. "
-                          "[default: none, every example weighs 1]"),
+                          "class that is rarer in training than where the model is used is not under-predicted; "
+                          "none: every example weighs 1. [default: none]"),
         click.option("--time-to", "accuracy_levels", type=FRACTIONS, default=",".join(map(str, DEFAULTS.accuracy_levels)),
                      show_default=True, help="Validation accuracies whose first wall time metrics.json records."),
         click.option("--ema", type=click.FloatRange(min=0, max=1, max_open=True), default=DEFAULTS.ema,

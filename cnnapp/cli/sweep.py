@@ -39,7 +39,7 @@ sweep_options = options(
                       "\"params\": "
                       "{name: [values] | {\"min\", \"max\", \"step\", \"sampling\"} | value}}; names are the model's "
                       "options and learning_rate, batch_size, optimizer, epochs, label_smoothing, lr_schedule, "
-                      "patience."),
+                      "patience, class_weight (balanced | none)."),
     click.option("--stages", type=NAMES, default=None,
                  help="Plan stages to run, in order: region,combos,maps,dropout,max-norm. [default: all]"),
     click.option("--region-range", default="1-10", show_default=True,

@@ -165,7 +165,9 @@ def prepare(task, *, train: TrainConfig, model: ModelChoice, spec: str | Path | 
     settings = json.loads(json.dumps({
         "data": data_hash(data), "task": {"kind": task.kind, **describe}, "model": spec_model.name,
         "options": model.options,
-        "train": {k: v for k, v in dataclasses.asdict(train).items() if k not in UNFINGERPRINTED},
+        # class_weight only when set: a sweep started before it existed still resumes without it
+        "train": {k: v for k, v in dataclasses.asdict(train).items()
+                  if k not in UNFINGERPRINTED and not (k == "class_weight" and v is None)},
     }, default=str, sort_keys=True))
     # Trials are chosen on their validation score, so it never comes from the test part.
     data.info["selects_on_validation"] = True

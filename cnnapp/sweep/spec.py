@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnnapp.config import LR_SCHEDULES, OPTIMIZERS
+from cnnapp.config import CLASS_WEIGHTS, LR_SCHEDULES, OPTIMIZERS
 from cnnapp.errors import CnnappError
 
 METHODS = ("grid", "random")
@@ -35,6 +35,7 @@ TRAIN_PARAMS = {
     "label_smoothing": lambda v: None if _number(v) and 0 <= v < 1 else "a number in [0, 1)",
     "optimizer": lambda v: None if v in OPTIMIZERS else f"one of {', '.join(OPTIMIZERS)}",
     "lr_schedule": lambda v: None if v in LR_SCHEDULES else f"one of {', '.join(LR_SCHEDULES)}",
+    "class_weight": lambda v: None if v in CLASS_WEIGHTS + ("none",) else f"one of {', '.join(CLASS_WEIGHTS)}, none",
 }
 
 
@@ -287,4 +288,4 @@ def decode(values: dict, int_lists: set[str] | frozenset = frozenset()) -> dict:
 def split_values(values: dict) -> tuple[dict, dict]:
     """(model options, training fields) of decoded trial values."""
     return ({k: v for k, v in values.items() if k not in TRAIN_PARAMS},
-            {k: v for k, v in values.items() if k in TRAIN_PARAMS})
+            {k: None if (k, v) == ("class_weight", "none") else v for k, v in values.items() if k in TRAIN_PARAMS})

@@ -30,7 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cnnapp.config import OPTIMIZERS as OPTIMIZER_NAMES, TrainConfig
+from cnnapp.config import CLASS_WEIGHTS, OPTIMIZERS as OPTIMIZER_NAMES, TrainConfig
 from cnnapp.data import Splits
 from cnnapp.errors import CnnappError
 from cnnapp.training import keras_patch, runtime
@@ -83,8 +83,8 @@ def class_weights(y_train, num_classes: int, mode: str | None) -> dict[int, floa
     (scikit-learn's "balanced"); a class absent from training keeps 1. None: no weighting."""
     if mode is None:
         return None
-    if mode != "balanced":
-        raise CnnappError(f"--class-weight: choose balanced. Received: class_weight={mode}")
+    if mode not in CLASS_WEIGHTS:
+        raise CnnappError(f"--class-weight: choose {', '.join(CLASS_WEIGHTS)} or none. Received: class_weight={mode}")
     counts = np.bincount(np.asarray(y_train, dtype=np.int64), minlength=num_classes)
     return {c: float(len(y_train) / (num_classes * n)) if n else 1.0 for c, n in enumerate(counts)}
 
@@ -148,6 +148,9 @@ def data_fingerprint(splits: Splits, preprocess) -> str:
 # precision and verbosity may change between the two.
 FINGERPRINT_FILE = "fingerprint.json"
 RESUME_TRAIN_FIELDS = ("seed", "batch_size", "optimizer", "learning_rate", "ema", "lr_schedule")
+# The loss's own settings, fingerprinted only when on: a backup written before they were fingerprinted
+# still matches a run that leaves them off.
+RESUME_LOSS_FIELDS = ("label_smoothing", "class_weight")
 # Task options whose effect the data hash or the preprocessing facts already hold (paths, sizes, columns):
 # `--image-size 8` on the 8x8 digits is the same run as no --image-size.
 _COVERED_TASK_KEYS = ("data", "dataset", "data_dir", "dev", "test", "embeddings", "encoding", "text_column",
@@ -184,7 +187,8 @@ def resume_fingerprint(splits: Splits, preprocess, config: TrainConfig, run_conf
                   "resolved_options": run_config.get("model_resolved_options")},
         "task": task,
         "preprocessing": preprocessing,
-        "training": {f: getattr(config, f) for f in RESUME_TRAIN_FIELDS},
+        "training": {**{f: getattr(config, f) for f in RESUME_TRAIN_FIELDS},
+                     **{f: getattr(config, f) for f in RESUME_LOSS_FIELDS if getattr(config, f)}},
     }, default=str, sort_keys=True))
 
 
