@@ -316,12 +316,11 @@ def main():
             ports[label] = free_port()
             if label.startswith("naive"):
                 cmd = cmd + [str(ports[label])]
-            elif label == "model answered instantly":
-                grpc_ports[label] = free_port() if "grpc" in protocols else 0
-                cmd = cmd + [str(ports[label]), str(grpc_ports[label]), str(work / "models")]
             else:
                 grpc_ports[label] = free_port() if "grpc" in protocols else 0
-                cmd = cmd + ["--rest_api_port", str(ports[label]), "--port", str(grpc_ports[label])]
+                cmd = cmd + ([str(ports[label]), str(grpc_ports[label]), str(work / "models")]
+                             if label == "model answered instantly"
+                             else ["--rest_api_port", str(ports[label]), "--port", str(grpc_ports[label])])
             procs[label] = start(cmd, ports[label], work / f"{label.replace(' ', '_')}.log")
         for protocol in protocols:
             for model in ("image", "text"):

@@ -78,13 +78,17 @@ def make_optimizer(name: str, learning_rate: float | None, ema: float = 0.0, *,
     return cls(learning_rate=rate, **kwargs)
 
 
+def check_class_weight(mode: str | None) -> None:
+    if mode is not None and mode not in CLASS_WEIGHTS:
+        raise CnnappError(f"--class-weight: choose {', '.join(CLASS_WEIGHTS)} or none. Received: class_weight={mode}")
+
+
 def class_weights(y_train, num_classes: int, mode: str | None) -> dict[int, float] | None:
     """`balanced`: class c weighs n / (k * n_c), so every class carries the same total weight in the loss
     (scikit-learn's "balanced"); a class absent from training keeps 1. None: no weighting."""
+    check_class_weight(mode)
     if mode is None:
         return None
-    if mode not in CLASS_WEIGHTS:
-        raise CnnappError(f"--class-weight: choose {', '.join(CLASS_WEIGHTS)} or none. Received: class_weight={mode}")
     counts = np.bincount(np.asarray(y_train, dtype=np.int64), minlength=num_classes)
     return {c: float(len(y_train) / (num_classes * n)) if n else 1.0 for c, n in enumerate(counts)}
 

@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from cnnapp import layout
-from cnnapp.config import CLASS_WEIGHTS, ModelChoice, TrainConfig, to_dict
+from cnnapp.config import ModelChoice, TrainConfig, to_dict
 from cnnapp.data import RawData, Splits, make_splits, stratified_folds
 from cnnapp.errors import CnnappError
 from cnnapp.models import DEFAULT_MODEL, ModelSpec, get_model
 from cnnapp.tasks import Prepared, export_model, save_preprocessor
 from cnnapp.training.evaluation import write_json
-from cnnapp.training.loop import TrainResult, train_classifier
+from cnnapp.training.loop import TrainResult, check_class_weight, train_classifier
 
 log = logging.getLogger(__name__)
 MAX_SEED = 2**32 - 1   # numpy's and TensorFlow's seeds are 32-bit
@@ -184,9 +184,7 @@ def check_writable(folder: Path, arg: str, value) -> None:
 
 
 def check_protocol(train: TrainConfig) -> None:
-    if train.class_weight is not None and train.class_weight not in CLASS_WEIGHTS:   # before any data is read
-        raise CnnappError(f"--class-weight: choose {', '.join(CLASS_WEIGHTS)} or none. "
-                          f"Received: class_weight={train.class_weight}")
+    check_class_weight(train.class_weight)      # before any data is read
     last_seed = train.seed + max(train.ensemble, train.repeats) - 1   # members and repeats use seed, seed+1, ...
     if not 0 <= train.seed or last_seed > MAX_SEED:
         raise CnnappError(f"--seed: seeds are 0..{MAX_SEED}, and --ensemble/--repeats use seed, seed+1, ... up to "
