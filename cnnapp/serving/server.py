@@ -92,6 +92,8 @@ def serve(serving_app, *, host: str = "127.0.0.1", port: int = 8500, rest_api_po
             config = uvicorn.Config(serving_app.app, host=host, port=rest_api_port, log_level=log_level,
                                     access_log=log_level == "debug", lifespan="on", interface="asgi3")
             log.info("TF Serving REST API for %s on http://%s:%d/v1/models/<name>", names, host, rest_api_port)
+            page_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host   # a wildcard is no address to open
+            log.info("page: http://%s:%d/", page_host, rest_api_port)
             uvicorn.Server(config).run()
         else:
             stop = threading.Event()
