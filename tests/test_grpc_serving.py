@@ -233,3 +233,77 @@ def test_grpc_requests_are_in_the_metrics(setup):
     text = httpx.get(f"{setup['server'].rest}/monitoring/prometheus/metrics", timeout=30).text
     assert 'API="Predict",entrypoint="GRPC",model_name="tiny_text",status="OK"' in text
     assert 'entrypoint="GRPC",model_name="(unknown)",status="NOT_FOUND"' in text
+
+
+# ---------------------------------------------------------------------------- issue 25: bounded tensor decoding
+
+def _proc_status_mb(pid: int, key: str) -> float:
+    for line in open(f"/proc/{pid}/status").read().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {key} in /proc/{pid}/status")
+
+
+def tensor_request(model: str, input_name: str, proto, *, signature: str = "") -> predict_pb2.PredictRequest:
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = model
+    req.model_spec.signature_name = signature
+    req.inputs[input_name].CopyFrom(proto)
+    return req
+
+
+def test_hostile_tensors_are_refused_before_anything_is_allocated(setup):
+    """One float_val used to fill a [1,1,2^26,1] or [1,8000,8000,1] tensor (0.78 -> 4.2 GB for one
+    67-byte request): the shape is now capped from the signature before allocating, a value count
+    other than the shape's or 1 is refused, and the server's peak memory barely moves."""
+    import tensorflow as tf
+    from tensorflow.core.framework import tensor_pb2
+    server, predict = setup["server"], setup["predict"].Predict
+    codes = grpc.StatusCode
+
+    def pixels(proto):
+        return tensor_request("tiny_image", "pixels", proto, signature="serving_pixels")
+    cases = [
+        (pixels(tf.make_tensor_proto(0.5, shape=[1, 1, 2 ** 26, 1])), codes.RESOURCE_EXHAUSTED, "free dimensions"),
+        (pixels(tf.make_tensor_proto(0.5, shape=[1, 8000, 8000, 1])), codes.RESOURCE_EXHAUSTED, "free dimensions"),
+        (pixels(tf.make_tensor_proto(0.5, shape=[64, 4000, 4000, 1])), codes.RESOURCE_EXHAUSTED, "--max_body"),
+        (pixels(tf.make_tensor_proto([1.0, 2.0, 3.0], shape=[1, 8, 8, 1])), codes.INVALID_ARGUMENT,
+         "3 values in float_val for shape [1, 8, 8, 1], which holds 64"),
+        (pixels(tensor_pb2.TensorProto(dtype=tf.float32.as_datatype_enum, float_val=[0.0] * 65,
+                                       tensor_shape=tf.TensorShape([1, 8, 8, 1]).as_proto())),
+         codes.INVALID_ARGUMENT, "65 values in float_val"),
+        (tensor_request("tiny_image", "image_bytes", tf.make_tensor_proto([b"x" * 100_000], shape=[10_000])),
+         codes.RESOURCE_EXHAUSTED, "image_bytes"),
+    ]
+    assert cases[0][0].ByteSize() < 80 and cases[1][0].ByteSize() < 80      # tens of bytes each
+    rss_before = _proc_status_mb(server.proc.pid, "VmRSS")
+    with open(f"/proc/{server.proc.pid}/clear_refs", "w") as f:
+        f.write("5")                  # VmHWM (the peak RSS) restarts from the current RSS
+    for request, code, fragment in cases:
+        got, details = _code(predict, request)
+        assert got == code and fragment in details, (got, details)
+        assert "pixels" in details or "image_bytes" in details, details     # names the input
+        assert "\n" not in details and len(details) < 400, details
+    # eight at once, as the probe sent them: answered concurrently, all refused
+    futures = [predict.future(cases[1][0], timeout=30) for _ in range(8)]
+    for future in futures:
+        with pytest.raises(grpc.RpcError) as info:
+            future.result()
+        assert info.value.code() == codes.RESOURCE_EXHAUSTED
+    peak = _proc_status_mb(server.proc.pid, "VmHWM")
+    assert peak - rss_before < 200, f"server peak RSS grew {peak - rss_before:.0f} MB ({rss_before:.0f} -> {peak:.0f})"
+    # the scalar broadcast TensorFlow accepts still works, and the server is up
+    r = predict(pixels(tf.make_tensor_proto(128.0, shape=[2, 8, 8, 1])), timeout=30)
+    assert [d.size for d in r.outputs["scores"].tensor_shape.dim] == [2, 3]
+
+
+def test_echoed_values_are_clipped(setup):
+    """A 1 MB model name used to come back whole in the status details, which the client refused
+    (RESOURCE_EXHAUSTED instead of NOT_FOUND)."""
+    code, details = _code(setup["predict"].Predict, predict_request("m" * 1_000_000, ["x"], input_name="sentences"))
+    assert code == grpc.StatusCode.NOT_FOUND and details.startswith("Servable not found for request: Latest(mmm")
+    assert len(details) < 200, len(details)
+    code, details = _code(setup["predict"].Predict, predict_request("tiny_text", ["x"], input_name="k" * 1_000_000))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and len(details) < 1100, len(details)
+    code, details = _code(setup["predict"].Predict, predict_request("tiny_text", ["x"], signature="s" * 1_000_000))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and len(details) < 1100, len(details)

@@ -15,6 +15,8 @@ import math
 
 import numpy as np
 
+from cnnapp.serving.json_floats import tf_serving_float32
+
 
 class ServingError(Exception):
     """A request that cannot be answered; becomes `{"error": message}` with `status`."""
@@ -31,9 +33,14 @@ class NotFound(ServingError):
     status = 404
 
 
-def _clip(value, limit: int = 80) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)[:limit + 1]
+def clip(value, limit: int = 80) -> str:
+    """A client's value, short enough to echo in an error message (a 1 MB model name must not
+    come back in a gRPC status, whose metadata a client refuses past 8 KB)."""
+    text = value[:limit + 1] if isinstance(value, str) else json.dumps(value, default=str)[:limit + 1]
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+_clip = clip
 
 
 def _float(text: str) -> float:
@@ -253,6 +260,8 @@ def _jsonable(array: np.ndarray, name: str):
                 return {"b64": base64.b64encode(b).decode("ascii")}
             return b
         return np.vectorize(conv, otypes=[object])(array).tolist() if array.size else array.tolist()
+    if array.dtype == np.float32:     # TF Serving's digits: 0.934780419, not 0.9347804188728333
+        return tf_serving_float32(array).tolist()
     return array.tolist()
 
 
@@ -275,9 +284,10 @@ def encode_classify(outputs: dict[str, np.ndarray]) -> dict:
     if scores.ndim != 2:
         raise ServingError(f"'scores' must be [batch, classes] to classify. Received shape {list(scores.shape)}")
     classes = outputs.get("classes")
+    rows = tf_serving_float32(scores).tolist() if scores.dtype == np.float32 else scores.tolist()
     result = []
     for i in range(scores.shape[0]):
         labels = ([c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c) for c in classes[i]]
                   if classes is not None else [str(j) for j in range(scores.shape[1])])
-        result.append([[label, float(s)] for label, s in zip(labels, scores[i])])
+        result.append([[label, float(s)] for label, s in zip(labels, rows[i])])
     return {"result": result}

@@ -86,9 +86,19 @@ class ServerConfig:
     request_timeout_ms: int = 30_000                # TF Serving's --rest_api_timeout_in_ms (0: none)
     max_num_load_retries: int = 5                   # TF Serving's flags of the same names
     load_retry_interval_micros: int = 60_000_000
+    # gRPC outputs: typed fields (float_val, string_val, ...) as TF Serving fills them by default;
+    # True: tensor_content, TF Serving's --enable_serialization_as_tensor_content.
+    enable_serialization_as_tensor_content: bool = False
+    # A gRPC tensor may declare a shape far larger than its message (one float_val fills the whole
+    # shape), so shapes are capped before anything is allocated: the values one example holds in
+    # its signature's free (None) dimensions, e.g. H*W of a pixels input [None, None, None, C].
+    # 4096*4096 (16.8 MP) is above a 12 MP phone photo and 4K video; the models resize to their own
+    # input size (28x28 .. 224x224), so a larger image buys nothing but memory and time.
+    max_free_values_per_example: int = 4096 * 4096
 
     def __post_init__(self):
-        for name in ("max_instances_per_request", "chunk_examples", "max_body_bytes"):
+        for name in ("max_instances_per_request", "chunk_examples", "max_body_bytes",
+                     "max_free_values_per_example"):
             if getattr(self, name) < 1:
                 raise CnnappError(f"--{name}: must be at least 1. Received: {getattr(self, name)}")
 

@@ -23,12 +23,14 @@ import time
 import numpy as np
 
 from cnnapp.errors import CnnappError
-from cnnapp.serving.codec import InputSpec, ServingError, check_instances
+from cnnapp.serving.codec import InputSpec, NotFound, ServingError, check_instances, clip
 from cnnapp.serving.metrics import UNKNOWN_MODEL
 from cnnapp.serving.models import DeadlineExceeded, Servable
+from cnnapp.serving.proto_codec import array_to_tensor_proto, declared_bytes, tensor_to_array
 
 log = logging.getLogger(__name__)
-INLINE_BYTES = 16 * 1024        # larger requests are decoded and encoded in worker threads
+INLINE_BYTES = 16 * 1024        # larger requests (message or declared tensors) are decoded in worker threads
+MAX_DETAILS = 1000              # a status message past this is clipped (clients refuse metadata past 8 KB)
 
 INSTALL_HINT = ("pip install --no-deps 'tensorflow-serving-api==2.21.0' (its own dependency on full tensorflow "
                 "would stack a second TensorFlow on tensorflow-cpu), or pass --port 0 to serve REST only")
@@ -42,64 +44,6 @@ def check_available() -> None:
     except ImportError as e:
         raise CnnappError(f"--port: the gRPC API needs grpcio and tensorflow-serving-api ({e}); {INSTALL_HINT}. "
                           f"Received: missing module") from None
-
-
-# Which TensorProto field holds the values of each dtype (TF's tensor.proto).
-_VALUE_FIELDS = {"float32": "float_val", "float64": "double_val", "float16": "half_val", "int32": "int_val",
-                 "int16": "int_val", "int8": "int_val", "uint8": "int_val", "uint16": "int_val",
-                 "int64": "int64_val", "bool": "bool_val", "string": "string_val"}
-
-
-def tensor_to_array(proto, spec: InputSpec, max_instances: int, max_elements: int) -> np.ndarray:
-    """A request TensorProto -> numpy array for `spec`, every size checked BEFORE anything is
-    allocated (a proto of a few bytes can declare a [10^12] tensor)."""
-    import tensorflow as tf
-    want = tf.as_dtype(spec.dtype)
-    got = proto.dtype
-    if got != want.as_datatype_enum:
-        try:
-            got_name = tf.as_dtype(got).name
-        except (TypeError, ValueError):
-            got_name = f"dtype enum {got}"
-        raise ServingError(f"input {spec.describe()}: expects {want.name} but {got_name} is provided")
-    if proto.tensor_shape.unknown_rank:
-        raise ServingError(f"input {spec.describe()}: the tensor has no shape (unknown_rank)")
-    dims = [d.size for d in proto.tensor_shape.dim]
-    if any(d < 0 for d in dims):
-        raise ServingError(f"input {spec.describe()}: negative dimension in shape {dims}")
-    if spec.shape is not None:
-        if len(dims) != len(spec.shape):
-            raise ServingError(f"input {spec.describe()}: expected rank {len(spec.shape)} (with the batch dimension), "
-                               f"got shape {dims}")
-        for i, (w, g) in enumerate(zip(spec.shape, dims)):
-            if w is not None and w != g:
-                raise ServingError(f"input {spec.describe()}: dimension {i} must be {w}, got shape {dims}")
-    if dims:
-        if dims[0] == 0:
-            raise ServingError(f"input {spec.describe()}: no examples (an empty batch)")
-        check_instances(dims[0], max_instances, "examples (first dimension)")
-    count = math.prod(dims)
-    if count > max_elements:
-        raise ServingError(f"input {spec.describe()}: shape {dims} holds {count} values, over the limit of "
-                           f"{max_elements}", status=413)
-    if proto.tensor_content:
-        if spec.dtype == "string":
-            raise ServingError(f"input {spec.describe()}: string tensors travel in string_val, not tensor_content")
-        if len(proto.tensor_content) != count * want.size:
-            raise ServingError(f"input {spec.describe()}: tensor_content holds {len(proto.tensor_content)} bytes, "
-                               f"shape {dims} needs {count * want.size}")
-    else:
-        values = len(getattr(proto, _VALUE_FIELDS.get(spec.dtype, "float_val")))
-        # TF fills a tensor from fewer values by repeating the last one; allow exactly that.
-        if not (values == count or (values >= 1 and values < count and spec.dtype != "string")):
-            raise ServingError(f"input {spec.describe()}: {values} values given for shape {dims} ({count} values)")
-    try:
-        array = tf.make_ndarray(proto)
-    except Exception as e:  # noqa: BLE001 - whatever numpy/TF says about a malformed proto is the client's
-        raise ServingError(f"input {spec.describe()}: cannot read the tensor ({str(e)[:160]})") from None
-    if spec.dtype == "string" and array.dtype != object:
-        array = array.astype(object)
-    return array
 
 
 def _example_values(feature, spec: InputSpec):
@@ -172,7 +116,8 @@ class _Servicer:
         self.pb = {"predict": predict_pb2, "classify": classification_pb2, "metadata": get_model_metadata_pb2,
                    "status": get_model_status_pb2, "regress": regression_pb2}
         self.codes = {404: grpc.StatusCode.NOT_FOUND, 408: grpc.StatusCode.DEADLINE_EXCEEDED,
-                      413: grpc.StatusCode.RESOURCE_EXHAUSTED, 503: grpc.StatusCode.UNAVAILABLE}
+                      413: grpc.StatusCode.RESOURCE_EXHAUSTED, 503: grpc.StatusCode.UNAVAILABLE,
+                      504: grpc.StatusCode.DEADLINE_EXCEEDED}   # models.DeadlineExceeded (REST: 504)
 
     # ------------------------------------------------------------------ plumbing
     async def _handle(self, api: str, request, context, fn):
@@ -183,7 +128,7 @@ class _Servicer:
             return await fn(request, context)
         except ServingError as e:
             code = self.codes.get(e.status, self.grpc.StatusCode.INVALID_ARGUMENT)
-            await context.abort(code, str(e))
+            await context.abort(code, clip(" ".join(str(e).split()), MAX_DETAILS))
         except (asyncio.CancelledError, self.grpc.aio.AbortError):
             code = self.grpc.StatusCode.CANCELLED
             raise
@@ -220,6 +165,8 @@ class _Servicer:
         label = spec.version_label if choice == "version_label" else None
         if not spec.name:
             raise ServingError("Missing ModelSpec name")
+        if not self.manager.knows(spec.name):
+            raise NotFound(f"Servable not found for request: Latest({clip(spec.name)})")
         return self.manager.resolve(spec.name, version, label)
 
     def _fill_spec(self, out, servable: Servable, signature: str) -> None:
@@ -232,7 +179,8 @@ class _Servicer:
         return await self._handle("Predict", request, context, self._predict)
 
     async def _predict(self, request, context):
-        big = request.ByteSize() > INLINE_BYTES
+        # The declared shapes count too: one float_val may stand for a shape of millions of values.
+        big = request.ByteSize() > INLINE_BYTES or declared_bytes(request.inputs) > INLINE_BYTES
         servable, sig, inputs = await self._offload(big, self._predict_inputs, request)
         outputs = await self._infer(servable, sig, inputs, context)
         return await self._offload(big or _examples(outputs) > 64, self._predict_response, request, servable, sig,
@@ -243,25 +191,28 @@ class _Servicer:
         sig, specs = servable.signature(request.model_spec.signature_name or None)
         if set(request.inputs) != set(specs):
             raise ServingError(f"input keys must be exactly the signature's inputs {list(specs)} (signature {sig!r}). "
-                               f"Received: {sorted(request.inputs)[:10]}")
-        max_elements = self.config.max_body_bytes
-        inputs = {n: tensor_to_array(request.inputs[n], specs[n], self.config.max_instances_per_request, max_elements)
+                               f"Received: {clip([clip(k, 40) for k in sorted(request.inputs)[:10]], 200)}")
+        config = self.config
+        inputs = {n: tensor_to_array(request.inputs[n], specs[n], max_instances=config.max_instances_per_request,
+                                     max_bytes=config.max_body_bytes,
+                                     max_free_values=config.max_free_values_per_example)
                   for n in specs}
         sizes = {a.shape[0] for a in inputs.values() if a.ndim}
         if len(sizes) > 1:
             raise ServingError(f"inputs disagree on the batch size (first dimension). Received sizes: {sorted(sizes)}")
         unknown = [k for k in request.output_filter if k not in servable.signature_defs[sig].outputs]
         if unknown:
-            raise ServingError(f"output_filter names {unknown}, not outputs of signature {sig!r} "
+            raise ServingError(f"output_filter names {clip([clip(k, 40) for k in unknown[:10]], 200)}, not outputs "
+                               f"of signature {sig!r} "
                                f"({sorted(servable.signature_defs[sig].outputs)})")
         return servable, sig, inputs
 
     def _predict_response(self, request, servable, sig, outputs):
-        import tensorflow as tf
         response = self.pb["predict"].PredictResponse()
         self._fill_spec(response.model_spec, servable, sig)
+        as_content = self.config.enable_serialization_as_tensor_content
         for key in list(request.output_filter) or sorted(outputs):
-            response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key]))
+            response.outputs[key].CopyFrom(array_to_tensor_proto(outputs[key], as_tensor_content=as_content))
         return response
 
     async def Classify(self, request, context):
