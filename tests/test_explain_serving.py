@@ -19,7 +19,7 @@ def make_client(base, **config):
     from starlette.testclient import TestClient
     from cnnapp.serving import ServerConfig, create_app, discover_models
     serving = create_app(ServerConfig(models=discover_models(base), **config))
-    return TestClient(serving.app)
+    return TestClient(serving.app, base_url="http://localhost")
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_explain_errors_for_unknown_models_bodies_and_methods(client, model_base
                  "Servable not found for request: Latest(nope)")
     assert_error(client.post("/v1/models/tiny_text/versions/9:explain", json={"instances": ["x"]}), 404)
     assert_error(client.post("/v1/models/tiny_text:explain", content=b"{nope"), 400, "JSON Parse error")
-    assert_error(client.get("/v1/models/tiny_text:explain"), 405, ":explain takes POST")
+    assert_error(client.get("/v1/models/tiny_text:explain"), 400, "Malformed request: GET /v1/models/tiny_text:explain")
     small = make_client(model_base, max_body_bytes=100)
     assert_error(small.post("/v1/models/tiny_image:explain", json={"instances": [{"b64": b64_png()}]}), 413,
                  "--max_body")

@@ -37,7 +37,8 @@ def make_client(base: Path, **config):
     from starlette.testclient import TestClient
     from cnnapp.serving import ServerConfig, create_app, discover_models
     serving = create_app(ServerConfig(models=discover_models(base), **config))
-    return serving, TestClient(serving.app)
+    # localhost: the app answers loopback Host names only by default (TestClient's is "testserver")
+    return serving, TestClient(serving.app, base_url="http://localhost")
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def test_status_matches_tf_serving(client):
 def test_metadata_lists_signature_defs(client):
     body = client.get("/v1/models/tiny_image/metadata").json()
     assert body["model_spec"] == {"name": "tiny_image", "signature_name": "", "version": "1"}
-    assert body["metadata"]["signature_def"]["@type"] == "type.googleapis.com/tensorflow.serving.SignatureDefMap"
+    assert "@type" not in body["metadata"]["signature_def"]     # TF Serving's REST answer has none
     defs = body["metadata"]["signature_def"]["signature_def"]
     assert set(defs) == {"__saved_model_init_op", "serving_default", "serving_pixels", "explain"}  # explain: test_explain*
     inp = defs["serving_default"]["inputs"]["image_bytes"]
@@ -84,32 +85,62 @@ def test_metadata_lists_signature_defs(client):
     assert text["serving_token_ids"]["inputs"]["token_ids"]["dtype"] == "DT_INT64"
 
 
+def _tensor_info_json(info) -> dict:
+    """One TensorInfo as TF Serving's REST metadata writes it (the layout of its golden file
+    servables/tensorflow/testdata/saved_model_half_plus_two_2_versions_metadata.json)."""
+    from tensorflow.core.framework import types_pb2
+    return {"dtype": types_pb2.DataType.Name(info.dtype), "name": info.name,
+            "tensor_shape": {"dim": [{"size": str(d.size), "name": d.name} for d in info.tensor_shape.dim],
+                             "unknown_rank": info.tensor_shape.unknown_rank}}
+
+
+# Every key path of TF Serving's golden metadata answer (signature and tensor names generalised).
+GOLDEN_KEY_PATHS = {
+    "model_spec", "model_spec/name", "model_spec/signature_name", "model_spec/version",
+    "metadata", "metadata/signature_def", "metadata/signature_def/signature_def",
+    "metadata/signature_def/signature_def/SIG", "metadata/signature_def/signature_def/SIG/defaults",
+    "metadata/signature_def/signature_def/SIG/method_name",
+    *(f"metadata/signature_def/signature_def/SIG/{side}{rest}" for side in ("inputs", "outputs")
+      for rest in ("", "/T", "/T/dtype", "/T/name", "/T/tensor_shape", "/T/tensor_shape/dim",
+                   "/T/tensor_shape/dim[]/name", "/T/tensor_shape/dim[]/size", "/T/tensor_shape/unknown_rank")),
+}
+
+
+def _key_paths(value, prefix="") -> set[str]:
+    paths = set()
+    if isinstance(value, dict):
+        for key, child in value.items():
+            if prefix == "metadata/signature_def/signature_def":
+                key = "SIG"
+            elif prefix.endswith(("/inputs", "/outputs")):
+                key = "T"
+            path = f"{prefix}/{key}" if prefix else key
+            paths |= {path} | _key_paths(child, path)
+    elif isinstance(value, list):
+        for child in value:
+            paths |= _key_paths(child, prefix + "[]")
+    return paths
+
+
 @pytest.mark.parametrize("model", ["tiny_image", "tiny_text"])
 def test_metadata_is_what_the_saved_model_file_says(client, model_base, model):
-    """Every signature, every input and output tensor name, dtype and shape, read independently
-    from saved_model.pb (TF's own proto classes), equals the metadata endpoint's."""
-    from tensorflow.core.framework import types_pb2
+    """The metadata answer equals, key for key, the SignatureDefMap read independently from
+    saved_model.pb (TF's own proto classes), written out in TF Serving's layout: no `@type`, every
+    signature with its method_name, defaults, and each tensor's name, dtype and shape."""
     from tensorflow.core.protobuf import saved_model_pb2
     saved_model = saved_model_pb2.SavedModel()
     saved_model.ParseFromString((model_base / model / "1" / "saved_model.pb").read_bytes())
     [graph] = saved_model.meta_graphs
-    body = client.get(f"/v1/models/{model}/metadata").json()["metadata"]["signature_def"]
-    assert list(body) == ["@type", "signature_def"]
-    served = body["signature_def"]
-    assert set(served) == set(graph.signature_def) and "__saved_model_init_op" in served
-    for sig_name, sig in graph.signature_def.items():
-        got = served[sig_name]
-        assert got["method_name"] == sig.method_name
-        for side in ("inputs", "outputs"):
-            want = getattr(sig, side)
-            assert set(got[side]) == set(want), (sig_name, side)
-            for key, info in want.items():
-                entry = got[side][key]
-                assert entry["name"] == info.name, (sig_name, side, key)
-                assert entry["dtype"] == types_pb2.DataType.Name(info.dtype)
-                assert entry["tensor_shape"]["unknown_rank"] == info.tensor_shape.unknown_rank
-                assert [int(d["size"]) for d in entry["tensor_shape"]["dim"]] == [d.size for d in info.tensor_shape.dim]
+    answer = client.get(f"/v1/models/{model}/metadata").json()
+    expected = {name: {"inputs": {k: _tensor_info_json(v) for k, v in sig.inputs.items()},
+                       "outputs": {k: _tensor_info_json(v) for k, v in sig.outputs.items()},
+                       "method_name": sig.method_name, "defaults": {}}
+                for name, sig in graph.signature_def.items()}
+    assert answer["metadata"] == {"signature_def": {"signature_def": expected}}
+    assert "__saved_model_init_op" in expected and len(expected) == 4
+    assert _key_paths(answer) == GOLDEN_KEY_PATHS
     if model == "tiny_image":   # the names the issue found wrong (StatefulPartitionedCall:0 vs _1:0)
+        served = answer["metadata"]["signature_def"]["signature_def"]
         names = {served["serving_pixels"]["outputs"][k]["name"] for k in ("scores", "classes")}
         assert names == {o.name for o in graph.signature_def["serving_pixels"].outputs.values()}
 
@@ -181,10 +212,11 @@ ERRORS = [
     ("post", "/v1/models/tiny_text/versions/7:predict", {"instances": ["x"]}, 404, "Specific(tiny_text, 7)"),
     ("get", "/v1/models/tiny_text/versions/7", None, 404, "version 7"),
     ("get", "/v1/models/tiny_text/labels/stable", None, 404, "label: stable"),
-    ("get", "/v1/models/tiny_text/versions/abc/metadata", None, 404, "Specific(tiny_text, abc)"),
+    ("get", "/v1/models/tiny_text/versions/abc/metadata", None, 400,
+     "Malformed request: GET /v1/models/tiny_text/versions/abc/metadata"),
     ("get", "/nowhere", None, 404, "Malformed request"),
-    ("post", "/v1/models/tiny_text:explode", {"instances": ["x"]}, 404, "Malformed request"),
-    ("get", "/v1/models/tiny_text:predict", None, 405, "takes POST"),
+    ("post", "/v1/models/tiny_text:explode", {"instances": ["x"]}, 400, "Malformed request: POST /v1/models/tiny_text:explode"),
+    ("get", "/v1/models/tiny_text:predict", None, 400, "Malformed request: GET /v1/models/tiny_text:predict"),
     ("post", "/v1/models/tiny_text:predict", b"{not json", 400, "JSON Parse error"),
     ("post", "/v1/models/tiny_text:predict", b"", 400, "JSON Parse error"),
     ("post", "/v1/models/tiny_text:predict", ["x"], 400, "is not an object"),
@@ -278,7 +310,7 @@ def test_config_file_specific_versions_and_labels(versioned_base):
         }}""")
     models = load_model_config_file(path)
     assert models[0].policy.versions == (1, 2) and dict(models[0].labels) == {"stable": 1, "canary": 2}
-    c = TestClient(create_app(ServerConfig(models=models)).app)
+    c = TestClient(create_app(ServerConfig(models=models)).app, base_url="http://localhost")
     assert [s["version"] for s in c.get("/v1/models/tiny_image").json()["model_version_status"]] == ["1", "2"]
     assert c.get("/v1/models/tiny_image/labels/stable/metadata").json()["model_spec"]["version"] == "1"
     assert c.get("/v1/models/tiny_image/labels/canary").json()["model_version_status"][0]["version"] == "2"
@@ -327,7 +359,7 @@ def test_version_switch_under_load_drops_no_request(model_base, tmp_path):
 
     async def main():
         transport = httpx.ASGITransport(app=serving.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
             switched = asyncio.Event()
             after_switch = 0
 
@@ -376,7 +408,7 @@ def test_batching_merges_concurrent_requests_and_splits_results(model_base, serv
 
     async def main():
         transport = httpx.ASGITransport(app=serving.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
             return await asyncio.gather(*[http.post("/v1/models/tiny_text:predict", json={"instances": [s]})
                                           for s in sentences])
 
@@ -398,7 +430,7 @@ def test_one_bad_request_in_a_batch_fails_alone(model_base):
 
     async def main():
         transport = httpx.ASGITransport(app=serving.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
             return await asyncio.gather(*[http.post("/v1/models/tiny_image:predict", json=b) for b in bodies])
 
     codes = [r.status_code for r in asyncio.run(main())]

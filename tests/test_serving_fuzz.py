@@ -120,7 +120,7 @@ def test_fuzz_hostile_requests_never_5xx(model_base):
     from cnnapp.serving import BatchingParameters, ServerConfig, create_app, discover_models
     serving = create_app(ServerConfig(models=discover_models(model_base), max_body_bytes=1_000_000,
                                       batching=BatchingParameters(max_batch_size=8, batch_timeout_micros=100)))
-    client = TestClient(serving.app)
+    client = TestClient(serving.app, base_url="http://localhost")
     png = base64.b64encode(png_bytes(np.arange(64).reshape(8, 8, 1) * 3)).decode()
     good = [("/v1/models/tiny_image:predict", {"instances": [{"b64": png}]}),
             ("/v1/models/tiny_text:predict", {"instances": ["a good film"]}),

@@ -206,12 +206,13 @@ def test_client_disconnecting_mid_upload_is_not_an_internal_error(live):
     assert "Traceback" not in live.log and "internal error" not in live.log, live.log[-3000:]
 
 
-def test_request_timeout_answers_408(model_base):
+def test_request_timeout_answers_504_as_tf_serving(model_base):
+    """TF Serving answers DEADLINE_EXCEEDED with 504 on REST (http_server.cc: GATEWAY_TO)."""
     from starlette.testclient import TestClient
     from cnnapp.serving import ServerConfig, create_app, discover_models
     serving = create_app(ServerConfig(models=discover_models(model_base, "tiny_text"), request_timeout_ms=1))
-    client = TestClient(serving.app)
+    client = TestClient(serving.app, base_url="http://localhost")
     r = client.post("/v1/models/tiny_text:predict", content=_strings_body(10_000))
-    assert r.status_code == 408 and list(r.json()) == ["error"] and "rest_api_timeout_in_ms" in r.json()["error"]
+    assert r.status_code == 504 and list(r.json()) == ["error"] and "rest_api_timeout_in_ms" in r.json()["error"]
     assert client.get("/v1/models/tiny_text").status_code == 200
     serving.close()

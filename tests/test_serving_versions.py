@@ -21,7 +21,7 @@ def make(base, **config):
     from starlette.testclient import TestClient
     from cnnapp.serving import ServerConfig, create_app
     serving = create_app(ServerConfig(**config))
-    return serving, TestClient(serving.app)
+    return serving, TestClient(serving.app, base_url="http://localhost")
 
 
 def states(serving, name):

@@ -7,13 +7,18 @@ Routes (tensorflow/serving g3doc/api/api_rest.md), each also under /versions/{v}
     POST /v1/models/{name}:classify      {"examples": [{feature: value}]}
     GET  /v1/models                      the served models and their versions (cnnapp's extension)
     GET  /monitoring/prometheus/metrics  Prometheus text
-Every error is `{"error": "<message>"}` with a 4xx/5xx status.
+Every error is `{"error": "<message>"}` with a 4xx/5xx status, as TF Serving answers it: a path
+under /v1/ that is none of the above (`/versions/abc`, `:foo`, GET `:predict`) is 400
+`Malformed request: <METHOD> <path>`, a request past `--rest_api_timeout_in_ms` is 504.
+Before any of that, serving/guard.py refuses requests for another Host (DNS rebinding), cross-origin
+browser POSTs and non-JSON browser bodies; every answer carries `X-Content-Type-Options: nosniff`.
 
 The event loop only reads bodies and routes: a small body (a few examples) is decoded inline, which
 costs microseconds; a larger one is parsed, decoded, run and encoded in a worker thread (at most a
 few at once), so a status GET is never stuck behind a 50 MB request. A request over
 `max_instances_per_request` examples is refused before decoding, and what is accepted runs through
-the model `chunk_examples` at a time. Requests past `request_timeout_ms` get 408.
+the model `chunk_examples` at a time. Requests past `request_timeout_ms` get 504; a body that has
+not fully arrived `read_timeout_s` after the request head gets 408.
 
 >>> app = create_app(ServerConfig(models=discover_models(Path("saved_models"))))
 """
@@ -37,21 +42,27 @@ from cnnapp.serving.codec import (ServingError, decode_classify, decode_predict,
                                   encode_predict, parse_json)
 from cnnapp.serving.config import ServerConfig
 from cnnapp.serving.explain import explain  # cnnapp's :explain extension
+from cnnapp.serving.guard import RequestGuard
 from cnnapp.serving.metrics import UNKNOWN_MODEL, Metrics
 from cnnapp.serving.models import DeadlineExceeded, ModelManager, Servable
 from cnnapp.serving.page import page_routes  # the web page at /
 
 log = logging.getLogger(__name__)
 
-# name, then optional /versions/N or /labels/L, then /metadata or :verb. Anything else is malformed.
-_PATH = re.compile(r"^(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
-                   r"(?:(?P<metadata>/metadata)|:(?P<verb>[A-Za-z]+))?/?$")
+# TF Serving's patterns (model_servers/http_rest_api_util.cc): a name, then /versions/<ASCII digits>
+# or /labels/<label>, then /metadata or :verb; matched whole (fullmatch: `$` would let "1\n" by).
+# Anything else is "Malformed request".
+_PATH = re.compile(r"(?P<name>[^/:]+)(?:/versions/(?P<version>[0-9]+)|/labels/(?P<label>[^/:]+))?"
+                   r"(?:(?P<metadata>/metadata)|:(?P<verb>[A-Za-z]+))?/?")
+_INT64_MAX = 2 ** 63 - 1
 # Bodies up to this size are decoded on the event loop (a few examples: tens of microseconds);
 # larger ones go to a worker thread.
 INLINE_BODY_BYTES = 16 * 1024
 # Large bodies processed at once (each may take ~10x its size in Python objects while decoding).
 HEAVY_CONCURRENCY = 2
 _APIS = {"predict": "Predict", "classify": "Classify", "regress": "Regress"}
+_JSON_HEADERS = [(b"content-type", b"application/json"), (b"x-content-type-options", b"nosniff")]
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
 
 
 def _dumps(body: dict) -> bytes:
@@ -96,6 +107,7 @@ class ServingApp:
         # Own pool (not anyio's): a timed-out request stops waiting at once; its thread stops at the
         # next chunk boundary.
         self.executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="rest")
+        self.guard = RequestGuard(config.allowed_hosts)
         self._heavy: dict[int, asyncio.Semaphore] = {}      # per event loop (tests run several)
         if load:
             self.manager.poll()
@@ -126,29 +138,46 @@ class ServingApp:
         await self.asgi(scope, receive, send)
 
     async def asgi(self, scope, receive, send):
-        path = scope.get("path", "")
-        if scope["type"] == "http" and path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
-            method = scope["method"]
-            if method in ("GET", "POST"):
-                status, payload = await self.handle_models(method, path[len("/v1/models/"):], path,
-                                                           lambda: self._read_body(scope, receive))
-                if status is None:
-                    return          # the client has gone: nothing to send
-            else:
-                status, payload = 405, _dumps({"error": f"Malformed request: {method} {path} (method not allowed; "
-                                                        f"GET status or metadata, POST :predict/:classify)"})
-            await send({"type": "http.response.start", "status": status,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", b"%d" % len(payload))]})
-            await send({"type": "http.response.body", "body": payload if method != "HEAD" else b""})
+        if scope["type"] != "http":
+            await self.starlette(scope, receive, send)      # lifespan
             return
-        await self.starlette(scope, receive, send)
+        path, method = scope.get("path", ""), scope["method"]
+        refused = self.guard.refusal(method, scope["headers"])
+        if refused is not None:
+            log.info("refused %s %s: %s", method, path[:200], refused[1])
+            await self._send_json(send, refused[0], _dumps({"error": refused[1]}), method)
+            return
+        if path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
+            status, payload = await self.handle_models(method, path[len("/v1/models/"):], path,
+                                                       lambda: self._read_body(scope, receive))
+            if status is None:
+                return          # the client has gone: nothing to send
+            await self._send_json(send, status, payload, method)
+            return
+
+        async def send_nosniff(message):
+            if message["type"] == "http.response.start" and _NOSNIFF[0] not in (k for k, _ in message["headers"]):
+                message = {**message, "headers": [*message["headers"], _NOSNIFF]}
+            await send(message)
+        await self.starlette(scope, receive, send_nosniff)
+
+    @staticmethod
+    async def _send_json(send, status: int, payload: bytes, method: str) -> None:
+        headers = [*_JSON_HEADERS, (b"content-length", b"%d" % len(payload))]
+        if status in (408, 413):    # the rest of the body is never read: close, do not wait for it
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload if method != "HEAD" else b""})
 
     async def not_found(self, request: Request, exc) -> Response:
+        if request.url.path.startswith("/v1/"):     # TF Serving answers every /v1/ path itself: 400
+            return error(f"Malformed request: {request.method} {request.url.path}", 400)
         return error(f"Malformed request: {request.method} {request.url.path} (no such route; see "
                      f"/v1/models/{{name}}[:predict|:classify|/metadata])", 404)
 
     async def not_allowed(self, request: Request, exc) -> Response:
+        if request.url.path.startswith("/v1/"):
+            return error(f"Malformed request: {request.method} {request.url.path}", 400)
         return error(f"Malformed request: {request.method} {request.url.path} (method not allowed)", 405)
 
     async def prometheus(self, request: Request) -> Response:
@@ -164,6 +193,16 @@ class ServingApp:
         return _json({"models": models})
 
     async def _read_body(self, scope, receive) -> bytes:
+        """The whole body, or ServingError: 413 past --max_body, 408 when it has not arrived within
+        `read_timeout_s` (a client trickling bytes must not hold a connection and its buffers)."""
+        seconds = self.config.read_timeout_s
+        try:
+            return await _with_timeout(self._receive_body(scope, receive), seconds if seconds > 0 else None)
+        except asyncio.TimeoutError:
+            raise ServingError(f"the request body did not arrive within {seconds:g} s "
+                               f"(--rest_api_read_timeout_in_ms)", status=408) from None
+
+    async def _receive_body(self, scope, receive) -> bytes:
         limit = self.config.max_body_bytes
         for key, value in scope["headers"]:
             if key == b"content-length" and value.isdigit() and int(value) > limit:
@@ -185,22 +224,27 @@ class ServingApp:
     async def handle_models(self, method: str, rest: str, url_path: str, read_body) -> tuple[int | None, bytes]:
         """One /v1/models/{rest} request -> (HTTP status, JSON bytes); status None when the client left."""
         started = time.perf_counter()
-        m = _PATH.match(rest)
+        m = _PATH.fullmatch(rest)
         name = m["name"] if m else ""
         api = "unknown"
         status_label = None
         try:
-            if not m:
-                raise ServingError(f"Malformed request: {method} {url_path}", status=404)
+            # TF Serving's exact answer to a path or method it has no route for (the same text).
+            malformed = ServingError(f"Malformed request: {method} {url_path}", status=400)
+            if not m or (m["metadata"] and m["verb"]):
+                raise malformed
             version, label, verb = m["version"], m["label"], m["verb"]
-            if m["metadata"] and verb:
-                raise ServingError(f"Malformed request: {method} {url_path}", status=404)
+            if method == "GET" and verb or method == "POST" and verb not in (*_APIS, "explain") \
+                    or method not in ("GET", "POST"):
+                raise malformed
+            if version is not None:
+                if int(version) > _INT64_MAX:
+                    raise ServingError(f"Failed to convert version: {version} to numeric.")
+                version = int(version)
             if method == "POST" and verb == "explain":  # cnnapp's extension (serving/explain.py)
                 api = "Explain"
                 status, payload = 200, _dumps(await explain(self, name, version, label, await read_body()))
             elif method == "GET":
-                if verb:
-                    raise ServingError(f"Malformed request: GET {url_path} (:{verb} takes POST)", status=405)
                 if m["metadata"]:
                     api = "GetModelMetadata"
                     status, payload = 200, self.metadata(name, version, label)
@@ -208,9 +252,6 @@ class ServingApp:
                     api = "GetModelStatus"
                     status, payload = 200, _dumps(self.manager.status(name, version, label))
             else:
-                if verb not in _APIS:
-                    raise ServingError(f"Malformed request: POST {url_path} (expected :predict, "
-                                       f":classify or :regress)", status=404 if verb else 405)
                 api = _APIS[verb]
                 servable = self.manager.resolve(name, version, label)
                 body = await read_body()

@@ -86,6 +86,12 @@ class ServerConfig:
     request_timeout_ms: int = 30_000                # TF Serving's --rest_api_timeout_in_ms (0: none)
     max_num_load_retries: int = 5                   # TF Serving's flags of the same names
     load_retry_interval_micros: int = 60_000_000
+    # REST hardening (serving/guard.py, serving/http_limits.py): the Host names answered ("*": any;
+    # `cnnapp serve` adds the bound address and --allowed_hosts), the time a request's head and
+    # body may take to arrive (0: none), the largest request head (line and headers) in bytes.
+    allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+    read_timeout_s: float = 60.0
+    max_header_bytes: int = 64 * 1024
     # gRPC outputs: typed fields (float_val, string_val, ...) as TF Serving fills them by default;
     # True: tensor_content, TF Serving's --enable_serialization_as_tensor_content.
     enable_serialization_as_tensor_content: bool = False

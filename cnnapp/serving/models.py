@@ -34,11 +34,8 @@ from cnnapp.serving.config import ModelConfig, ServerConfig
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_DEF_MAP_TYPE = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
-
-
 class DeadlineExceeded(ServingError):
-    status = 408        # TF Serving maps DEADLINE_EXCEEDED to 408 on REST
+    status = 504        # TF Serving's REST answer to DEADLINE_EXCEEDED (http_server.cc: GATEWAY_TO)
 
 
 def read_signature_defs(path: Path) -> dict:
@@ -166,14 +163,16 @@ class Servable:
         return out
 
     def metadata(self) -> dict:
-        """TF Serving's GetModelMetadata `metadata` as JSON: the SignatureDefMap, packed in an Any
-        (hence `@type`), every signature (`__saved_model_init_op` too) as the SavedModel file has it."""
+        """TF Serving's REST GetModelMetadata `metadata`: the SignatureDefMap unpacked from its Any
+        (no `@type`: TF Serving prints the map itself, see its
+        saved_model_half_plus_two_2_versions_metadata.json), every signature (`__saved_model_init_op`
+        too) as the SavedModel file has it."""
         if self._metadata is None:
             from google.protobuf import json_format
             defs = {k: json_format.MessageToDict(v, preserving_proto_field_name=True,
                                                  always_print_fields_with_no_presence=True)
                     for k, v in sorted(self.signature_defs.items())}
-            self._metadata = {"signature_def": {"@type": SIGNATURE_DEF_MAP_TYPE, "signature_def": defs}}
+            self._metadata = {"signature_def": {"signature_def": defs}}
         return self._metadata
 
     def close(self) -> None:
