@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from cnnapp.errors import CnnappError
-from cnnapp.models import registry, roles
+from cnnapp.models import import_models, roles
 from cnnapp.tasks import PREPROCESSOR_FILE, load_preprocessor
 
 kind_of = roles.kind_of
@@ -41,7 +41,7 @@ def load_run(run_dir: str | Path) -> tuple[keras.Model, keras.Model, dict]:
     if not (run_dir / PREPROCESSOR_FILE).is_file():
         raise CnnappError(f"RUN_DIR: no {PREPROCESSOR_FILE} (runs of cnnapp before 0.2 lack it; train again). "
                           f"Received: {run_dir}")
-    registry()  # registers cnnapp's own layers (ZeroPaddingTokens), which the checkpoint names
+    import_models()  # registers cnnapp's own layers (ZeroPaddingTokens), which the checkpoint names
     return keras.saving.load_model(str(path), compile=False), load_preprocessor(run_dir), config
 
 

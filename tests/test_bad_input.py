@@ -66,6 +66,29 @@ CASES = [
     ("text-class-names-on-named-classes", TRAIN_TEXT + ["--class-names", "a,b"], BAD, "--class-names: is for integer"),
     ("text-name-escape", TRAIN_TEXT + ["--name", "../x"], BAD, "--name"),
     ("feature-maps-zero", TRAIN_TEXT + ["--feature-maps", "0"], USAGE, "--feature-maps"),
+    # non-finite numbers pass a range's comparisons (nan < 0 is False) and make models that answer NaN
+    ("learning-rate-nan", TRAIN_IMAGE + ["--learning-rate", "nan"], USAGE, "'--learning-rate': expected a finite"),
+    ("learning-rate-inf", TRAIN_IMAGE + ["--learning-rate", "inf"], USAGE, "'--learning-rate': expected a finite"),
+    ("label-smoothing-nan", TRAIN_IMAGE + ["--label-smoothing", "nan"], USAGE, "--label-smoothing"),
+    ("ema-nan", TRAIN_IMAGE + ["--ema", "nan"], USAGE, "--ema"),
+    ("dropout-nan", TRAIN_IMAGE + ["--dropout", "nan"], USAGE, "--dropout"),
+    ("max-norm-nan", TRAIN_TEXT + ["--max-norm", "nan"], USAGE, "'--max-norm': expected a finite number"),
+    ("max-norm-inf", TRAIN_TEXT + ["--max-norm", "inf"], USAGE, "'--max-norm': expected a finite number"),
+    # --model-arg values are typed from the factory's signature
+    ("model-arg-filters-text", TRAIN_IMAGE + ["--model-arg", "filters=abc"], BAD,
+     "--model-arg filters: image_cnn's filters takes positive integers"),
+    ("model-arg-dropout-nan", TRAIN_IMAGE + ["--model-arg", "dropout=NaN"], BAD,
+     "--model-arg dropout: image_cnn's dropout takes a finite number"),
+    ("model-arg-dropout-one", TRAIN_IMAGE + ["--model-arg", "dropout=1"], BAD, "in [0, 1). Received: dropout=1"),
+    ("model-arg-feature-maps-float", TRAIN_TEXT + ["--model-arg", "feature_maps=1.5"], BAD,
+     "takes a positive integer. Received: feature_maps=1.5"),
+    ("model-arg-batch-norm-number", TRAIN_IMAGE + ["--model-arg", "batch_norm=3"], BAD, "true or false"),
+    # layer sizes whose parameters cannot fit in memory, refused before anything is built
+    ("filters-huge", TRAIN_IMAGE + ["--filters", "100000000"], BAD, "--filters: the model has at least"),
+    ("dense-units-huge", TRAIN_IMAGE + ["--dense-units", "1000000000"], BAD, "--dense-units: the model has at least"),
+    ("feature-maps-huge", TRAIN_TEXT + ["--feature-maps", "1000000000"], BAD, "--feature-maps: the model has at least"),
+    ("model-arg-feature-maps-huge", TRAIN_TEXT + ["--model-arg", "feature_maps=1000000000"], BAD,
+     "--model-arg feature_maps: the model has at least"),
     # predict
     ("predict-no-model", ["predict", "no-such-model", "x.png"], BAD, "MODEL: no such model folder"),
     ("predict-not-a-model", ["predict", ".", "x.png"], BAD, "MODEL: no SavedModel here"),
@@ -82,6 +105,10 @@ CASES = [
     ("summary-image-size-zero", ["summary", "image", "--image-size", "0"], USAGE, "--image-size"),
     ("summary-model-arg-unknown", ["summary", "text", "--model-arg", "nope=1"], BAD, "nope"),
     ("summary-max-norm-negative", ["summary", "text", "--max-norm", "-1"], USAGE, "--max-norm"),
+    ("summary-filters-huge", ["summary", "image", "--filters", "100000000"], BAD, "--filters: the model has at least"),
+    ("summary-embedding-dim-huge", ["summary", "text", "--embedding-dim", "1000000000"], BAD, "--embedding-dim"),
+    ("summary-model-arg-max-norm-nan", ["summary", "text", "--model-arg", "max_norm=NaN"], BAD, "max_norm=nan"),
+    ("summary-dropout-inf", ["summary", "text", "--dropout", "inf"], USAGE, "--dropout"),
     # inspect
     ("inspect-not-a-run", ["inspect", ".", "digit.png"], BAD, "RUN_DIR: no best.keras"),
     ("inspect-zero-byte-png", ["inspect", "{image_run}", "empty.png"], BAD, "not a readable image (Input is empty"),
@@ -93,6 +120,7 @@ CASES = [
     ("inspect-file-not-utf8", ["inspect", "{text_run}", "--file", "latin1.txt"], BAD, "--file: line 1"),
     # serve (its options as they are today; the server itself is tested elsewhere)
     ("serve-port-out-of-range", ["serve", "--port", "70000"], USAGE, "--port"),
+    ("serve-poll-nan", ["serve", "--file_system_poll_wait_seconds", "nan"], USAGE, "--file_system_poll_wait_seconds"),
     ("serve-no-models", ["serve", "--model-base-path", "no-such-folder"], BAD, ""),
     ("serve-config-file-missing", ["serve", "--model-config-file", "no-such.config"], BAD, ""),
     # launch
@@ -108,6 +136,8 @@ CASES = [
     ("sweep-image-without-spec", ["sweep", "image"], BAD, "--spec: the zhang-wallace plan is for the text_cnn"),
     ("sweep-workers-zero", ["sweep", "text", "--workers", "0"], USAGE, "--workers"),
     ("sweep-ensemble", ["sweep", "text", "--ensemble", "2"], BAD, "--ensemble"),
+    ("sweep-learning-rate-nan", ["sweep", "text", "--learning-rate", "nan"], USAGE, "--learning-rate"),
+    ("sweep-model-arg-typed", ["sweep", "text", "--model-arg", "region_sizes=abc"], BAD, "--model-arg region_sizes"),
 ]
 
 

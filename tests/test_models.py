@@ -117,7 +117,7 @@ def test_an_unknown_model_is_one_line_listing_the_valid_ones(tmp_path):
 def test_an_option_the_model_does_not_take_is_one_line(tmp_path):
     from conftest import run_cli
     result = run_cli(["train-image", "--model-arg", "depth=3", "--run-dir", tmp_path], expect_exit=1)
-    assert result.output.startswith("Error: --depth: model image_cnn takes no 'depth'") and "Received: depth=3" in result.output
+    assert result.output.startswith("Error: --model-arg depth: model image_cnn takes no 'depth'") and "Received: depth=3" in result.output
 
 
 def test_models_command_lists_every_registered_model():
@@ -127,3 +127,35 @@ def test_models_command_lists_every_registered_model():
         assert any(line.startswith(name + " ") for line in out.splitlines()), out
     doc = json.loads(run_cli(["models", "--json"]).output)
     assert {m["name"] for m in doc} == set(registered()) and {m["kind"] for m in doc} == {"image", "text"}
+
+
+@pytest.mark.parametrize("name", registered())
+def test_the_registry_read_from_source_agrees_with_the_factory(name):
+    """`registry()` reads names, kinds and keyword defaults from the source, without importing Keras;
+    the imported factory must say the same."""
+    import inspect
+
+    from cnnapp.models import DATA_ARGUMENTS, registry
+    spec = registry()[name]
+    assert spec.factory.registered_as == (name, spec.kind)
+    params = inspect.signature(spec.factory).parameters
+    expected = {n: p.default for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY
+                and n not in DATA_ARGUMENTS[spec.kind] and n != "name"}
+    assert spec.options() == expected
+    assert spec.description
+
+
+@pytest.mark.parametrize("name", registered())
+def test_model_options_are_typed_from_the_signature(name):
+    from cnnapp.errors import CnnappError
+    from cnnapp.models import registry
+    spec = registry()[name]
+    for key, default in spec.options().items():
+        if isinstance(default, bool) or default is None or isinstance(default, str):
+            continue
+        with pytest.raises(CnnappError, match=f"Received: {key}="):
+            spec.check_options({key: "abc"})
+        if isinstance(default, float):
+            with pytest.raises(CnnappError, match="finite"):
+                spec.check_options({key: float("nan")})
+    assert spec.check_options({}) == {}

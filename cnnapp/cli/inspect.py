@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from cnnapp.cli import library_errors
-from cnnapp.cli.options import (IMAGE_MODEL_FIELDS, TEXT_MODEL_FIELDS, ImageSize, ModelArg, image_model_options,
-                                model_choice, text_model_options)
+from cnnapp.cli.errors import library_errors
+from cnnapp.cli.options import (IMAGE_MODEL_FIELDS, TEXT_MODEL_FIELDS, ImageSize, ModelArg, checked_model_choice,
+                                image_model_options, text_model_options)
 
 
 @click.command()
@@ -96,9 +96,10 @@ model_arg_option = click.option("--model-arg", "model_args", type=ModelArg(), mu
 @library_errors
 def summary_image(num_classes, image_size, channels, **kw):
     """An image model for the given options (default input 28x28x1)."""
+    data_args = {"input_shape": (*image_size, int(channels)), "num_classes": num_classes}
+    choice = checked_model_choice(kw, IMAGE_MODEL_FIELDS, kind="image", data_args=data_args, training=False)
     from cnnapp.models.summary import summarize
-    click.echo(summarize("image", model_choice(kw, IMAGE_MODEL_FIELDS),
-                         {"input_shape": (*image_size, int(channels)), "num_classes": num_classes}))
+    click.echo(summarize("image", choice, data_args))
 
 
 @summary.command("text")
@@ -111,9 +112,10 @@ def summary_image(num_classes, image_size, channels, **kw):
 @library_errors
 def summary_text(num_classes, vocab_size, sequence_length, **kw):
     """A sentence model for the given options (default sequence length 50)."""
+    data_args = {"sequence_length": sequence_length, "vocab_size": vocab_size, "num_classes": num_classes}
+    choice = checked_model_choice(kw, TEXT_MODEL_FIELDS, kind="text", data_args=data_args, training=False)
     from cnnapp.models.summary import summarize
-    click.echo(summarize("text", model_choice(kw, TEXT_MODEL_FIELDS),
-                         {"sequence_length": sequence_length, "vocab_size": vocab_size, "num_classes": num_classes}))
+    click.echo(summarize("text", choice, data_args))
 
 
 @click.command()

@@ -17,7 +17,7 @@ import sys
 
 import click
 
-from cnnapp.cli import library_errors
+from cnnapp.cli.errors import library_errors
 
 
 @click.command("launch", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

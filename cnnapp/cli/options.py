@@ -9,6 +9,7 @@ Nothing here imports TensorFlow, so `--help` is instant.
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import click
@@ -43,6 +44,17 @@ class OptionalIntList(IntList):
         if not isinstance(value, tuple) and str(value).strip().lower() in ("", "0", "none"):
             return ()
         return super().convert(value, param, ctx)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that refuses nan and inf, which pass its comparisons (nan < 0 is False) and
+    make models that answer NaN."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"expected a finite number. Received: {value!r}", param, ctx)
+        return number
 
 
 class NameList(click.ParamType):
@@ -110,6 +122,7 @@ class FractionList(click.ParamType):
 
 
 INTS, NAMES, OPTIONAL_INTS, FRACTIONS = IntList(), NameList(), OptionalIntList(), FractionList()
+FINITE = FiniteFloatRange()
 
 
 def fraction(ctx, param, value):
@@ -154,14 +167,14 @@ def train_options(kind: str):
         click.option("--batch-size", type=click.IntRange(min=1), default=None,
                      help="Per replica; the global batch is batch-size x replicas. Under several replicas, "
                           "scale --learning-rate linearly with the global batch (Goyal et al. 2017). " + batch_help),
-        click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None,
+        click.option("--learning-rate", type=FiniteFloatRange(min=0, min_open=True), default=None,
                      help="Default: the optimizer's (Adam 1e-3, Adadelta 1.0)."),
         click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=DEFAULTS.optimizer, show_default=True),
         click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=None,
                      help="plateau: halve the rate when val_loss stalls for 2 epochs; cosine: decay it over "
                           "--epochs to 1%; onecycle: warm up to --learning-rate over the first 25% of the steps, "
                           f"then cosine down. [default: {TASK_DEFAULTS[kind]['lr_schedule']}]"),
-        click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=None,
+        click.option("--label-smoothing", type=FiniteFloatRange(0, 1, max_open=True), default=None,
                      help=f"Target 1-s on the true class, s spread over all. [default: {TASK_DEFAULTS[kind]['label_smoothing']}]"),
         click.option("--class-weight", type=click.Choice(CLASS_WEIGHTS + ("none",)), default=None,
                      callback=lambda ctx, param, value: None if value == "none" else value,
@@ -170,7 +183,7 @@ def train_options(kind: str):
                           "none: every example weighs 1. [default: none]"),
         click.option("--time-to", "accuracy_levels", type=FRACTIONS, default=",".join(map(str, DEFAULTS.accuracy_levels)),
                      show_default=True, help="Validation accuracies whose first wall time metrics.json records."),
-        click.option("--ema", type=click.FloatRange(min=0, max=1, max_open=True), default=DEFAULTS.ema,
+        click.option("--ema", type=FiniteFloatRange(min=0, max=1, max_open=True), default=DEFAULTS.ema,
                      show_default=True, help="Momentum of an exponential moving average of the weights (e.g. "
                      "0.99); the average is what is validated, early-stopped on and exported. 0: off."),
         click.option("--ensemble", type=click.IntRange(min=1), default=DEFAULTS.ensemble, show_default=True,
@@ -240,10 +253,10 @@ image_model_options = options(
     click.option("--padding", type=click.Choice(["same", "valid"]), default=None),
     click.option("--pool-sizes", type=INTS, default=None, help="One, or one per block."),
     click.option("--batch-norm/--no-batch-norm", default=None),
-    click.option("--conv-dropout", type=float, default=None, callback=fraction),
+    click.option("--conv-dropout", type=FINITE, default=None, callback=fraction),
     click.option("--dense-units", type=OPTIONAL_INTS, default=None,
                  help="Hidden dense widths after Flatten; 'none' for none (Flatten -> dropout -> softmax)."),
-    click.option("--dropout", type=float, default=None, callback=fraction),
+    click.option("--dropout", type=FINITE, default=None, callback=fraction),
 )
 IMAGE_MODEL_FIELDS = ("filters", "kernel_sizes", "strides", "padding", "pool_sizes", "batch_norm", "conv_dropout",
                       "dense_units", "dropout")
@@ -255,14 +268,33 @@ text_model_options = options(
                  help="For rand; pretrained vectors set their own size. [text_cnn: 128]"),
     click.option("--embedding-mode", type=click.Choice(["rand", "static", "non-static", "multichannel"]), default=None,
                  help="[text_cnn: rand]"),
-    click.option("--dropout", type=float, default=None, callback=fraction, help="[text_cnn: 0.5]"),
-    click.option("--max-norm", type=float, default=None, callback=non_negative,
+    click.option("--dropout", type=FINITE, default=None, callback=fraction, help="[text_cnn: 0.5]"),
+    click.option("--max-norm", type=FINITE, default=None, callback=non_negative,
                  help="Max-norm of the softmax weights; 0 turns the constraint off. [text_cnn: 3]"),
     click.option("--edge-padding/--no-edge-padding", default=None,
                  help="Kim's zero padding of (widest region - 1) vectors before and after each sentence. [text_cnn: on]"),
 )
 TEXT_MODEL_FIELDS = ("region_sizes", "feature_maps", "embedding_dim", "embedding_mode", "dropout", "max_norm",
                      "edge_padding")
+
+
+def checked_model_choice(kw: dict, fields: tuple[str, ...], *, kind: str, data_args: dict | None = None,
+                         training: bool = True) -> ModelChoice:
+    """`model_choice`, checked before any data is read or TensorFlow imported: the model exists for
+    `kind`, each option is a keyword of its factory with a value of the keyword's type, and the
+    parameters the options imply can fit in memory (`data_args`: what is known of the data)."""
+    from cnnapp.models import get_model
+    from cnnapp.models.memory import check_parameter_memory
+    by_model_arg = {key for key, _ in kw.get("model_args") or ()} - {f for f in fields if kw.get(f) is not None}
+    choice = model_choice(kw, fields)
+
+    def arg_of(key: str) -> str:
+        return f"--model-arg {key}" if key in by_model_arg else f"--{key.replace('_', '-')}"
+
+    spec = get_model(choice.name, kind=kind)
+    options = spec.check_options(choice.options, arg_of=arg_of)
+    check_parameter_memory(kind, {**spec.options(), **options}, data_args, training=training, arg_of=arg_of)
+    return ModelChoice(name=choice.name, options=options)
 
 
 def model_choice(kw: dict, fields: tuple[str, ...]) -> ModelChoice:

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from cnnapp.cli import library_errors
+from cnnapp.cli.errors import library_errors
 
 
 @click.command()

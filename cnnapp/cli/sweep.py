@@ -19,9 +19,9 @@ import sys
 
 import click
 
-from cnnapp.cli import library_errors
-from cnnapp.cli.options import (IMAGE_MODEL_FIELDS, NAMES, TEXT_MODEL_FIELDS, ImageSize, ModelArg, class_names_option,
-                                image_data_options, image_model_options, model_choice, options, text_data_options,
+from cnnapp.cli.errors import library_errors
+from cnnapp.cli.options import (IMAGE_MODEL_FIELDS, NAMES, TEXT_MODEL_FIELDS, ImageSize, ModelArg, checked_model_choice,
+                                class_names_option, image_data_options, image_model_options, options, text_data_options,
                                 text_model_options, text_task_options, train_config, train_options)
 
 # Options of the sweep itself: not passed on to a train command line.
@@ -103,7 +103,8 @@ def execute(kind: str, kw: dict, *, task_of, fields) -> None:
     if sw["plan"] and sw["spec"]:
         raise click.UsageError("give --plan or --spec, not both")
     tta = kw.pop("tta", None)
-    model = model_choice(kw, fields)
+    known = {"input_shape": (1, 1, int(kw["channels"]))} if kind == "image" and kw.get("channels") else {}
+    model = checked_model_choice(kw, fields, kind=kind, data_args=known)
     train = train_config(kw)
     if tta is not None:
         import dataclasses

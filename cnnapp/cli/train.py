@@ -6,17 +6,20 @@ import dataclasses
 
 import click
 
-from cnnapp.cli import library_errors
-from cnnapp.cli.options import (IMAGE_MODEL_FIELDS, TEXT_MODEL_FIELDS, class_names_option, cluster_from_environment,
-                                image_data_options, image_model_options, model_choice, text_data_options,
+from cnnapp.cli.errors import library_errors
+from cnnapp.cli.options import (IMAGE_MODEL_FIELDS, TEXT_MODEL_FIELDS, checked_model_choice, class_names_option,
+                                cluster_from_environment, image_data_options, image_model_options, text_data_options,
                                 text_model_options, text_task_options, train_config, train_options)
 
 
 def start(kind: str, kw: dict):
     """(train config, model choice, strategy): the strategy first, as tf.distribute requires; under
-    `cnnapp launch` the worker made it already and passes it in the click context."""
+    `cnnapp launch` the worker made it already and passes it in the click context. The model and its
+    options are checked first, before TensorFlow is imported or any data read."""
     obj = click.get_current_context().obj or {}
-    model = model_choice(kw, IMAGE_MODEL_FIELDS if kind == "image" else TEXT_MODEL_FIELDS)
+    known = {"input_shape": (1, 1, int(kw["channels"]))} if kind == "image" and kw.get("channels") else {}
+    model = checked_model_choice(kw, IMAGE_MODEL_FIELDS if kind == "image" else TEXT_MODEL_FIELDS, kind=kind,
+                                 data_args=known)
     train = train_config(kw, cluster=obj["cluster"] if "cluster" in obj else cluster_from_environment(),
                          dump_weights_dir=obj.get("dump_weights_dir"))
     from cnnapp.training.runtime import make_strategy

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import math
 
-import keras
-
 
 def _shape(tensor) -> tuple:
     return tuple(tensor.shape)
@@ -17,6 +15,7 @@ def _shape(tensor) -> tuple:
 
 def _macs(layer, in_shape: tuple, out_shape: tuple) -> int:
     """Multiply-accumulates per example for conv and dense layers (0 for the rest)."""
+    import keras   # in the functions: `cnnapp summary`'s argument errors come before Keras loads
     if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D)):
         kernel = math.prod(layer.kernel_size)
         return math.prod(out_shape[1:]) * kernel * in_shape[-1]
@@ -25,7 +24,7 @@ def _macs(layer, in_shape: tuple, out_shape: tuple) -> int:
     return 0
 
 
-def summary_rows(model: keras.Model) -> list[dict]:
+def summary_rows(model) -> list[dict]:
     rows = []
     for layer in model.layers:
         nodes = [n for n in layer._inbound_nodes] or [None]
@@ -47,7 +46,7 @@ def summary_rows(model: keras.Model) -> list[dict]:
     return rows
 
 
-def format_summary(model: keras.Model) -> str:
+def format_summary(model) -> str:
     rows = summary_rows(model)
     trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
     total = model.count_params()

@@ -46,7 +46,7 @@ def build_text_cnn(
     sequence_length: int,
     vocab_size: int,
     num_classes: int,
-    region_sizes=(3, 4, 5),
+    region_sizes: tuple[int, ...] = (3, 4, 5),
     feature_maps: int = 100,
     embedding_dim: int = 128,
     embedding_mode: str = "rand",

@@ -31,7 +31,7 @@ def build_vgg(
     *,
     input_shape: tuple[int, int, int],
     num_classes: int,
-    filters=None,
+    filters: tuple[int, ...] | None = None,
     convs_per_block: int = 2,
     dropout: float = 0.3,
     name: str = "vgg",
