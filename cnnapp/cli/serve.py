@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import click
 
+from cnnapp.cli.errors import library_errors
+from cnnapp.cli.options import FiniteFloatRange
+
 
 def _opt(name: str, *args, **kwargs):
     """`--some_flag` with `--some-flag` as an alias, stored as `some_flag`."""
@@ -39,9 +42,6 @@ def _opt(name: str, *args, **kwargs):
       help="A REST request not answered in this time gets 408 (0: no limit).")
 @_opt("max_body", type=click.IntRange(min=1), default=64 * 1024 * 1024, show_default=True,
       help="Largest request body (REST) or message (gRPC) in bytes; larger ones are refused.")
-@_opt("enable_serialization_as_tensor_content", type=click.BOOL, is_flag=False, flag_value=True, default=False,
-      help="gRPC Predict answers in tensor_content instead of the typed fields (float_val, string_val, ...), "
-           "as in TF Serving.")
 @_opt("file_system_poll_wait_seconds", type=FiniteFloatRange(min=0), default=1.0, show_default=True,
       help="How often the base paths are polled for new versions and models (0: never).")
 @_opt("max_num_load_retries", type=click.IntRange(min=0), default=5, show_default=True,
@@ -51,10 +51,10 @@ def _opt(name: str, *args, **kwargs):
       help="Threads one TensorFlow op may use (0: one per core).")
 @_opt("tensorflow_inter_op_parallelism", type=click.IntRange(min=0), default=0, show_default=True,
       help="TensorFlow ops run at once (0: one per core).")
+@library_errors
 def serve(port, rest_api_port, host, model_base_path, model_name, model_config_file, enable_batching,
           batching_parameters_file, max_batch_size, batch_timeout_micros, num_batch_threads, max_enqueued_batches,
-          max_instances_per_request, rest_api_timeout_in_ms, max_body, enable_serialization_as_tensor_content,
-          file_system_poll_wait_seconds,
+          max_instances_per_request, rest_api_timeout_in_ms, max_body, file_system_poll_wait_seconds,
           max_num_load_retries, load_retry_interval_micros, tensorflow_intra_op_parallelism,
           tensorflow_inter_op_parallelism):
     """Serve exported models with TensorFlow Serving's gRPC (8500) and REST (8501) APIs.
@@ -64,24 +64,17 @@ def serve(port, rest_api_port, host, model_base_path, model_name, model_config_f
       curl -d '{"instances": ["a moving film"]}' localhost:8501/v1/models/demo-sentences:predict
     """
     import logging
-    import os
 
-    from cnnapp.errors import CnnappError
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from cnnapp.serving.server import run_server
     verbose = logging.getLogger().isEnabledFor(logging.DEBUG)
-    try:
-        from cnnapp.serving.server import run_server
-        run_server(host=host, port=port, rest_api_port=rest_api_port, log_level="debug" if verbose else "info",
-                   model_base_path=model_base_path, model_name=model_name, model_config_file=model_config_file,
-                   enable_batching=enable_batching, batching_parameters_file=batching_parameters_file,
-                   batching_overrides=dict(max_batch_size=max_batch_size, batch_timeout_micros=batch_timeout_micros,
-                                           num_batch_threads=num_batch_threads,
-                                           max_enqueued_batches=max_enqueued_batches),
-                   max_instances_per_request=max_instances_per_request, request_timeout_ms=rest_api_timeout_in_ms,
-                   max_body_bytes=max_body, poll_seconds=file_system_poll_wait_seconds,
-                   enable_serialization_as_tensor_content=enable_serialization_as_tensor_content,
-                   max_num_load_retries=max_num_load_retries, load_retry_interval_micros=load_retry_interval_micros,
-                   tensorflow_intra_op_parallelism=tensorflow_intra_op_parallelism,
-                   tensorflow_inter_op_parallelism=tensorflow_inter_op_parallelism)
-    except CnnappError as e:
-        raise click.ClickException(str(e)) from None
+    run_server(host=host, port=port, rest_api_port=rest_api_port, log_level="debug" if verbose else "info",
+               model_base_path=model_base_path, model_name=model_name, model_config_file=model_config_file,
+               enable_batching=enable_batching, batching_parameters_file=batching_parameters_file,
+               batching_overrides=dict(max_batch_size=max_batch_size, batch_timeout_micros=batch_timeout_micros,
+                                       num_batch_threads=num_batch_threads,
+                                       max_enqueued_batches=max_enqueued_batches),
+               max_instances_per_request=max_instances_per_request, request_timeout_ms=rest_api_timeout_in_ms,
+               max_body_bytes=max_body, poll_seconds=file_system_poll_wait_seconds,
+               max_num_load_retries=max_num_load_retries, load_retry_interval_micros=load_retry_interval_micros,
+               tensorflow_intra_op_parallelism=tensorflow_intra_op_parallelism,
+               tensorflow_inter_op_parallelism=tensorflow_inter_op_parallelism)
