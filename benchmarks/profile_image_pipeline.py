@@ -34,7 +34,7 @@ from cnnapp.data.image.idx import DEBIAN_FASHION_MNIST, load_idx_folder  # noqa:
 from cnnapp.models.image_cnn import build_image_cnn  # noqa: E402
 from cnnapp.preprocessing.image import ImageDecoder  # noqa: E402
 from cnnapp.training.callbacks import build_callbacks  # noqa: E402
-from cnnapp.training.loop import make_dataset  # noqa: E402
+from cnnapp.training.input import make_input as make_dataset  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

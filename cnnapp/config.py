@@ -87,6 +87,7 @@ class TrainConfig:
     verbose: int | None = None            # None: progress bar on a terminal, one line per epoch otherwise
     cluster: dict | None = None           # the parsed TF_CONFIG of a multi-worker cluster (read by the CLI)
     dump_weights_dir: str | None = None   # test hook: each worker saves its final weights here
+    cache: str | None = None              # decoded files: memory | disk | none | a folder (disk there); None: by size
 
     @property
     def reads_validation(self) -> bool:

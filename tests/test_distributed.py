@@ -153,7 +153,7 @@ def test_the_same_seed_gives_every_worker_the_same_vocabulary_and_the_fingerprin
     done twice here: the fingerprint the workers all-gather at start is equal for the same seed
     and differs when the split (hence the vocabulary) differs."""
     from cnnapp.tasks.sentences import SentenceTask
-    from cnnapp.training.loop import data_fingerprint
+    from cnnapp.training.resume import data_fingerprint
 
     def worker(seed):
         task = SentenceTask()

@@ -84,7 +84,7 @@ def test_a_rerun_with_other_options_is_refused_and_fresh_starts_over(tmp_path):
 
 
 def test_fingerprint_names_changed_data_and_options():
-    from cnnapp.training.loop import fingerprint_differences
+    from cnnapp.training.resume import fingerprint_differences
     before = {"data": "aa", "model": {"name": "text_cnn", "resolved_options": {"feature_maps": 100}},
               "training": {"seed": 1337}}
     now = {"data": "bb", "model": {"name": "text_cnn", "resolved_options": {"feature_maps": 8}},
@@ -236,7 +236,7 @@ def test_resume_fingerprint_holds_the_loss_settings_only_when_on():
     import numpy as np
     from cnnapp.config import TrainConfig
     from cnnapp.data import Splits
-    from cnnapp.training.loop import RESUME_TRAIN_FIELDS, fingerprint_differences, resume_fingerprint
+    from cnnapp.training.resume import RESUME_TRAIN_FIELDS, fingerprint_differences, resume_fingerprint
     x, y = np.array(["a b", "c d"], dtype=object), np.array([0, 1])
     splits = Splits(x, y, x, y, None, None, ["neg", "pos"])
     plain = resume_fingerprint(splits, None, TrainConfig(), {})

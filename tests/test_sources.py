@@ -88,7 +88,12 @@ def test_source_is_chosen_for_its_request_and_reads_well_formed_data(tmp_path, k
     assert source == name and len(data.class_names) >= 2 and data.name
     assert data.y.dtype == np.int64 and len(data.x) == len(data.y) > 0
     assert set(np.unique(data.y)) <= set(range(len(data.class_names)))
-    if kind == "image":
+    if kind == "image" and data.reader is not None:   # files, decoded in tf.data by the reader
+        assert all(Path(p).is_file() for p in data.x)
+        pixels = data.reader.decode(str(data.x[0])).numpy()
+        assert pixels.dtype == np.uint8 and pixels.shape == (*data.info["image_size"], data.info["channels"])
+        assert data.reader.example_bytes == pixels.nbytes
+    elif kind == "image":
         assert data.x.dtype == np.uint8 and data.x.ndim == 4 and data.info["channels"] == data.x.shape[3]
     else:
         assert all(isinstance(s, str) for s in data.x)

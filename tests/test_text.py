@@ -334,7 +334,7 @@ def test_balanced_class_weights_lift_the_rare_class(tmp_path):
     from cnnapp.config import ModelChoice, TrainConfig
     from cnnapp.data.text import TextRequest
     from cnnapp.tasks.sentences import SentenceTask
-    from cnnapp.training.loop import class_weights
+    from cnnapp.training.recipe import class_weights
     from cnnapp.training.run import run
     assert class_weights([1] * 60 + [0] * 6, 2, "balanced") == {0: 66 / 12, 1: 66 / 120}
     assert class_weights([0, 0, 2], 3, "balanced") == {0: 0.5, 1: 1.0, 2: 1.0}      # absent class keeps 1

@@ -229,6 +229,10 @@ def train_options(kind: str):
         click.option("--fresh", is_flag=True, default=DEFAULTS.fresh,
                      help="Discard the backup an interrupted run of this --name left and start over "
                           "(by default the same command resumes it; other settings are refused)."),
+        click.option("--cache", default=DEFAULTS.cache, metavar="memory|disk|none|DIR",
+                     help="Where decoded image files are kept between epochs. Default: in memory when they fit "
+                          "1/32 of this machine's memory, else on disk in RUN_DIR/<name>/cache (reused by the next "
+                          "run on the same files and decoding); DIR: on disk there; none: decoded every epoch."),
     )
 
 
@@ -236,7 +240,7 @@ TRAIN_FIELDS = ("name", "epochs", "batch_size", "learning_rate", "optimizer", "l
                 "class_weight",
                 "accuracy_levels", "steps_per_execution", "ema", "ensemble",
                 "cv", "repeats", "export_fold", "seed", "deterministic", "patience", "restore_best", "strategy", "precision",
-                "jit", "run_dir", "export_base", "export", "fresh")
+                "jit", "run_dir", "export_base", "export", "fresh", "cache")
 
 
 def train_config(kw: dict, *, cluster: dict | None = None, dump_weights_dir: str | None = None) -> TrainConfig:

@@ -1,5 +1,10 @@
 """Data sources: each turns what the user has into `RawData` (examples, integer labels, class names).
 
+A source describes its examples; it need not hold them. In-memory sources (the embedded digits, IDX
+files, sentences) give arrays of pixels or strings. File sources (image folders) give an array of
+file paths and an `ExampleReader` that decodes one path inside tf.data (`cnnapp.training.input`), so
+splits and CV folds are made on the list of files, never on pixels.
+
 Data flows one way: a source here -> `cnnapp.preprocessing` (Keras layers, in tf.data and in the
 export) -> a model from `cnnapp.models` -> `cnnapp.training` -> `cnnapp.export`. A source never
 normalises or augments; it only reads, checks and labels. `RawData.to_splits` completes the
@@ -12,8 +17,10 @@ Sources are registered one file each, per kind, in `cnnapp.data.image` and `cnna
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import logging
+import os
 import pkgutil
 from dataclasses import dataclass, field
 from typing import Callable
@@ -23,6 +30,52 @@ import numpy as np
 from cnnapp.errors import CnnappError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExampleReader:
+    """How one example of a file source becomes a tensor inside tf.data.
+
+    `decode(path)` maps a scalar string tensor (a file path) to the decoded example (uint8 pixels
+    [H, W, C] for images); `example_bytes` is the decoded size of one example, from which the cache
+    is chosen; `key` is what the decoding depends on (size, channels, ...), part of the disk cache's key.
+    """
+
+    decode: Callable
+    example_bytes: int
+    key: dict = field(default_factory=dict)
+    what: str = "file"
+    skip_bad: bool = False      # a file that fails to decode is skipped and counted instead of stopping the run
+
+
+def hash_examples(h, part, *, files: bool = False) -> None:
+    """Feed one part (examples or labels) into the hash `h`. File paths count with their size and
+    modification time, so a changed file changes the hash without reading any file."""
+    if part is None:
+        return
+    x = np.asarray(part)
+    if files:
+        for path in x.ravel():
+            try:
+                st = os.stat(path)
+                stamp = f"{st.st_size}:{st.st_mtime_ns}"
+            except OSError:
+                stamp = "missing"
+            h.update(f"{path}\0{stamp}\0".encode("utf-8", "surrogatepass"))
+    elif x.dtype == object or x.dtype.kind in "US":
+        h.update("\0".join(str(v) for v in x.ravel()).encode("utf-8", "surrogatepass"))
+    else:
+        h.update(np.ascontiguousarray(x).tobytes())
+
+
+def data_hash(*parts, files: bool = False, extra: bytes = b"") -> str:
+    """SHA-256 (16 hex digits) of examples and labels (and `extra`, e.g. a vocabulary): the one fingerprint
+    of data in cnnapp (the resume check, the multi-worker agreement, the sweep and the disk cache use it)."""
+    h = hashlib.sha256()
+    for i, part in enumerate(parts):
+        hash_examples(h, part, files=files and i % 2 == 0)   # (x, y, x, y, ...): only examples are files
+    h.update(extra)
+    return h.hexdigest()[:16]
 
 
 @dataclass
@@ -43,10 +96,17 @@ class Splits:
     y_test: np.ndarray | None
     class_names: list[str]
     description: dict = field(default_factory=dict)
+    reader: ExampleReader | None = None   # file paths to decode in tf.data; None: arrays in memory
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def fingerprint(self, vocabulary=None) -> str:
+        """The data hash of the training and validation parts (what shapes the weights), with the
+        vocabulary adapted on them when there is one."""
+        return data_hash(self.x_train, self.y_train, self.x_val, self.y_val, files=self.reader is not None,
+                         extra="\n".join(vocabulary).encode() if vocabulary is not None else b"")
 
     def counts(self) -> dict:
         return {
@@ -80,6 +140,12 @@ class RawData:
     description: dict = field(default_factory=dict)
     test_fraction: float = 0.1
     info: dict = field(default_factory=dict)
+    reader: ExampleReader | None = None   # set when `x` holds file paths (see ExampleReader)
+
+    def fingerprint(self) -> str:
+        """The data hash of every part the source read."""
+        return data_hash(self.x, self.y, self.x_dev, self.y_dev, self.x_test, self.y_test,
+                         files=self.reader is not None)
 
     @property
     def has_fixed_splits(self) -> bool:
@@ -90,12 +156,14 @@ class RawData:
         `make_splits` for `validate_on_test`."""
         return make_splits(self.x, self.y, self.class_names, x_val=self.x_dev, y_val=self.y_dev,
                            x_test=self.x_test, y_test=self.y_test, seed=seed, test_fraction=self.test_fraction,
-                           validate_on_test=validate_on_test, description=dict(self.description))
+                           validate_on_test=validate_on_test, description=dict(self.description),
+                           reader=self.reader)
 
     def fold_splits(self, train_idx: np.ndarray, test_idx: np.ndarray, *, seed: int, what: str) -> Splits:
         """One cross-validation fold: train on `train_idx` (10% of it held out for early stopping)."""
         return make_splits(self.x[train_idx], self.y[train_idx], self.class_names, x_test=self.x[test_idx],
-                           y_test=self.y[test_idx], seed=seed, description={**self.description, "test": what})
+                           y_test=self.y[test_idx], seed=seed, description={**self.description, "test": what},
+                           reader=self.reader)
 
 
 def parse_class_names(value: str | None) -> tuple[str, ...]:
@@ -177,7 +245,7 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
 def make_splits(
     x_train, y_train, class_names, *, x_test=None, y_test=None, x_val=None, y_val=None,
     validation_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 1337,
-    validate_on_test: bool = False, description: dict | None = None,
+    validate_on_test: bool = False, description: dict | None = None, reader: ExampleReader | None = None,
 ) -> Splits:
     """Complete the missing splits with seeded stratified hold-outs and check the labels.
 
@@ -210,7 +278,7 @@ def make_splits(
         x_train=x_train, y_train=y_train,
         x_val=x_val, y_val=np.asarray(y_val, dtype=np.int64),
         x_test=x_test, y_test=None if y_test is None else np.asarray(y_test, dtype=np.int64),
-        class_names=[str(c) for c in class_names], description=description,
+        class_names=[str(c) for c in class_names], description=description, reader=reader,
     )
     if len(splits.y_val) == 0:
         raise CnnappError(

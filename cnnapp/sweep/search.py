@@ -14,7 +14,6 @@ accuracy is recorded beside it, never chosen on.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import shutil
@@ -39,7 +38,7 @@ MARKER_FILE = "sweep_settings.json"       # marks a folder as a sweep's (for --f
 RECORD_FILE = "sweep_trial.json"          # cnnapp's own record of a trial, beside its run
 # Settings that do not change what a trial computes; everything else of TrainConfig is in the fingerprint.
 UNFINGERPRINTED = ("name", "run_dir", "export_base", "export", "fresh", "verbose", "cluster", "dump_weights_dir",
-                   "export_fold", "accuracy_levels")
+                   "export_fold", "accuracy_levels", "cache")
 PATH_KEYS = ("data", "dataset", "data_dir", "dev", "test", "embeddings")   # their content is hashed instead
 
 
@@ -178,17 +177,8 @@ def prepare(task, *, train: TrainConfig, model: ModelChoice, spec: str | Path | 
 
 
 def data_hash(data) -> str:
-    """SHA-256 (16 hex digits) of the examples and labels of every part the source read."""
-    h = hashlib.sha256()
-    for part in (data.x, data.y, data.x_dev, data.y_dev, data.x_test, data.y_test):
-        if part is None:
-            continue
-        x = np.asarray(part)
-        if x.dtype == object or x.dtype.kind in "US":
-            h.update("\0".join(str(v) for v in x.ravel()).encode("utf-8", "surrogatepass"))
-        else:
-            h.update(np.ascontiguousarray(x).tobytes())
-    return h.hexdigest()[:16]
+    """The data's one fingerprint (`RawData.fingerprint`: examples and labels of every part it read)."""
+    return data.fingerprint()
 
 
 def discard(plan: SweepPlan) -> None:
@@ -213,7 +203,7 @@ def stage_for(plan: SweepPlan, name: str, winners: dict) -> Stage:
 
 def claim_stage(plan: SweepPlan, stage: Stage) -> None:
     """Refuse a stage folder that holds a sweep of other settings; record this one's otherwise."""
-    from cnnapp.training.loop import fingerprint_differences
+    from cnnapp.training.resume import fingerprint_differences
     now = {"settings": plan.settings, "stage": stage_description(stage)}
     path = plan.sweep_dir / stage.name / FINGERPRINT_FILE
     if path.exists():

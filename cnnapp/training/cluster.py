@@ -5,12 +5,14 @@ TF_CONFIG naming N free 127.0.0.1 ports and its own index, streams their output 
 `[worker i]`, stops them all when one fails or on Ctrl-C, and returns the first failing exit code.
 `run_local_sweep(N, args)` does the same for a keras-tuner sweep: one chief oracle and N workers of
 `cnnapp sweep <args>`, told their parts by KERASTUNER_TUNER_ID / _ORACLE_IP / _ORACLE_PORT.
-No click and no TensorFlow here (`cnnapp.cli.launch` and `cnnapp.cli.sweep` are the commands).
+No click here, and TensorFlow only inside the two functions a worker calls in training
+(`check_workers_agree`, `average_across_workers`); `cnnapp.cli.launch` and `cnnapp.cli.sweep` are the commands.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -20,6 +22,9 @@ import sys
 import threading
 import time
 
+from cnnapp.errors import CnnappError
+
+log = logging.getLogger(__name__)
 
 
 def free_ports(count: int) -> list[int]:
@@ -181,3 +186,50 @@ def run_local_sweep(workers: int, args: list[str], *, chief_linger_seconds: floa
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+# ---------------------------------------------------------------------------- inside a worker
+
+def check_workers_agree(splits, preprocess, strategy) -> str:
+    """Raise CnnappError unless every worker has the same data fingerprint (one all-gather).
+
+    Each worker loads and splits the data itself with the same seed, and the text vectorizer is
+    adapted on that training split, so the same command gives the same vocabulary everywhere;
+    this proves it at the start of every multi-worker run instead of trusting it.
+    """
+    import hashlib
+
+    import numpy as np
+    import tensorflow as tf
+
+    from cnnapp.training.resume import data_fingerprint
+    fingerprint = hashlib.sha256(json.dumps({"class_names": list(splits.class_names), "counts": splits.counts(),
+                                             "data": data_fingerprint(splits, preprocess)},
+                                            sort_keys=True).encode()).hexdigest()
+    # 16-bit chunks are exact in float32, the dtype every collective implementation carries.
+    chunks = np.array([[int(fingerprint[i:i + 4], 16) for i in range(0, 32, 4)]], dtype=np.float32)
+    local = strategy.experimental_distribute_values_from_function(lambda ctx: tf.constant(chunks))
+    gathered = strategy.gather(local, axis=0).numpy()
+    if not (gathered == gathered[0]).all():
+        raise CnnappError("multi-worker: the workers loaded different data (class names, splits or "
+                          "vocabulary); give every worker the same command and data. Received: "
+                          f"{len(gathered)} fingerprints, {len({tuple(r) for r in gathered})} distinct")
+    log.info("all %d workers agree on class names, splits and vocabulary (fingerprint %s)",
+             len(gathered), fingerprint[:16])
+    return fingerprint
+
+
+def average_across_workers(variables, strategy) -> None:
+    """Give every worker the mean of its float non-trainable variables (BatchNorm moving statistics).
+
+    Gradients are all-reduced, so trainable weights agree on all workers; BatchNorm's moving mean and
+    variance are updated from each worker's own shard and drift apart. Their mean is the moving
+    mean of the global batch (the moving variance leaves out the spread between shard means: a
+    small difference), and it makes the workers, and the chief's export, identical.
+    """
+    import tensorflow as tf
+    for v in variables:
+        if not v.dtype.startswith("float"):
+            continue  # seed generator states: the same on every worker already
+        local = strategy.experimental_distribute_values_from_function(lambda ctx, v=v: tf.identity(v.value))
+        v.assign(strategy.reduce("MEAN", local, axis=None))

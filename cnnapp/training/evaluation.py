@@ -1,7 +1,9 @@
-"""Held-out evaluation: accuracy, per-class precision/recall/F1, confusion matrix, and PNG plots."""
+"""Held-out evaluation: class probabilities through the training input pipeline, accuracy, per-class
+precision/recall/F1, confusion matrix, metrics.json, and PNG plots."""
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 from pathlib import Path
@@ -91,3 +93,80 @@ def plot_confusion(report: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def read_history_csv(path: Path) -> dict:
+    """The whole history, resumed epochs included (CSVLogger appends on resume)."""
+    if not path.exists():
+        return {}
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    out: dict[str, list[float]] = {}
+    for row in rows:
+        for k, v in row.items():
+            if k != "epoch" and v not in (None, ""):
+                out.setdefault(k, []).append(float(v))
+    return out
+
+
+def probabilities(model, x, y, *, preprocess, batch_size: int, tta=None, reader=None, cache=None,
+                  label: str = "held-out") -> tuple[np.ndarray, np.ndarray]:
+    """(class probabilities, labels) of one part, batch by batch through the training input pipeline;
+    `tta(batch) -> [views]` averages the model over test-time augmentation views, as the export does. The
+    labels come through the pipeline with the examples, so a file skipped under --skip-bad-images drops
+    out of both."""
+    import keras
+
+    from cnnapp.progress import Progress
+    from cnnapp.training.input import CachePlan, make_input
+    ds = make_input(x, y, batch_size=batch_size, preprocess=preprocess, reader=reader,
+                    cache=cache or CachePlan("none"), label=label)
+
+    def predict(batch):
+        views = tta(batch) if tta else [batch]
+        return np.mean([keras.ops.convert_to_numpy(model(v, training=False)) for v in views], axis=0)
+    progress = Progress(f"evaluating on {label}", total=len(y), unit="examples")
+    probs, labels = [], []
+    for batch, batch_labels in ds:
+        probs.append(predict(batch))
+        labels.append(batch_labels.numpy())
+        progress.update(sum(len(b) for b in labels))
+    progress.done()
+    if not probs:
+        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
+    return np.concatenate(probs), np.concatenate(labels)
+
+
+def held_out_report(model, splits, *, preprocess, batch_size: int, tta=None, cache=None,
+                    cache_label: str = "validation") -> tuple[str, dict]:
+    """(split name, classification report) on the split a run reports: test, else validation. A disk cache
+    of the validation part (`cache`, `cache_label`) is read again when that part is the one reported."""
+    from cnnapp.training.input import CachePlan
+    eval_name, x_eval, y_eval = splits.held_out()
+    reuse = cache is not None and cache.mode == "disk" and x_eval is splits.x_val
+    probs, labels = probabilities(model, x_eval, y_eval, preprocess=preprocess, batch_size=batch_size, tta=tta,
+                                  reader=splits.reader, cache=cache if reuse else CachePlan("none"),
+                                  label=cache_label if reuse else eval_name)
+    report = classification_report(labels, probs.argmax(axis=1) if len(probs) else labels, splits.class_names)
+    if len(labels) < len(y_eval):
+        report["skipped_files"] = int(len(y_eval) - len(labels))
+        log.warning("%d %s file(s) failed to decode and were skipped (--skip-bad-images)",
+                    len(y_eval) - len(labels), eval_name)
+    return eval_name, report
+
+
+def run_metrics(splits: Splits, eval_name: str, report: dict, *, best_val_accuracy: float, epochs_run: int,
+                train_seconds: float, **extra) -> dict:
+    """The one shape of metrics.json, for single models and ensembles (`extra` adds their own keys)."""
+    return {
+        "evaluated_on": eval_name,
+        "evaluation_source": splits.description.get(eval_name, eval_name),
+        eval_name: report,
+        "best_val_accuracy": round(float(best_val_accuracy), 4),
+        # True when the validation curve is the test part (a run that read nothing of it): its best value
+        # and time_to_accuracy are then test figures over epochs, not a selection on held-out data.
+        "validation_is_test": splits.x_val is splits.x_test,
+        "epochs_run": int(epochs_run),
+        "train_seconds": round(float(train_seconds), 2),
+        **extra,
+    }

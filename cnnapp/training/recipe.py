@@ -1,5 +1,6 @@
-"""The parts of a fast-converging training recipe: a one-cycle learning rate, label smoothing, and the
-wall time at which validation accuracy first reached given levels (time to accuracy).
+"""The training recipe: optimizers, the loss (label smoothing, class weights), a one-cycle learning
+rate, test-time augmentation views, and the wall time at which validation accuracy first reached given
+levels (time to accuracy).
 
 One-cycle (Smith & Topin 2017, as airbench and fast.ai use it): the rate rises linearly from
 peak/25 to the peak over the first 25% of the steps, then follows half a cosine down to peak/1e4.
@@ -13,6 +14,10 @@ import math
 import time
 
 import keras
+import numpy as np
+
+from cnnapp.config import CLASS_WEIGHTS, OPTIMIZERS as OPTIMIZER_NAMES
+from cnnapp.errors import CnnappError
 
 
 @keras.saving.register_keras_serializable(package="cnnapp")
@@ -98,3 +103,53 @@ def tta_views(name: str | None):
         return flip_views
     from cnnapp.errors import CnnappError
     raise CnnappError(f"--tta: choose from {', '.join(TTA_CHOICES)}. Received: tta={name}")
+
+
+OPTIMIZERS = {
+    # name: (Keras class, default learning rate). Adadelta's 1.0 is Kim's setting (Keras's own is 0.001).
+    "adam": (keras.optimizers.Adam, 1e-3),
+    "adamw": (keras.optimizers.AdamW, 1e-3),
+    "adadelta": (keras.optimizers.Adadelta, 1.0),
+    "sgd": (keras.optimizers.SGD, 1e-2),
+    "rmsprop": (keras.optimizers.RMSprop, 1e-3),
+}
+assert tuple(OPTIMIZERS) == OPTIMIZER_NAMES  # the CLI's choices come from cnnapp.config
+
+
+def make_optimizer(name: str, learning_rate: float | None, ema: float = 0.0, *,
+                   onecycle_steps: int | None = None) -> keras.optimizers.Optimizer:
+    """The named optimizer; `ema` > 0 also keeps an exponential moving average of the weights;
+    `onecycle_steps` runs the rate as a one-cycle schedule over that many steps, peaking at the rate."""
+    if name not in OPTIMIZERS:
+        raise CnnappError(f"--optimizer: choose from {', '.join(OPTIMIZERS)}. Received: {name}")
+    if not 0.0 <= ema < 1.0:
+        raise CnnappError(f"--ema: the averaging momentum must be in [0, 1), e.g. 0.99. Received: ema={ema}")
+    cls, default_lr = OPTIMIZERS[name]
+    kwargs = {"rho": 0.95, "epsilon": 1e-6} if name == "adadelta" else {}
+    if ema:
+        kwargs.update(use_ema=True, ema_momentum=ema)
+    rate = learning_rate or default_lr
+    if onecycle_steps:
+        rate = OneCycle(peak=rate, total_steps=onecycle_steps)
+    return cls(learning_rate=rate, **kwargs)
+
+
+def check_class_weight(mode: str | None) -> None:
+    if mode is not None and mode not in CLASS_WEIGHTS:
+        raise CnnappError(f"--class-weight: choose {', '.join(CLASS_WEIGHTS)} or none. Received: class_weight={mode}")
+
+
+def class_weights(y_train, num_classes: int, mode: str | None) -> dict[int, float] | None:
+    """`balanced`: class c weighs n / (k * n_c), so every class carries the same total weight in the loss
+    (scikit-learn's "balanced"); a class absent from training keeps 1. None: no weighting."""
+    check_class_weight(mode)
+    if mode is None:
+        return None
+    counts = np.bincount(np.asarray(y_train, dtype=np.int64), minlength=num_classes)
+    return {c: float(len(y_train) / (num_classes * n)) if n else 1.0 for c, n in enumerate(counts)}
+
+
+def make_loss(label_smoothing: float):
+    if not 0.0 <= label_smoothing < 1.0:
+        raise CnnappError(f"--label-smoothing: must be in [0, 1). Received: label_smoothing={label_smoothing}")
+    return SparseSmoothedCrossentropy(label_smoothing) if label_smoothing else "sparse_categorical_crossentropy"

@@ -33,7 +33,9 @@ from cnnapp.errors import CnnappError
 from cnnapp.models import DEFAULT_MODEL, ModelSpec, get_model
 from cnnapp.tasks import Prepared, export_model, save_preprocessor
 from cnnapp.training.evaluation import write_json
-from cnnapp.training.loop import TrainResult, check_class_weight, train_classifier
+from cnnapp.training.loop import TrainResult, train_classifier
+from cnnapp.training.input import check_cache
+from cnnapp.training.recipe import check_class_weight
 
 log = logging.getLogger(__name__)
 MAX_SEED = 2**32 - 1   # numpy's and TensorFlow's seeds are 32-bit
@@ -146,7 +148,7 @@ def _run(task, data: RawData, *, train: TrainConfig, spec, model: ModelChoice, s
             what = f"fold {train.export_fold} of the first seed ({train.seed})"
         elif train.export:
             log.info("cv done; training the model to export on all %d examples (10%% dev)", len(data.y))
-            splits = make_splits(data.x, data.y, data.class_names, seed=train.seed, test_fraction=0.0,
+            splits = make_splits(data.x, data.y, data.class_names, seed=train.seed, test_fraction=0.0, reader=data.reader,
                                  description={**data.description, "validation":
                                               "seeded stratified 10% of all the data (after cross-validation)"})
             result, prepared = fit(splits, data, train, run_dir / "all", {**run_config, "cv_export": "all data"})
@@ -185,6 +187,7 @@ def check_writable(folder: Path, arg: str, value) -> None:
 
 def check_protocol(train: TrainConfig) -> None:
     check_class_weight(train.class_weight)      # before any data is read
+    check_cache(train.cache)
     last_seed = train.seed + max(train.ensemble, train.repeats) - 1   # members and repeats use seed, seed+1, ...
     if not 0 <= train.seed or last_seed > MAX_SEED:
         raise CnnappError(f"--seed: seeds are 0..{MAX_SEED}, and --ensemble/--repeats use seed, seed+1, ... up to "

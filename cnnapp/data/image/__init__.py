@@ -1,4 +1,5 @@
-"""Image sources: what the user has -> `RawData` of uint8 images [N, H, W, C].
+"""Image sources: what the user has -> `RawData` of uint8 images [N, H, W, C], or of image file paths
+with the `ExampleReader` that decodes them in tf.data (folders).
 
 One file per source in this package, each registered in `IMAGE_SOURCES` with the requests it
 claims (see `cnnapp.data.SourceRegistry`): the embedded digits, IDX folders (and Debian's
@@ -37,7 +38,10 @@ def read_image_data(request: ImageRequest) -> tuple[RawData, str]:
         raise CnnappError(f"--data and --dataset are exclusive. Received: data={request.data}, "
                           f"dataset={request.dataset}")
     data, source = IMAGE_SOURCES.read(request)
-    native_size, native_channels = tuple(data.x.shape[1:3]), int(data.x.shape[3])
+    if data.reader is not None:   # files, decoded at the size and channels the source chose
+        native_size, native_channels = tuple(data.info["image_size"]), int(data.info["channels"])
+    else:
+        native_size, native_channels = tuple(data.x.shape[1:3]), int(data.x.shape[3])
     channels = request.channels or native_channels
     if channels != native_channels:
         raise CnnappError(f"--channels: this dataset has {native_channels} channel(s). Received: channels={channels}")

@@ -1,0 +1,215 @@
+"""Examples -> tf.data: the one input pipeline of training, validation and evaluation.
+
+    arrays in memory (digits, IDX, sentences): preprocessed once, in batches, and cached in memory
+    files (image folders): paths -> (this worker's share) -> decode in parallel through the export's
+        ImageDecoder -> cache of uint8 pixels (memory | disk | none) -> shuffle -> batch -> preprocess
+        -> (augment) -> prefetch
+
+The cache is chosen once per run from the decoded size (`plan_cache`): data that fits a memory budget
+(1/32 of the machine's memory) is cached in memory; larger data is cached on disk under the run
+directory (or `--cache DIR`), where the next run on the same files and decoding finds it; `--cache
+memory|disk|none` overrides. A disk cache holds the files in one seeded random order and is shuffled
+through a bounded buffer each epoch, so memory stays bounded whatever the data's size.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from cnnapp.data import ExampleReader, data_hash
+from cnnapp.errors import CnnappError, tf_error_reason
+
+log = logging.getLogger(__name__)
+AUTOTUNE = tf.data.AUTOTUNE
+CACHE_MODES = ("memory", "disk", "none")
+MEMORY_FRACTION = 32          # decoded data up to 1/32 of the machine's memory is cached in memory
+SHUFFLE_BUFFER_BYTES = 256 * 2**20   # a disk cache is shuffled through at most this much memory
+BUDGET_ENV = "CNNAPP_MEMORY_BUDGET"  # bytes (e.g. 500M, 2G): overrides the memory budget
+
+
+def _bytes(text: str) -> int:
+    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    text = text.strip().upper().rstrip("B")
+    try:
+        return int(float(text[:-1]) * units[text[-1]]) if text and text[-1] in units else int(text)
+    except ValueError:
+        raise CnnappError(f"{BUDGET_ENV}: expected a size such as 500M or 2G. Received: {text}") from None
+
+
+def memory_budget() -> int:
+    if os.environ.get(BUDGET_ENV):
+        return _bytes(os.environ[BUDGET_ENV])
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // MEMORY_FRACTION
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    """Where decoded examples are kept between epochs: `mode` memory | disk | none; `folder` for disk."""
+
+    mode: str
+    folder: Path | None = None
+
+    def file_for(self, label: str, key: str) -> str:
+        """The cache file prefix of one part; a leftover of another key (other files, another decoding) or of
+        an interrupted first epoch is removed, so the cache is rebuilt instead of read."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        prefix = self.folder / f"{label}-{key}"
+        complete = Path(f"{prefix}.index").exists()
+        for old in self.folder.glob(f"{label}-*"):
+            if not old.name.startswith(f"{label}-{key}.") or not complete:
+                old.unlink(missing_ok=True)
+        if complete:
+            log.info("cache: reusing %s", prefix)
+        return str(prefix)
+
+
+def check_cache(value: str | None) -> None:
+    """--cache: memory, disk, none, or a folder (made if missing; not a file)."""
+    if value is None or value in CACHE_MODES:
+        return
+    if not value.strip() or Path(value).is_file():
+        raise CnnappError(f"--cache: choose memory, disk, none or a folder. Received: cache={value!r}")
+
+
+def plan_cache(asked: str | None, *, reader: ExampleReader | None, examples: int, default_folder: Path) -> CachePlan:
+    """The cache for `examples` decoded examples, and one line saying what was chosen and why."""
+    check_cache(asked)
+    if reader is None:
+        return CachePlan("memory")     # arrays already in memory: preprocessed once, as they always were
+    decoded = examples * reader.example_bytes
+    if asked in ("memory", "none"):
+        plan, why = CachePlan(asked), "as --cache asks"
+    elif asked == "disk" or (asked is not None and asked not in CACHE_MODES):
+        folder = default_folder if asked == "disk" else Path(asked)
+        plan, why = CachePlan("disk", folder), "as --cache asks"
+    else:
+        budget = memory_budget()
+        if decoded <= budget:
+            plan, why = CachePlan("memory"), f"within the memory budget of {_size(budget)}"
+        else:
+            plan, why = CachePlan("disk", default_folder), (f"over the memory budget of {_size(budget)}; "
+                                                            f"--cache memory|none|DIR to choose")
+    where = {"memory": "in memory", "none": "not cached (decoded every epoch)",
+             "disk": f"on disk in {plan.folder}"}[plan.mode]
+    log.info("cache: %s decoded %ss (%s) %s, %s", f"{examples:,}", reader.what, _size(decoded), where, why)
+    return plan
+
+
+class DecodeCounter:
+    """Counts the examples a file pipeline decoded (under --skip-bad-images, to count the files skipped)."""
+
+    def __init__(self):
+        self.variable = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def count(self, *element):
+        self.variable.assign_add(1)
+        return element
+
+    @property
+    def value(self) -> int:
+        return int(self.variable.numpy())
+
+
+def make_input(x, y, *, batch_size: int, preprocess: Callable, reader: ExampleReader | None = None,
+               augment=None, shuffle_seed: int | None = None, options: tf.data.Options | None = None,
+               cache: CachePlan = CachePlan("memory"), label: str = "data", shard: tuple[int, int] | None = None,
+               counter: DecodeCounter | None = None) -> tf.data.Dataset:
+    """Batches of (model input, label) for one part. `shard` = (workers, index) gives this worker its own
+    files; `label` names the part's disk cache ("train", "validation", ...)."""
+    if reader is None:
+        ds = _from_arrays(x, y, preprocess=preprocess)
+    else:
+        ds = _from_files(x, y, reader=reader, cache=cache, label=label, shuffle_seed=shuffle_seed, shard=shard,
+                         counter=counter)
+    if shuffle_seed is not None:
+        buffer = len(y)
+        if reader is not None and cache.mode == "disk":
+            buffer = max(batch_size * 8, min(len(y), SHUFFLE_BUFFER_BYTES // max(reader.example_bytes, 1)))
+        if reader is None or cache.mode != "none":   # streamed files were shuffled as paths
+            ds = ds.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if reader is not None:
+        ds = ds.map(lambda a, b: (preprocess(a), b), num_parallel_calls=AUTOTUNE)
+    if augment is not None:
+        # One batch at a time: the layers draw from one seeded generator, and parallel calls would
+        # take its draws in a different order each run (prefetch still overlaps it with training).
+        ds = ds.map(lambda a, b: (augment(a, training=True), b))
+    if options is not None:
+        ds = ds.with_options(options)
+    return ds.prefetch(AUTOTUNE)
+
+
+def _from_arrays(x, y, *, preprocess) -> tf.data.Dataset:
+    """Preprocessing is deterministic, so it runs once (in batches of 1024) and is cached."""
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    ds = ds.batch(1024).map(lambda a, b: (preprocess(a), b), num_parallel_calls=AUTOTUNE).unbatch()
+    # unbatch() loses the cardinality; restating it keeps Keras's progress bar and epoch end exact.
+    return ds.apply(tf.data.experimental.assert_cardinality(len(y))).cache()
+
+
+def _from_files(paths, labels, *, reader: ExampleReader, cache: CachePlan, label: str, shuffle_seed, shard,
+                counter) -> tf.data.Dataset:
+    paths, labels = np.asarray(paths, dtype=object).astype(str), np.asarray(labels, dtype=np.int64)
+    if shuffle_seed is not None and cache.mode != "none":
+        # A cache keeps one order: a seeded random one, so the bounded shuffle buffer mixes the classes.
+        order = np.random.default_rng(shuffle_seed).permutation(len(paths))
+        paths, labels = paths[order], labels[order]
+    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+    if shard is not None:
+        ds = ds.shard(*shard)
+    if shuffle_seed is not None and cache.mode == "none":
+        ds = ds.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.map(lambda p, b: (reader.decode(p), b), num_parallel_calls=AUTOTUNE, deterministic=True)
+    if reader.skip_bad:
+        ds = ds.ignore_errors()
+    if cache.mode == "memory":
+        ds = ds.cache()
+    elif cache.mode == "disk":
+        key = data_hash(paths, labels, files=True) + "-" + data_hash(
+            np.asarray([repr(sorted(reader.key.items())), repr(shard)], dtype=object))[:8]
+        ds = ds.cache(cache.file_for(label, key))
+    if counter is not None:   # after the cache: it counts every epoch's examples
+        ds = ds.map(counter.count)
+    return ds
+
+
+def is_decode_error(error: Exception) -> bool:
+    return isinstance(error, (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.DataLossError))
+
+
+def name_undecodable(parts, reader: ExampleReader, error: Exception, *, arg: str = "--data") -> CnnappError:
+    """The one-line error for a file that failed to decode mid-run: finds which (every file of `parts`
+    decoded once more, in parallel) and names it with the decoder's reason."""
+    from cnnapp.progress import Progress
+    paths = np.concatenate([np.asarray(p, dtype=object).astype(str) for p in parts if p is not None])
+    ds = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), paths))
+    ds = ds.map(lambda i, p: (i, tf.shape(reader.decode(p))[0]), num_parallel_calls=AUTOTUNE).ignore_errors()
+    seen = np.zeros(len(paths), dtype=bool)
+    progress = Progress("finding the file that failed to decode", total=len(paths), unit="files")
+    for n, (i, _) in enumerate(ds.batch(256).as_numpy_iterator()):
+        seen[i] = True
+        progress.update(min((n + 1) * 256, len(paths)))
+    progress.done()
+    bad = np.flatnonzero(~seen)
+    if not len(bad):
+        return CnnappError(f"{arg}: reading the data failed ({tf_error_reason(error)}). Received: {arg}")
+    path = paths[bad[0]]
+    try:
+        reader.decode(tf.constant(path))
+        reason = tf_error_reason(error)
+    except Exception as e:   # noqa: BLE001 - the decoder's own reason, whatever its type
+        reason = tf_error_reason(e)
+    more = f" ({len(bad)} such files)" if len(bad) > 1 else ""
+    return CnnappError(f"{arg}: not a readable image ({reason}){more}; pass --skip-bad-images to skip such files. "
+                       f"Received: {path}")
