@@ -36,6 +36,8 @@ CASES = [
     ("export-base-proc", TRAIN_IMAGE + ["--export-base", "/proc/x"], BAD, "--export-base: cannot write"),
     ("export-base-below-file", TRAIN_IMAGE + ["--export-base", "afile/sub"], BAD, "--export-base: afile is a file"),
     ("data-missing", ["train-image", "--data", "no-such-folder"], BAD, "--data"),
+    ("idx-without-train-images", ["train-image", "--data", "idx"], BAD,
+     "--data: train-images-idx3-ubyte (or .gz) missing from this folder of IDX files (train-labels-idx1-ubyte)"),
     ("model-unknown", TRAIN_IMAGE + ["--model", "nope"], BAD, "--model"),
     ("model-wrong-kind", TRAIN_IMAGE + ["--model", "text_cnn"], BAD, "--model"),
     ("model-arg-unknown", TRAIN_IMAGE + ["--model-arg", "nope=1"], BAD, "nope"),
@@ -179,6 +181,8 @@ def write_inputs(folder):
     jpeg = tf.io.encode_jpeg(np.full((8, 8, 1), 200, dtype=np.uint8)).numpy()
     (folder / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     (folder / "afile").write_text("a file, not a folder\n")
+    (folder / "idx").mkdir()
+    (folder / "idx" / "train-labels-idx1-ubyte").write_bytes(b"")
     (folder / "words.txt").write_text("a good film\n")
     (folder / "latin1.txt").write_bytes("1 caf\xe9 cr\xe8me\n".encode("latin-1"))
     (folder / "labelled.txt").write_text("".join(f"{i % 2} sentence number {i}\n" for i in range(40)))

@@ -16,6 +16,8 @@ from cnnapp.errors import CnnappError
 
 log = logging.getLogger(__name__)
 DOWNLOAD_HOST = ("storage.googleapis.com", 443)
+# Datasets whose files a Debian package installs, which cnnapp reads without TFDS (data/image/idx.py).
+DEBIAN_PACKAGES = {"fashion_mnist": "dataset-fashion-mnist"}
 
 
 def _online(timeout: float = 3.0) -> bool:
@@ -41,15 +43,17 @@ def load_tfds_arrays(name: str, *, data_dir: str | None, feature: str, arg: str 
             f"{arg}: unknown TFDS dataset ({str(e).splitlines()[0][:160]}). Received: {name}") from None
     if not builder.is_prepared():
         where = data_dir or "~/tensorflow_datasets"
+        package = (f" (or install its Debian package: apt-get install {DEBIAN_PACKAGES[name]})"
+                   if name in DEBIAN_PACKAGES else "")
         if not _online():
             raise CnnappError(
                 f"{arg}: TFDS dataset {name!r} is not in {where} and cannot be downloaded (no network); "
-                f"prepare it elsewhere and pass --data-dir. Received: {name}")
+                f"prepare it elsewhere and pass --data-dir{package}. Received: {name}")
         try:
             builder.download_and_prepare()
         except Exception as e:
             raise CnnappError(
-                f"{arg}: downloading TFDS dataset failed ({str(e).splitlines()[0][:160]}). Received: {name}"
+                f"{arg}: downloading TFDS dataset failed ({str(e).splitlines()[0][:160]}){package}. Received: {name}"
             ) from None
     info = builder.info
     label_feature = info.features["label"]

@@ -49,7 +49,10 @@ def write_samples(folder: str | Path, count: int = 4) -> list[Path]:
 
 if __name__ == "__main__":
     import os
+
+    from cnnapp.quiet import hide_tensorflow_startup_log
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    hide_tensorflow_startup_log()   # `make demo` runs this between cnnapp commands: as quiet as they are
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--write-samples", required=True, metavar="DIR")
     parser.add_argument("--count", type=int, default=4)

@@ -68,9 +68,12 @@ def load_idx_folder(folder: str | Path, *, class_names: list[str] | None = None,
     """RawData from a folder holding train-*/t10k-* IDX files (test files optional)."""
     folder = Path(folder)
     files = find_idx_files(folder)
-    if "train_images" not in files or "train_labels" not in files:
-        raise CnnappError(
-            f"{arg}: no train-images-idx3-ubyte / train-labels-idx1-ubyte files. Received: {folder}")
+    missing = [f for key, f in (("train_images", "train-images-idx3-ubyte"), ("train_labels", "train-labels-idx1-ubyte"))
+               if key not in files]
+    if missing:
+        present = ", ".join(p.name for p in files.values())
+        raise CnnappError(f"{arg}: {' and '.join(missing)} (or .gz) missing from this folder of IDX files"
+                          f"{f' ({present})' if present else ''}. Received: {folder}")
     x = read_idx(files["train_images"], expect_magic=IMAGES_MAGIC, arg=arg)
     y = read_idx(files["train_labels"], expect_magic=LABELS_MAGIC, arg=arg).astype(np.int64)
     if len(x) != len(y):
@@ -92,7 +95,8 @@ def load_idx_folder(folder: str | Path, *, class_names: list[str] | None = None,
 
 
 def _is_idx_folder(request: ImageRequest) -> bool:
-    return bool(request.data) and Path(request.data).is_dir() and has_idx_files(Path(request.data))
+    """Any IDX file claims the folder, so a missing one is named rather than the folder read as class folders."""
+    return bool(request.data) and Path(request.data).is_dir() and bool(find_idx_files(Path(request.data)))
 
 
 @IMAGE_SOURCES.register("idx", claims=_is_idx_folder, priority=10)
