@@ -42,6 +42,9 @@ def _opt(name: str, *args, **kwargs):
       help="A REST request not answered in this time gets 408 (0: no limit).")
 @_opt("max_body", type=click.IntRange(min=1), default=64 * 1024 * 1024, show_default=True,
       help="Largest request body (REST) or message (gRPC) in bytes; larger ones are refused.")
+@_opt("enable_serialization_as_tensor_content", type=click.BOOL, is_flag=False, flag_value=True, default=False,
+      help="gRPC Predict answers in tensor_content instead of the typed fields (float_val, string_val, ...), "
+           "as in TF Serving.")
 @_opt("file_system_poll_wait_seconds", type=FiniteFloatRange(min=0), default=1.0, show_default=True,
       help="How often the base paths are polled for new versions and models (0: never).")
 @_opt("max_num_load_retries", type=click.IntRange(min=0), default=5, show_default=True,
@@ -54,7 +57,8 @@ def _opt(name: str, *args, **kwargs):
 @library_errors
 def serve(port, rest_api_port, host, model_base_path, model_name, model_config_file, enable_batching,
           batching_parameters_file, max_batch_size, batch_timeout_micros, num_batch_threads, max_enqueued_batches,
-          max_instances_per_request, rest_api_timeout_in_ms, max_body, file_system_poll_wait_seconds,
+          max_instances_per_request, rest_api_timeout_in_ms, max_body, enable_serialization_as_tensor_content,
+          file_system_poll_wait_seconds,
           max_num_load_retries, load_retry_interval_micros, tensorflow_intra_op_parallelism,
           tensorflow_inter_op_parallelism):
     """Serve exported models with TensorFlow Serving's gRPC (8500) and REST (8501) APIs.
@@ -75,6 +79,7 @@ def serve(port, rest_api_port, host, model_base_path, model_name, model_config_f
                                        max_enqueued_batches=max_enqueued_batches),
                max_instances_per_request=max_instances_per_request, request_timeout_ms=rest_api_timeout_in_ms,
                max_body_bytes=max_body, poll_seconds=file_system_poll_wait_seconds,
+               enable_serialization_as_tensor_content=enable_serialization_as_tensor_content,
                max_num_load_retries=max_num_load_retries, load_retry_interval_micros=load_retry_interval_micros,
                tensorflow_intra_op_parallelism=tensorflow_intra_op_parallelism,
                tensorflow_inter_op_parallelism=tensorflow_inter_op_parallelism)
