@@ -307,3 +307,71 @@ def test_echoed_values_are_clipped(setup):
     assert code == grpc.StatusCode.INVALID_ARGUMENT and len(details) < 1100, len(details)
     code, details = _code(setup["predict"].Predict, predict_request("tiny_text", ["x"], signature="s" * 1_000_000))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and len(details) < 1100, len(details)
+
+
+# ---------------------------------------------------------------------------- issue 24: typed outputs
+
+def _image_scores_by_rest(rest: str, images: list[bytes]) -> np.ndarray:
+    import base64
+    import httpx
+    body = {"instances": [{"b64": base64.b64encode(i).decode()} for i in images]}
+    predictions = httpx.post(f"{rest}/v1/models/tiny_image:predict", json=body, timeout=30).json()["predictions"]
+    return np.array([p["scores"] for p in predictions])
+
+
+def test_typed_outputs_read_the_way_the_keras_io_client_reads_them(setup):
+    """TF Serving fills float_val/string_val (Tensor::AsProtoField) unless told otherwise; the
+    keras-io tf_serving client reads `.float_val` and reshapes it by `tensor_shape`."""
+    import tensorflow as tf
+    images = [png(5), png(6)]
+    r = setup["predict"].Predict(predict_request("tiny_image", images, dtype=tf.string), timeout=30)
+    proto = r.outputs["scores"]
+    assert proto.dtype == tf.float32.as_datatype_enum and not proto.tensor_content
+    scores = tf.constant(proto.float_val, shape=tf.TensorShape(proto.tensor_shape)).numpy()
+    assert scores.shape == (2, 3)
+    np.testing.assert_allclose(scores, _image_scores_by_rest(setup["server"].rest, images), rtol=1e-6)
+    classes = r.outputs["classes"]
+    assert not classes.tensor_content and [d.size for d in classes.tensor_shape.dim] == [2, 3]
+    assert [c.decode() for c in classes.string_val] == IMAGE_CLASSES * 2
+
+
+def test_enable_serialization_as_tensor_content(setup, tmp_path):
+    """--enable_serialization_as_tensor_content: tensor_content set, typed fields empty; strings in
+    TensorFlow's string-list encoding, which TensorFlow's own parser reads back. The server is the
+    one `cnnapp serve` starts (the app object and start_grpc_server), in this process: one model
+    loads in a second, where a second `cnnapp serve` process takes tens."""
+    import tensorflow as tf
+    from cnnapp.serving.grpc_server import start_grpc_server
+    from cnnapp.serving.server import build_config
+    from test_serving_live import free_port
+    from cnnapp.serving import create_app
+    config = build_config(model_base_path=setup["model_base"] / "tiny_image", model_name="tiny_image",
+                          enable_serialization_as_tensor_content=True)
+    serving_app = create_app(config)
+    port = free_port()
+    server = start_grpc_server(serving_app, "127.0.0.1", port)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        images = [png(7), png(8)]
+        r = stub.Predict(predict_request("tiny_image", images, dtype=tf.string), timeout=30)
+        scores, classes = r.outputs["scores"], r.outputs["classes"]
+        assert scores.tensor_content and not scores.float_val
+        assert classes.tensor_content and not classes.string_val
+        np.testing.assert_allclose(tf.make_ndarray(scores), _image_scores_by_rest(setup["server"].rest, images),
+                                   rtol=1e-6)
+        decoded = tf.io.parse_tensor(classes.SerializeToString(), tf.string).numpy()
+        assert decoded.shape == (2, 3) and [c.decode() for c in decoded[0]] == IMAGE_CLASSES
+    finally:
+        channel.close()
+        server.stop(grace=1)
+        serving_app.close()
+
+
+def test_tensor_content_flag_parses_as_in_tf_serving():
+    """`--enable_serialization_as_tensor_content[=true|false]`, spelled as tensorflow_model_server spells it."""
+    from cnnapp.cli.serve import serve
+    parsed = [serve.make_context("serve", args).params["enable_serialization_as_tensor_content"]
+              for args in (["--enable_serialization_as_tensor_content"], ["--enable_serialization_as_tensor_content=false"],
+                           ["--enable-serialization-as-tensor-content", "true"], [])]
+    assert parsed == [True, False, True, False]

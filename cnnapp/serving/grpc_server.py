@@ -354,14 +354,17 @@ def _handlers(servicer):
 class GrpcServer:
     """A grpc.aio server running on its own event loop in a thread; `stop()` from any thread."""
 
-    def __init__(self, loop, server, thread):
-        self.loop, self.server, self.thread = loop, server, thread
+    def __init__(self, loop, server, thread, box):
+        self.loop, self.server, self.thread, self.box = loop, server, thread, box
 
     def stop(self, grace: float = 2.0) -> None:
+        # The loop's own main() stops the server: a stop() coroutine sent from here would end
+        # wait_for_termination, main() with it and the loop, and then never finish (a 30 s hang).
         if self.loop.is_closed():
             return
-        asyncio.run_coroutine_threadsafe(self.server.stop(grace), self.loop).result(timeout=grace + 30)
-        self.thread.join(timeout=30)
+        self.box["grace"] = grace
+        self.loop.call_soon_threadsafe(self.box["stop"].set)
+        self.thread.join(timeout=grace + 30)
 
 
 def start_grpc_server(serving_app, host: str, port: int) -> GrpcServer:
@@ -386,9 +389,10 @@ def start_grpc_server(serving_app, host: str, port: int) -> GrpcServer:
         if not bound:
             raise CnnappError(f"--port: cannot listen for gRPC on {address} (in use?). Received: {port}")
         await server.start()
-        box["server"] = server
+        box["server"], box["stop"] = server, asyncio.Event()
         started.set()
-        await server.wait_for_termination()
+        await box["stop"].wait()
+        await server.stop(box.get("grace", 2.0))
 
     loop = asyncio.new_event_loop()
 
@@ -411,4 +415,4 @@ def start_grpc_server(serving_app, host: str, port: int) -> GrpcServer:
             f"--port: the gRPC server did not start ({type(error).__name__}: {error}). Received: {port}")
     if "server" not in box:
         raise CnnappError(f"--port: the gRPC server did not start within 60 s. Received: {port}")
-    return GrpcServer(loop, box["server"], thread)
+    return GrpcServer(loop, box["server"], thread, box)
