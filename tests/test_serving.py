@@ -508,3 +508,84 @@ def test_serving_and_inference_import_only_exported_models():
                          else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
                 offenders += [f"{path.name}: {n}" for n in names if n.startswith(forbidden)]
     assert not offenders, offenders
+
+
+# ---------------------------------------------------------------------------- TF Serving's exact text
+
+def tf_serving_decimal(value: float) -> str:
+    """TF Serving's WriteDecimal for a DT_FLOAT (util/json_tensor.cc), by printf itself: `%g` when it
+    reads back as the same float32, else `%.9g`; '.0' added to a plain whole number."""
+    value = float(np.float32(value))
+    text = "%g" % value
+    if np.float32(float(text)) != np.float32(value):
+        text = "%.9g" % value
+    return text + ".0" if "." not in text and "e" not in text else text
+
+
+def test_float_outputs_have_tf_serving_digits():
+    """Every float32 (edge cases, then random magnitudes and random bit patterns) prints as TF
+    Serving prints it, character for character below 1e6 (above, the same number without exponent)."""
+    import json
+    from cnnapp.serving.json_floats import tf_serving_float32
+    rng = np.random.default_rng(7)
+    edge = [0.934780419, 0.9347804188728333, 0.5, 1.0, 0.1, 0.2, 1e-5, 1e-4, 1e-14, 9.99999e-15, 999999.7,
+            1234565.0, 2e6, 9e6, 1e38, 3.4e38, 1.4e-45, 0.0, -0.0, -0.25, 0.123456791]
+    bits = rng.integers(0, 2 ** 32, 20_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    values = np.concatenate([np.array(edge, np.float32), rng.random(20_000).astype(np.float32),
+                             (rng.random(20_000) * 10.0 ** rng.integers(-20, 10, 20_000)).astype(np.float32),
+                             bits[np.isfinite(bits)]])
+    for batch in (values, values[:5]):             # the vectorised path and the value-by-value one
+        printed = tf_serving_float32(batch)
+        assert printed.dtype == np.float64 and printed.shape == batch.shape
+        for got, v in zip(printed.tolist(), batch.tolist()):
+            want = tf_serving_decimal(v)
+            assert got == float(want), (v, got, want)
+            if abs(v) < 1e6:
+                assert json.dumps(got) == want, (v, json.dumps(got), want)
+    nan_inf = tf_serving_float32(np.array([np.nan, np.inf, -np.inf], np.float32))
+    assert json.dumps(nan_inf.tolist()) == "[NaN, Infinity, -Infinity]"     # TF Serving's spellings
+
+
+def test_predict_and_classify_print_scores_as_tf_serving(client):
+    import json
+    import re
+    r = client.post("/v1/models/tiny_text:predict", json={"instances": ["a good film", "dull and boring"] * 40})
+    scores = [s for p in r.json()["predictions"] for s in p["scores"]]
+    printed = re.findall(r'"scores":\[([^\]]*)\]', r.text)
+    assert len(printed) == 80 and len(scores) == 160
+    assert ",".join(printed).split(",") == [tf_serving_decimal(s) for s in scores]   # digits of the float32
+    assert max(len(t.replace("0.", "").lstrip("0")) for t in ",".join(printed).split(",")) <= 9
+    c = client.post("/v1/models/tiny_text:classify", json={"examples": [{"sentences": "a good film"}]})
+    label_scores = re.findall(r'\["(?:negative|positive)",([^\]]*)\]', c.text)
+    assert label_scores == [tf_serving_decimal(s) for _, s in c.json()["result"][0]]
+    assert json.loads(r.text) == r.json()
+
+
+@pytest.mark.parametrize("path,fragment", [
+    ("/v1/models/tiny_text/versions/1%0a", "Malformed request: GET /v1/models/tiny_text/versions/1\n"),
+    ("/v1/models/tiny_text/versions/1%0a/metadata", "Malformed request"),
+    ("/v1/models/tiny_text/versions/+1", "Malformed request"),
+    ("/v1/models/tiny_text/versions/1.0", "Malformed request"),
+    ("/v1/models/tiny_text/versions/%201", "Malformed request"),
+    ("/v1/models/tiny_text/versions/99999999999999999999", "Failed to convert version: 99999999999999999999 to numeric."),
+    ("/v1/models/tiny_text/versions/1/labels/x", "Malformed request"),
+    ("/v1/models/tiny_text/metadata/x", "Malformed request"),
+    ("/v1/foo", "Malformed request: GET /v1/foo"),
+])
+def test_versions_and_paths_are_parsed_exactly(client, path, fragment):
+    """Versions are ASCII digits and nothing else, matched whole (TF Serving's (\\d+) with FullMatch):
+    400 "Malformed request: <METHOD> <path>" otherwise, never version 1."""
+    assert_error(client.get(path), 400, fragment)
+    if "/metadata" not in path and "/v1/foo" not in path:
+        assert_error(client.post(path + ":predict", json={"instances": ["x"]}), 400)
+
+
+def test_malformed_request_body_is_tf_servings(client):
+    """The whole message, as TF Serving's handler writes it: "Malformed request: <METHOD> <path>"."""
+    for method, path in [("POST", "/v1/models/tiny_text:foo"), ("GET", "/v1/models/tiny_text/versions/abc"),
+                         ("POST", "/v1/models/tiny_text"), ("POST", "/v1/models/tiny_text/metadata"),
+                         ("PUT", "/v1/models/tiny_text"), ("DELETE", "/v1/models/tiny_text:predict"),
+                         ("POST", "/v1/models")]:
+        r = client.request(method, path, content=b'{"instances": ["x"]}')
+        assert (r.status_code, r.json()) == (400, {"error": f"Malformed request: {method} {path}"}), r.text
+    assert client.get("/v1/models/tiny_text/versions/0001").json()["model_version_status"][0]["version"] == "1"

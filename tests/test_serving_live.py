@@ -198,7 +198,7 @@ def test_huge_requests_are_refused_or_bounded_and_status_stays_live(live):
 def test_client_disconnecting_mid_upload_is_not_an_internal_error(live):
     mark = len(live.lines)
     with socket.create_connection(("127.0.0.1", live.rest_port), timeout=30) as s:
-        s.sendall(b"POST /v1/models/tiny_text:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        s.sendall(b"POST /v1/models/tiny_text:predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                   b"Content-Length: 1000000\r\n\r\n" + b'{"instances": [' + b'"a",' * 1000)
     assert live.wait_log("client disconnected during POST /v1/models/tiny_text:predict", 60, start=mark), \
         live.log[-3000:]

@@ -21,7 +21,11 @@ def _opt(name: str, *args, **kwargs):
 @click.option("--port", type=click.IntRange(0, 65535), default=8500, show_default=True,
               help="gRPC port (PredictionService, ModelService), as in tensorflow_model_server; 0: off.")
 @_opt("rest_api_port", type=click.IntRange(0, 65535), default=8501, show_default=True, help="REST port; 0: off.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 for all).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind (0.0.0.0 for all: then any Host header is answered unless --allowed_hosts).")
+@_opt("allowed_hosts", default="", metavar="NAME,...",
+      help="Host names the REST server answers to besides 127.0.0.1, localhost, [::1] and --host "
+           "(a DNS-rebinding guard; '*': any). Bound to 0.0.0.0 and not given: any.")
 @_opt("model_base_path", type=click.Path(file_okay=False), default="saved_models", show_default=True,
       help="One model's folder of <version>/ SavedModels (as in TF Serving), or a folder of <name>/<version>/ "
            "models (cnnapp's extension: all are served, and models added later too).")
@@ -39,7 +43,9 @@ def _opt(name: str, *args, **kwargs):
 @_opt("max_instances_per_request", type=click.IntRange(min=1), default=10_000, show_default=True,
       help="Examples one request may hold; more get 400 (gRPC: INVALID_ARGUMENT).")
 @_opt("rest_api_timeout_in_ms", type=click.IntRange(min=0), default=30_000, show_default=True,
-      help="A REST request not answered in this time gets 408 (0: no limit).")
+      help="A REST request not answered in this time gets 504, as in TF Serving (0: no limit).")
+@_opt("rest_api_read_timeout_in_ms", type=click.IntRange(min=0), default=60_000, show_default=True,
+      help="A REST request whose head or body has not arrived in this time gets 408 and is closed (0: no limit).")
 @_opt("max_body", type=click.IntRange(min=1), default=64 * 1024 * 1024, show_default=True,
       help="Largest request body (REST) or message (gRPC) in bytes; larger ones are refused.")
 @_opt("enable_serialization_as_tensor_content", type=click.BOOL, is_flag=False, flag_value=True, default=False,
@@ -60,7 +66,7 @@ def serve(port, rest_api_port, host, model_base_path, model_name, model_config_f
           max_instances_per_request, rest_api_timeout_in_ms, max_body, enable_serialization_as_tensor_content,
           file_system_poll_wait_seconds,
           max_num_load_retries, load_retry_interval_micros, tensorflow_intra_op_parallelism,
-          tensorflow_inter_op_parallelism):
+          tensorflow_inter_op_parallelism, allowed_hosts, rest_api_read_timeout_in_ms):
     """Serve exported models with TensorFlow Serving's gRPC (8500) and REST (8501) APIs.
 
     \b
@@ -82,4 +88,5 @@ def serve(port, rest_api_port, host, model_base_path, model_name, model_config_f
                enable_serialization_as_tensor_content=enable_serialization_as_tensor_content,
                max_num_load_retries=max_num_load_retries, load_retry_interval_micros=load_retry_interval_micros,
                tensorflow_intra_op_parallelism=tensorflow_intra_op_parallelism,
-               tensorflow_inter_op_parallelism=tensorflow_inter_op_parallelism)
+               tensorflow_inter_op_parallelism=tensorflow_inter_op_parallelism,
+               allowed_hosts=tuple(allowed_hosts.split(",")), read_timeout_s=rest_api_read_timeout_in_ms / 1000)

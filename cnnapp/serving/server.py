@@ -5,8 +5,10 @@ raises CnnappError (one line) for anything wrong with them; the click command on
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
+import socket
 import threading
 from pathlib import Path
 
@@ -51,21 +53,73 @@ def set_tensorflow_threads(intra_op: int = 0, inter_op: int = 0) -> None:
             tf.config.threading.set_inter_op_parallelism_threads(inter_op)
 
 
+def check_host(host: str) -> None:
+    """--host must be an address (or name) of this machine: a CnnappError naming --host, not --port."""
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as e:
+        raise CnnappError(f"--host: {host!r} is not an address to bind ({getattr(e, 'strerror', None) or e}); "
+                          f"use 127.0.0.1 (this machine only) or 0.0.0.0 (all interfaces). Received: --host {host}") from None
+
+
+def bind_rest_socket(host: str, port: int) -> socket.socket:
+    """Bind the REST port now, before minutes of model loading, so a busy port is one line at once
+    (uvicorn said it after loading, with a traceback). Listening starts when uvicorn takes it."""
+    check_host(host)
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as uvicorn: a TIME_WAIT port rebinds
+    try:
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise CnnappError(f"--rest_api_port: {host}:{port} is already in use (another server?); pick a free "
+                              f"port, or --rest_api_port 0 for gRPC only. Received: --rest_api_port {port}") from None
+        if e.errno == errno.EADDRNOTAVAIL:
+            raise CnnappError(f"--host: {host} is not an address of this machine. Received: --host {host}") from None
+        if e.errno == errno.EACCES:
+            raise CnnappError(f"--rest_api_port: binding port {port} needs privileges (ports below 1024); pick "
+                              f"another. Received: --rest_api_port {port}") from None
+        raise CnnappError(f"--rest_api_port: cannot bind {host}:{port}: {e.strerror}. "
+                          f"Received: --rest_api_port {port}") from None
+    return sock
+
+
 def run_server(*, host: str = "127.0.0.1", port: int = 8500, rest_api_port: int = 8501,
                log_level: str = "info", tensorflow_intra_op_parallelism: int = 0,
-               tensorflow_inter_op_parallelism: int = 0, **options) -> None:
-    """Load the models, serve gRPC on `port` and REST on `rest_api_port` (0: off) until SIGINT/SIGTERM."""
+               tensorflow_inter_op_parallelism: int = 0, allowed_hosts: tuple[str, ...] = (), **options) -> None:
+    """Load the models, serve gRPC on `port` and REST on `rest_api_port` (0: off) until SIGINT/SIGTERM.
+    `allowed_hosts`: Host names answered beside loopback and `host` (serving/guard.py)."""
     if not port and not rest_api_port:
         raise CnnappError("--port and --rest_api_port are both 0: nothing would listen. Received: 0, 0")
     if port and port == rest_api_port:
         raise CnnappError(f"--port is the gRPC port (as in tensorflow_model_server) and --rest_api_port the REST "
                           f"port: they cannot both be {port}. For REST only: --port 0 --rest_api_port {port}. "
                           f"Received: --port {port} --rest_api_port {rest_api_port}")
+    check_host(host)
+    rest_socket = bind_rest_socket(host, rest_api_port) if rest_api_port else None
+    try:
+        _run(host, port, rest_api_port, rest_socket, log_level, tensorflow_intra_op_parallelism,
+             tensorflow_inter_op_parallelism, allowed_hosts, options)
+    finally:
+        if rest_socket is not None:
+            rest_socket.close()
+
+
+def _run(host, port, rest_api_port, rest_socket, log_level, tensorflow_intra_op_parallelism,
+         tensorflow_inter_op_parallelism, allowed_hosts, options) -> None:
     if port:
         from cnnapp.serving.grpc_server import check_available
         check_available()                   # before minutes of model loading, not after
     from cnnapp.serving.app import create_app
-    config = build_config(**options)
+    from cnnapp.serving.guard import ANY_HOST, allowed_hosts_for
+    hosts = allowed_hosts_for(host, allowed_hosts)
+    if hosts == (ANY_HOST,):
+        log.info("--host %s: any Host header is answered (clients reach the server by names it cannot know); "
+                 "--allowed_hosts NAME,... restricts it", host)
+    config = build_config(allowed_hosts=hosts, **options)
     set_tensorflow_threads(tensorflow_intra_op_parallelism, tensorflow_inter_op_parallelism)
     serving_app = create_app(config)
     loaded = serving_app.manager.available()
@@ -74,12 +128,14 @@ def run_server(*, host: str = "127.0.0.1", port: int = 8500, rest_api_port: int 
                    for v, s in serving_app.manager.version_states(name) if s.error]
         raise CnnappError(f"nothing to serve: no version loaded ({'; '.join(reasons)[:600] or 'no versions'}). "
                           f"Received: {', '.join(serving_app.manager.model_names())}")
-    serve(serving_app, host=host, port=port, rest_api_port=rest_api_port, log_level=log_level)
+    serve(serving_app, host=host, port=port, rest_api_port=rest_api_port, log_level=log_level,
+          rest_socket=rest_socket)
 
 
 def serve(serving_app, *, host: str = "127.0.0.1", port: int = 8500, rest_api_port: int = 8501,
-          log_level: str = "info") -> None:
-    """Serve until interrupted; uvicorn's own logs go to stderr like cnnapp's."""
+          log_level: str = "info", rest_socket: socket.socket | None = None) -> None:
+    """Serve until interrupted; uvicorn's own logs go to stderr like cnnapp's. `rest_socket`: the
+    REST port already bound (bind_rest_socket); else uvicorn binds it."""
     names = ", ".join(serving_app.manager.model_names())
     grpc_server = None
     if port:
@@ -89,12 +145,11 @@ def serve(serving_app, *, host: str = "127.0.0.1", port: int = 8500, rest_api_po
     try:
         if rest_api_port:
             import uvicorn
-            config = uvicorn.Config(serving_app.app, host=host, port=rest_api_port, log_level=log_level,
-                                    access_log=log_level == "debug", lifespan="on", interface="asgi3")
+            config = uvicorn_config(serving_app, host, rest_api_port, log_level)
             log.info("TF Serving REST API for %s on http://%s:%d/v1/models/<name>", names, host, rest_api_port)
             page_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host   # a wildcard is no address to open
             log.info("page: http://%s:%d/", page_host, rest_api_port)
-            uvicorn.Server(config).run()
+            _Uvicorn(config).run(sockets=[rest_socket] if rest_socket is not None else None)
         else:
             stop = threading.Event()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -108,3 +163,39 @@ def serve(serving_app, *, host: str = "127.0.0.1", port: int = 8500, rest_api_po
         if grpc_server is not None:
             grpc_server.stop(grace=2)
         serving_app.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _Uvicorn(config):
+    """uvicorn.Server that says "Uvicorn running on ..." also when handed a bound socket (uvicorn
+    leaves that line to whoever bound it; clients and tests wait for it)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None):
+            await super().startup(sockets=sockets)
+            if sockets and self.started:
+                host, port = sockets[0].getsockname()[:2]
+                logging.getLogger("uvicorn.error").info(
+                    "Uvicorn running on http://%s:%d (Press CTRL+C to quit)",
+                    f"[{host}]" if ":" in host else host, port)
+    return Server(config)
+
+
+def uvicorn_config(serving_app, host: str, port: int, log_level: str = "info", *, lifespan: str = "on"):
+    """The REST server's uvicorn settings (tests run the same ones on a loopback socket)."""
+    import uvicorn
+    return uvicorn.Config(serving_app.app, host=host, port=port, log_level=log_level,
+                          access_log=log_level == "debug", lifespan=lifespan, interface="asgi3",
+                          http=rest_protocol(serving_app.config),
+                          h11_max_incomplete_event_size=serving_app.config.max_header_bytes)
+
+
+def rest_protocol(config):
+    """uvicorn's HTTP protocol with the head-size limit and head deadline (serving/http_limits.py);
+    without httptools, uvicorn's h11 protocol, whose own limit is h11_max_incomplete_event_size."""
+    try:
+        from cnnapp.serving.http_limits import limited_protocol
+    except ImportError:
+        log.warning("httptools is not installed: no deadline for request heads (pip install 'uvicorn[standard]')")
+        return "h11"
+    return limited_protocol(config.max_header_bytes, config.read_timeout_s)
