@@ -88,6 +88,7 @@ class TrainConfig:
     cluster: dict | None = None           # the parsed TF_CONFIG of a multi-worker cluster (read by the CLI)
     dump_weights_dir: str | None = None   # test hook: each worker saves its final weights here
     cache: str | None = None              # decoded files: memory | disk | none | a folder (disk there); None: by size
+    memory_budget: int | None = None      # bytes of data cached in memory; None: 1/32 of the machine's memory
 
     @property
     def reads_validation(self) -> bool:

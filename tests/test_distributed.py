@@ -20,6 +20,9 @@ import pytest
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
 IMAGE = ["train-image", "--dataset", "digits", "--filters", "4,8", "--dense-units", "8", "--batch-size", "128"]
+# A photo folder: files, which each worker reads its own share of (the digits are arrays, sharded by Keras).
+FOLDER = ["train-image", "--image-size", "8", "--model", "image_cnn", "--filters", "4,8", "--dense-units", "8",
+          "--batch-size", "4"]
 TEXT = ["train-text", "--feature-maps", "4", "--embedding-dim", "8", "--batch-size", "64"]
 
 
@@ -56,7 +59,12 @@ def test_patch_refuses_a_keras_version_it_was_not_checked_on():
 
 @pytest.mark.parametrize("kind", ["image", "text"])
 def test_two_workers_train_identical_models_and_only_the_chief_exports(tmp_path, kind):
-    command = IMAGE if kind == "image" else TEXT
+    if kind == "image":
+        from test_image import write_image_folder
+        photos = write_image_folder(tmp_path / "photos", per_class=16)
+        command = FOLDER + ["--data", str(photos)]
+    else:
+        command = TEXT
     dump = tmp_path / "dump"
     run = subprocess.run(launch(tmp_path, command, name=kind, epochs=1, extra=["--dump-weights", str(dump)]),
                          capture_output=True, text=True, env=ENV, timeout=600)
@@ -67,6 +75,16 @@ def test_two_workers_train_identical_models_and_only_the_chief_exports(tmp_path,
     # Same data, same vocabulary, checked by the workers themselves (one all-gather of a fingerprint).
     agree = [[line for line in lines if "workers agree on class names" in line] for lines in (chief, other)]
     assert len(agree[0]) == 1 and agree[0] == agree[1], out[-4000:]
+
+    if kind == "image":   # each worker read its own files: disjoint shares of the training part, equal in size
+        shares = [(dump / f"worker-{i}.files.txt").read_text().split() for i in (0, 1)]
+        from cnnapp.data.image.folder import load_image_folder
+        from cnnapp.preprocessing.image import ImageDecoder
+        data = load_image_folder(photos, decoder_factory=lambda h, w, c: ImageDecoder(height=h, width=w, channels=c))
+        train = set(data.to_splits(seed=1337, validate_on_test=True).x_train)
+        assert len(shares[0]) == len(shares[1]) > 0 and not set(shares[0]) & set(shares[1])
+        assert set(shares[0]) | set(shares[1]) <= train and len(shares[0]) * 2 >= len(train) - 1
+        assert all("reads its share" in "\n".join(lines) for lines in (chief, other))
 
     # Identical weights on both workers, BatchNorm moving statistics included.
     w0, w1 = h5_arrays(dump / "worker-0.weights.h5"), h5_arrays(dump / "worker-1.weights.h5")

@@ -84,6 +84,25 @@ class ImageSize(click.ParamType):
         return size
 
 
+class ByteSize(click.ParamType):
+    """`500M`, `2G`, `1.5G` or a number of bytes."""
+
+    name = "SIZE"
+    UNITS = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value is None:
+            return value
+        text = str(value).strip().upper().removesuffix("B").removesuffix("I")
+        try:
+            size = float(text[:-1]) * self.UNITS[text[-1]] if text and text[-1] in self.UNITS else float(text)
+        except ValueError:
+            size = float("nan")
+        if not size >= 0 or size == float("inf"):
+            self.fail(f"expected a size such as 500M or 2G. Received: {value!r}", param, ctx)
+        return int(size)
+
+
 class ModelArg(click.ParamType):
     """`KEY=VALUE` for a model factory keyword; VALUE is JSON (`0.3`, `true`, `[32, 64]`), a comma list
     of integers (`32,64`), or else a string."""
@@ -233,6 +252,9 @@ def train_options(kind: str):
                      help="Where decoded image files are kept between epochs. Default: in memory when they fit "
                           "1/32 of this machine's memory, else on disk in RUN_DIR/<name>/cache (reused by the next "
                           "run on the same files and decoding); DIR: on disk there; none: decoded every epoch."),
+        click.option("--memory-budget", type=ByteSize(), default=DEFAULTS.memory_budget,
+                     help="How much decoded or preprocessed data may be cached in memory (e.g. 500M, 2G). "
+                          "Default: 1/32 of this machine's memory."),
     )
 
 
@@ -240,7 +262,7 @@ TRAIN_FIELDS = ("name", "epochs", "batch_size", "learning_rate", "optimizer", "l
                 "class_weight",
                 "accuracy_levels", "steps_per_execution", "ema", "ensemble",
                 "cv", "repeats", "export_fold", "seed", "deterministic", "patience", "restore_best", "strategy", "precision",
-                "jit", "run_dir", "export_base", "export", "fresh", "cache")
+                "jit", "run_dir", "export_base", "export", "fresh", "cache", "memory_budget")
 
 
 def train_config(kw: dict, *, cluster: dict | None = None, dump_weights_dir: str | None = None) -> TrainConfig:

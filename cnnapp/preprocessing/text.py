@@ -46,15 +46,26 @@ def _standardize_arg(name: str):
     return {"kim": kim_standardize, "kim_sst": kim_sst_standardize, "none": None}.get(name, name)
 
 
+CHUNK = 65536   # sentences per step of the streaming passes below: memory stays bounded at any corpus size
+
+
+def sentence_batches(sentences, size: int = CHUNK):
+    """Consecutive slices of `sentences` as 1-D string tensors (never one tensor of the whole corpus)."""
+    for start in range(0, len(sentences), size):
+        yield tf.constant(np.asarray(sentences[start:start + size], dtype=object))
+
+
 def token_counts(sentences, standardize: str = "kim") -> np.ndarray:
-    """Tokens per sentence after standardisation (for the data-driven sequence length)."""
+    """Tokens per sentence after standardisation (for the data-driven sequence length), chunk by chunk."""
     fn = _standardize_arg(standardize)
-    s = tf.constant(list(sentences), dtype=tf.string)
-    if fn == "lower":
-        s = tf.strings.lower(s)
-    elif callable(fn):
-        s = fn(s)
-    return tf.strings.split(s).row_lengths().numpy()
+    out = []
+    for s in sentence_batches(sentences):
+        if fn == "lower":
+            s = tf.strings.lower(s)
+        elif callable(fn):
+            s = fn(s)
+        out.append(tf.strings.split(s).row_lengths().numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
 def default_sequence_length(sentences, *, min_length: int, standardize: str = "kim") -> int:
@@ -77,7 +88,7 @@ def make_vectorizer(train_sentences, *, max_tokens: int | None, sequence_length:
     if vocabulary is not None:
         vectorizer.set_vocabulary(vocabulary)
     else:
-        vectorizer.adapt(tf.data.Dataset.from_tensor_slices(np.asarray(train_sentences, dtype=object)
-                                                            .astype(str)).batch(1024))
+        # One streaming pass over batches of the training sentences (no copy of the whole corpus).
+        vectorizer.adapt(sentence_batches(train_sentences, 8192))
     vectorizer(tf.constant([""]))  # builds the layer, so it can be tracked for export
     return vectorizer

@@ -38,7 +38,7 @@ MARKER_FILE = "sweep_settings.json"       # marks a folder as a sweep's (for --f
 RECORD_FILE = "sweep_trial.json"          # cnnapp's own record of a trial, beside its run
 # Settings that do not change what a trial computes; everything else of TrainConfig is in the fingerprint.
 UNFINGERPRINTED = ("name", "run_dir", "export_base", "export", "fresh", "verbose", "cluster", "dump_weights_dir",
-                   "export_fold", "accuracy_levels", "cache")
+                   "export_fold", "accuracy_levels", "cache", "memory_budget")
 PATH_KEYS = ("data", "dataset", "data_dir", "dev", "test", "embeddings")   # their content is hashed instead
 
 

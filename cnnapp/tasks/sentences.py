@@ -96,9 +96,12 @@ class SentenceTask:
 
 
 def training_token_counts(vectorizer, sentences) -> dict[str, int]:
-    """{vocabulary word: occurrences} in the training sentences, [UNK] counted as itself."""
-    ids = vectorizer(tf.constant(np.asarray(sentences, dtype=object).astype(str))).numpy().ravel()
-    counts = np.bincount(ids[ids > 0], minlength=vectorizer.vocabulary_size())
+    """{vocabulary word: occurrences} in the training sentences, [UNK] counted as itself (chunk by chunk)."""
+    from cnnapp.preprocessing.text import sentence_batches
+    counts = np.zeros(vectorizer.vocabulary_size(), dtype=np.int64)
+    for chunk in sentence_batches(sentences):
+        ids = vectorizer(chunk).numpy().ravel()
+        counts += np.bincount(ids[ids > 0], minlength=len(counts))
     vocabulary = vectorizer.get_vocabulary()
     return {vocabulary[i]: int(c) for i, c in enumerate(counts) if c and i > 0}
 

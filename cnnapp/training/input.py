@@ -31,21 +31,12 @@ AUTOTUNE = tf.data.AUTOTUNE
 CACHE_MODES = ("memory", "disk", "none")
 MEMORY_FRACTION = 32          # decoded data up to 1/32 of the machine's memory is cached in memory
 SHUFFLE_BUFFER_BYTES = 256 * 2**20   # a disk cache is shuffled through at most this much memory
-BUDGET_ENV = "CNNAPP_MEMORY_BUDGET"  # bytes (e.g. 500M, 2G): overrides the memory budget
 
 
-def _bytes(text: str) -> int:
-    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-    text = text.strip().upper().rstrip("B")
-    try:
-        return int(float(text[:-1]) * units[text[-1]]) if text and text[-1] in units else int(text)
-    except ValueError:
-        raise CnnappError(f"{BUDGET_ENV}: expected a size such as 500M or 2G. Received: {text}") from None
-
-
-def memory_budget() -> int:
-    if os.environ.get(BUDGET_ENV):
-        return _bytes(os.environ[BUDGET_ENV])
+def memory_budget(asked: int | None = None) -> int:
+    """`asked` (--memory-budget), else 1/32 of the machine's memory."""
+    if asked is not None:
+        return asked
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // MEMORY_FRACTION
 
 
@@ -59,6 +50,7 @@ class CachePlan:
 
     mode: str
     folder: Path | None = None
+    budget: int | None = None     # bytes of decoded or preprocessed data kept in memory (None: the machine's)
 
     def file_for(self, label: str, key: str) -> str:
         """The cache file prefix of one part; a leftover of another key (other files, another decoding) or of
@@ -82,24 +74,25 @@ def check_cache(value: str | None) -> None:
         raise CnnappError(f"--cache: choose memory, disk, none or a folder. Received: cache={value!r}")
 
 
-def plan_cache(asked: str | None, *, reader: ExampleReader | None, examples: int, default_folder: Path) -> CachePlan:
-    """The cache for `examples` decoded examples, and one line saying what was chosen and why."""
+def plan_cache(asked: str | None, *, reader: ExampleReader | None, examples: int, default_folder: Path,
+               budget: int | None = None) -> CachePlan:
+    """The cache for `examples` decoded examples, and one line saying what was chosen and why. `budget`:
+    --memory-budget in bytes (None: 1/32 of the machine's memory)."""
     check_cache(asked)
+    budget = memory_budget(budget)
     if reader is None:
-        return CachePlan("memory")     # arrays already in memory: preprocessed once, as they always were
+        return CachePlan("memory", budget=budget)   # arrays in memory: preprocessed once when that fits the budget
     decoded = examples * reader.example_bytes
     if asked in ("memory", "none"):
-        plan, why = CachePlan(asked), "as --cache asks"
+        plan, why = CachePlan(asked, budget=budget), "as --cache asks"
     elif asked == "disk" or (asked is not None and asked not in CACHE_MODES):
         folder = default_folder if asked == "disk" else Path(asked)
-        plan, why = CachePlan("disk", folder), "as --cache asks"
+        plan, why = CachePlan("disk", folder, budget), "as --cache asks"
+    elif decoded <= budget:
+        plan, why = CachePlan("memory", budget=budget), f"within the memory budget of {_size(budget)}"
     else:
-        budget = memory_budget()
-        if decoded <= budget:
-            plan, why = CachePlan("memory"), f"within the memory budget of {_size(budget)}"
-        else:
-            plan, why = CachePlan("disk", default_folder), (f"over the memory budget of {_size(budget)}; "
-                                                            f"--cache memory|none|DIR to choose")
+        plan, why = CachePlan("disk", default_folder, budget), (f"over the memory budget of {_size(budget)}; "
+                                                                f"--cache memory|none|DIR to choose")
     where = {"memory": "in memory", "none": "not cached (decoded every epoch)",
              "disk": f"on disk in {plan.folder}"}[plan.mode]
     log.info("cache: %s decoded %ss (%s) %s, %s", f"{examples:,}", reader.what, _size(decoded), where, why)
@@ -127,20 +120,32 @@ def make_input(x, y, *, batch_size: int, preprocess: Callable, reader: ExampleRe
                counter: DecodeCounter | None = None) -> tf.data.Dataset:
     """Batches of (model input, label) for one part. `shard` = (workers, index) gives this worker its own
     files; `label` names the part's disk cache ("train", "validation", ...)."""
+    late = widen = shuffled = False   # preprocess each batch after the cache; int32 ids cached; shuffled already
     if reader is None:
-        ds = _from_arrays(x, y, preprocess=preprocess)
+        per_example, budget = _preprocessed_bytes(x, preprocess), memory_budget(cache.budget)
+        if len(y) * per_example > budget:
+            log.info("cache: %s examples preprocessed would take %s, over the memory budget of %s: kept as they are "
+                     "and preprocessed batch by batch", f"{len(y):,}", _size(len(y) * per_example), _size(budget))
+            ds, late = tf.data.Dataset.from_tensor_slices((x, y)), True
+        elif len(y) * (per_example + ELEMENT_OVERHEAD) <= budget // 2:
+            ds = _from_arrays(x, y, preprocess=preprocess)         # small: one cached tensor an example
+        else:
+            ds, widen, shuffled = _blocks(x, y, preprocess=preprocess, shuffle_seed=shuffle_seed), True, True
     else:
-        ds = _from_files(x, y, reader=reader, cache=cache, label=label, shuffle_seed=shuffle_seed, shard=shard,
-                         counter=counter)
-    if shuffle_seed is not None:
+        ds, late = _from_files(x, y, reader=reader, cache=cache, label=label, shuffle_seed=shuffle_seed, shard=shard,
+                               counter=counter), True
+    if shuffle_seed is not None and not shuffled:
         buffer = len(y)
         if reader is not None and cache.mode == "disk":
-            buffer = max(batch_size * 8, min(len(y), SHUFFLE_BUFFER_BYTES // max(reader.example_bytes, 1)))
+            buffer = max(batch_size * 8, min(len(y), min(SHUFFLE_BUFFER_BYTES, memory_budget(cache.budget) // 4)
+                                             // max(reader.example_bytes, 1)))
         if reader is None or cache.mode != "none":   # streamed files were shuffled as paths
             ds = ds.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    if reader is not None:
+    if late:
         ds = ds.map(lambda a, b: (preprocess(a), b), num_parallel_calls=AUTOTUNE)
+    if widen:
+        ds = ds.map(lambda a, b: (tf.cast(a, tf.int64) if a.dtype == tf.int32 else a, b))
     if augment is not None:
         # One batch at a time: the layers draw from one seeded generator, and parallel calls would
         # take its draws in a different order each run (prefetch still overlaps it with training).
@@ -148,6 +153,38 @@ def make_input(x, y, *, batch_size: int, preprocess: Callable, reader: ExampleRe
     if options is not None:
         ds = ds.with_options(options)
     return ds.prefetch(AUTOTUNE)
+
+
+def _preprocessed_bytes(x, preprocess) -> int:
+    """The bytes of one example after preprocessing (float pixels, token ids), from the first one."""
+    if len(x) == 0:
+        return 0
+    return int(np.asarray(preprocess(tf.constant(np.asarray(x[:1])))).nbytes)
+
+
+ELEMENT_OVERHEAD = 256   # bytes a cached or shuffled one-example tensor costs beyond its data
+BLOCK = 1024              # examples preprocessed and cached together in the block layout
+
+
+def _blocks(x, y, *, preprocess, shuffle_seed) -> tf.data.Dataset:
+    """Large arrays (a million sentences): preprocessed and cached in blocks of 1,024 (token ids as int32),
+    so the cache costs its data and no per-example overhead. A training part is put in a seeded random
+    order once; each epoch then reads the blocks in a new order and mixes 16 blocks at a time, so
+    memory stays at the cache plus 16 blocks however large the data."""
+    if shuffle_seed is not None:
+        order = np.random.default_rng(shuffle_seed).permutation(len(y))
+        x, y = np.asarray(x)[order], np.asarray(y)[order]
+
+    def narrow(a, b):
+        a = preprocess(a)
+        return (tf.cast(a, tf.int32) if a.dtype == tf.int64 else a), b
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(BLOCK).map(narrow, num_parallel_calls=AUTOTUNE).cache()
+    if shuffle_seed is not None:
+        ds = ds.shuffle(-(-len(y) // BLOCK), seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.unbatch().apply(tf.data.experimental.assert_cardinality(len(y)))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(16 * BLOCK, seed=shuffle_seed + 1, reshuffle_each_iteration=True)
+    return ds
 
 
 def _from_arrays(x, y, *, preprocess) -> tf.data.Dataset:
@@ -194,7 +231,8 @@ def name_undecodable(parts, reader: ExampleReader, error: Exception, *, arg: str
     from cnnapp.progress import Progress
     paths = np.concatenate([np.asarray(p, dtype=object).astype(str) for p in parts if p is not None])
     ds = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), paths))
-    ds = ds.map(lambda i, p: (i, tf.shape(reader.decode(p))[0]), num_parallel_calls=AUTOTUNE).ignore_errors()
+    # The pixels are kept in the output: a decode whose result is unused would be optimised away.
+    ds = ds.map(lambda i, p: (i, reader.decode(p)), num_parallel_calls=AUTOTUNE).ignore_errors()
     seen = np.zeros(len(paths), dtype=bool)
     progress = Progress("finding the file that failed to decode", total=len(paths), unit="files")
     for n, (i, _) in enumerate(ds.batch(256).as_numpy_iterator()):

@@ -129,7 +129,8 @@ def _fit(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *, r
     examples = len(splits.y_train) + len(splits.y_val) + (
         len(splits.y_test) if splits.y_test is not None and splits.x_test is not splits.x_val else 0)
     cache = plan_cache(config.cache, reader=splits.reader, examples=examples,
-                       default_folder=top_dir / "cache" / (f"worker-{worker.index}" if worker.count > 1 else ""))
+                       default_folder=top_dir / "cache" / (f"worker-{worker.index}" if worker.count > 1 else ""),
+                       budget=config.memory_budget)
     cache_label = run_dir.name if run_dir.name != (config.name or "") else "run"
     counter = DecodeCounter() if splits.reader is not None and splits.reader.skip_bad else None
     train_ds, val_ds = _inputs(splits, strategy, worker, preprocess=preprocess, augment=augment, config=config,

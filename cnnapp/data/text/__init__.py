@@ -67,14 +67,37 @@ def read_text(path: Path, *, encoding: str, arg: str) -> str:
     return decode(path.read_bytes(), path=path, encoding=encoding, arg=arg)
 
 
-def read_lines(path: Path, *, encoding: str, arg: str) -> list[str]:
-    """Non-blank lines of a text file.
+def iter_lines(path: Path, *, encoding: str, arg: str):
+    """The non-blank lines of a text file, read as a stream (a file of any size is never held whole).
 
     Split on "\\n" only: str.splitlines() also breaks at U+0085, which is what latin-1 makes of
-    cp1252's "..." byte 0x85 (16 of MR's sentences would be cut in two).
+    cp1252's "..." byte 0x85 (16 of MR's sentences would be cut in two). A decoding error names the
+    file, the line and the option.
     """
-    text = read_text(path, encoding=encoding, arg=arg)
-    return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+    if not path.is_file():
+        raise CnnappError(f"{arg}: no such file. Received: {path}")
+    try:
+        if "\n".encode(encoding) != b"\n":   # UTF-16 and such: bytes lines do not split there
+            yield from (line.rstrip("\r") for line in read_text(path, encoding=encoding, arg=arg).split("\n")
+                        if line.strip())
+            return
+        with path.open("rb") as f:
+            for number, raw in enumerate(f, start=1):
+                try:
+                    line = raw.decode(encoding).rstrip("\n").rstrip("\r")
+                except UnicodeDecodeError as e:
+                    raise CnnappError(
+                        f"{arg}: {path} line {number} is not valid {encoding} (byte {raw[e.start]:#04x}); "
+                        f"pass --encoding latin-1 (or the file's encoding). Received: encoding={encoding}") from None
+                if line.strip():
+                    yield line
+    except LookupError:
+        raise CnnappError(f"--encoding: unknown encoding. Received: encoding={encoding}") from None
+
+
+def read_lines(path: Path, *, encoding: str, arg: str) -> list[str]:
+    """Non-blank lines of a text file (see `iter_lines`)."""
+    return list(iter_lines(path, encoding=encoding, arg=arg))
 
 
 def class_order(labels) -> list[str]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnnapp.data import RawData
-from cnnapp.data.text import TEXT_SOURCES, TextRequest, from_file, read_lines
+from cnnapp.data.text import TEXT_SOURCES, TextRequest, from_file, iter_lines
 
 
 def read_labelled_lines(path: Path, request: TextRequest, arg: str) -> tuple[list[str], list[str]]:
     """(sentences, label strings) from `LABEL sentence` lines."""
     sentences, labels = [], []
-    for line in read_lines(path, encoding=request.encoding, arg=arg):
+    for line in iter_lines(path, encoding=request.encoding, arg=arg):
         label, _, sentence = line.strip().partition(" ")
         labels.append(label)
         sentences.append(sentence)
