@@ -199,12 +199,19 @@ def test_protocol_closes_a_head_that_never_completes(loopback, first_bytes):
     assert time.monotonic() - started < 5
 
 
-def test_protocol_closes_after_answering_a_body_it_will_not_read(loopback):
-    with loopback.connect() as s:    # 413 at once from Content-Length; the rest is never sent
+def test_protocol_bounds_the_rest_of_a_body_it_answered_early(loopback):
+    """413 at once from Content-Length; the rest of the body never comes: closed after
+    read_timeout_s, while a body that does end keeps the connection for the next request."""
+    started = time.monotonic()
+    with loopback.connect() as s:
         s.sendall(b"POST /v1/models/tiny_text:predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 999999999\r\n"
                   b"\r\n{")
         answer = read_all(s)
-    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert answer.startswith(b"HTTP/1.1 413") and time.monotonic() - started < 5, answer[:200]
+    with loopback.connect() as s:    # a body sent with a GET, never read by the app, then a request
+        s.sendall(b"GET /v1/models/tiny_text HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nhello"
+                  b"GET /v1/models/tiny_text HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        assert read_all(s).count(b"HTTP/1.1 200") == 2
 
 
 # ---------------------------------------------------------------------------- start-up errors (CLI)

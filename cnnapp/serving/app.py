@@ -164,7 +164,7 @@ class ServingApp:
     @staticmethod
     async def _send_json(send, status: int, payload: bytes, method: str) -> None:
         headers = [*_JSON_HEADERS, (b"content-length", b"%d" % len(payload))]
-        if status in (408, 413):    # the rest of the body is never read: close, do not wait for it
+        if status == 408:           # a client too slow to send its body: not worth keeping
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload if method != "HEAD" else b""})

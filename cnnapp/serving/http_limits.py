@@ -7,8 +7,10 @@ nothing at all, is otherwise held for ever).
 - A head that has not fully arrived `read_timeout_s` after the connection opened or after the
   first byte of the request (keep-alive) gets 408 and the connection is closed. Idle keep-alive
   connections are closed by uvicorn's own --timeout-keep-alive (5 s).
-- A body still arriving when the answer has gone (a 413, an error) is not read to its end: the
-  connection is closed. The body's own deadline is the app's (app.py: 408 past `read_timeout_s`).
+- A body still arriving when the answer has gone (a 413, an error) is read and dropped as uvicorn
+  does, but must end within `read_timeout_s`, else the connection is closed. (Closing at once would
+  reset the connection under a client still sending, and it could lose the answer.) The body's own
+  deadline, while the app reads it, is the app's (app.py: 408 past `read_timeout_s`).
 
 `limited_protocol(max_header_bytes, read_timeout_s)` returns the protocol class for
 `uvicorn.Config(http=...)`; tests bind it to a socket in-process.
@@ -39,6 +41,7 @@ def limited_protocol(max_header_bytes: int, read_timeout_s: float) -> type:
             self._head_bytes = 0
             self._tail = b""                # the last bytes seen, for a terminator split across reads
             self._head_timer = None
+            self._drain_timer = None        # the rest of a body already answered
             self._arm()                     # a connection that sends nothing is not held either
 
         def _arm(self) -> None:
@@ -90,16 +93,21 @@ def limited_protocol(max_header_bytes: int, read_timeout_s: float) -> type:
         def on_message_complete(self) -> None:
             super().on_message_complete()
             self._in_head, self._head_bytes, self._tail = True, 0, b""
+            if self._drain_timer is not None:
+                self._drain_timer.cancel()
+                self._drain_timer = None
 
         def on_response_complete(self) -> None:
             cycle = self.cycle
-            if cycle is not None and cycle.response_complete and cycle.more_body and not self.pipeline:
-                self.transport.close()      # answered before its body ended: do not read the rest
-                return
+            if (read_timeout_s > 0 and cycle is not None and cycle.response_complete and cycle.more_body
+                    and self._drain_timer is None):   # answered before its body ended: bound the rest
+                self._drain_timer = self.loop.call_later(read_timeout_s, self.transport.close)
             super().on_response_complete()
 
         def connection_lost(self, exc) -> None:
             self._disarm()
+            if self._drain_timer is not None:
+                self._drain_timer.cancel()
             super().connection_lost(exc)
 
     return LimitedHttpToolsProtocol
