@@ -22,7 +22,7 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
 IMAGE = ["train-image", "--dataset", "digits", "--filters", "4,8", "--dense-units", "8", "--batch-size", "128"]
 # A photo folder: files, which each worker reads its own share of (the digits are arrays, sharded by Keras).
 FOLDER = ["train-image", "--image-size", "8", "--model", "image_cnn", "--filters", "4,8", "--dense-units", "8",
-          "--batch-size", "4"]
+          "--batch-size", "4", "--tta", "none"]
 TEXT = ["train-text", "--feature-maps", "4", "--embedding-dim", "8", "--batch-size", "64"]
 
 
@@ -105,6 +105,8 @@ def test_two_workers_train_identical_models_and_only_the_chief_exports(tmp_path,
     # The export predicts what the chief's in-memory model (its final weights) predicts.
     import keras
     import tensorflow as tf
+
+    import cnnapp.training.recipe  # noqa: F401  (registers OneCycle, which best.keras's optimizer names)
     model = keras.models.load_model(run_dir / "best.keras")  # the architecture
     model.load_weights(dump / "worker-0.weights.h5")         # the chief's final weights
     export = tf.saved_model.load(str(tmp_path / "models" / kind / "1"))
