@@ -17,7 +17,7 @@ from cnnapp.data import RawData, Splits, with_class_names
 from cnnapp.data.text import TextRequest, read_text_data
 from cnnapp.errors import CnnappError
 from cnnapp.export.explain import SIGNATURE as EXPLAIN, explainable, text_explainer
-from cnnapp.preprocessing.text import default_sequence_length, make_vectorizer
+from cnnapp.preprocessing.text import adapted_vectorizer
 from cnnapp.tasks import Prepared
 
 log = logging.getLogger(__name__)
@@ -50,10 +50,9 @@ class SentenceTask:
     def prepare(self, data: RawData, splits: Splits, *, model_options: dict, seed: int) -> Prepared:
         """`model_options` are the model's resolved keyword options (its defaults and the user's)."""
         widest = max(model_options.get("region_sizes") or (1,))
-        sequence_length = self.sequence_length or default_sequence_length(
-            splits.x_train, min_length=widest, standardize=self.standardize)
-        vectorizer = make_vectorizer(splits.x_train, max_tokens=self.max_tokens, sequence_length=sequence_length,
-                                     standardize=self.standardize)
+        vectorizer = adapted_vectorizer(splits.x_train, max_tokens=self.max_tokens, sequence_length=self.sequence_length,
+                                        min_length=widest, standardize=self.standardize)
+        sequence_length = int(vectorizer.get_config()["output_sequence_length"])
         vocab_size = vectorizer.vocabulary_size()
         log.info("vocabulary %d tokens, sequence length %d", vocab_size, sequence_length)
         matrix, coverage = self._embedding_matrix(vectorizer, splits, model_options.get("embedding_mode", "rand"), seed)

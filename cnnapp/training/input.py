@@ -169,8 +169,8 @@ BLOCK = 1024              # examples preprocessed and cached together in the blo
 def _blocks(x, y, *, preprocess, shuffle_seed) -> tf.data.Dataset:
     """Large arrays (a million sentences): preprocessed and cached in blocks of 1,024 (token ids as int32),
     so the cache costs its data and no per-example overhead. A training part is put in a seeded random
-    order once; each epoch then reads the blocks in a new order and mixes 16 blocks at a time, so
-    memory stays at the cache plus 16 blocks however large the data."""
+    order once; each epoch then reads the blocks through a 64-block shuffle and mixes 16 blocks at a
+    time, so memory stays at the cache plus a few blocks however large the data."""
     if shuffle_seed is not None:
         order = np.random.default_rng(shuffle_seed).permutation(len(y))
         x, y = np.asarray(x)[order], np.asarray(y)[order]
@@ -179,8 +179,8 @@ def _blocks(x, y, *, preprocess, shuffle_seed) -> tf.data.Dataset:
         a = preprocess(a)
         return (tf.cast(a, tf.int32) if a.dtype == tf.int64 else a), b
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(BLOCK).map(narrow, num_parallel_calls=AUTOTUNE).cache()
-    if shuffle_seed is not None:
-        ds = ds.shuffle(-(-len(y) // BLOCK), seed=shuffle_seed, reshuffle_each_iteration=True)
+    if shuffle_seed is not None:   # a window of blocks, so the first step need not wait for the whole pass
+        ds = ds.shuffle(min(-(-len(y) // BLOCK), 64), seed=shuffle_seed, reshuffle_each_iteration=True)
     ds = ds.unbatch().apply(tf.data.experimental.assert_cardinality(len(y)))
     if shuffle_seed is not None:
         ds = ds.shuffle(16 * BLOCK, seed=shuffle_seed + 1, reshuffle_each_iteration=True)

@@ -199,7 +199,9 @@ def _fit(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *, r
     # Every worker holds the same weights, so each scores the whole held-out split itself (a
     # distributed predict() would gather the DATA-sharded batches out of order).
     try:
-        eval_name, report = held_out_report(model, splits, preprocess=preprocess, batch_size=global_batch,
+        # Scoring costs a model call a batch: arrays (sentences, small images) go 256 at a time at least.
+        eval_batch = global_batch if splits.reader is not None else max(global_batch, 256)
+        eval_name, report = held_out_report(model, splits, preprocess=preprocess, batch_size=eval_batch,
                                             tta=tta_views(config.tta), cache=cache,
                                             cache_label=f"{cache_label}-validation")
     except tf.errors.OpError as e:
