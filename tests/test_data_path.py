@@ -136,3 +136,37 @@ def test_the_cheap_check_names_what_is_wrong(tmp_path, content, reason):
     path = tmp_path / "x.jpg"
     path.write_bytes(content)
     assert reason in check_file(path)
+
+
+def test_a_tfds_image_set_is_read_through_tf_data(tmp_path):
+    """A TFDS data set prepared here (TFDS's own writer, two splits): the source holds keys and labels, never
+    pixels; the reader streams the stored images from `as_dataset`; and it trains through the CLI."""
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+    rng = np.random.default_rng(0)
+    stored = {}
+    for split, n in (("train", 40), ("test", 10)):
+        labels = np.arange(n) % 2
+        images = rng.integers(0, 60, (n, 8, 8, 1)).astype(np.uint8)
+        images[labels == 1, 2:6, 2:6] = 255
+        stored[split] = (images, labels)
+    tfds.dataset_builders.store_as_tfds_dataset(
+        name="cnnapp_blocks", version="1.0.0", data_dir=tmp_path / "tfds",
+        features=tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(8, 8, 1)),
+                                             "label": tfds.features.ClassLabel(names=["plain", "block"])}),
+        split_datasets={s: tf.data.Dataset.from_tensor_slices({"image": x, "label": y}) for s, (x, y) in stored.items()})
+
+    from test_sources import image_request
+    from cnnapp.data.image import read_image_data
+    data, source = read_image_data(image_request(dataset="cnnapp_blocks", data_dir=str(tmp_path / "tfds")))
+    assert source == "tfds" and data.reader.stream is not None and data.class_names == ["plain", "block"]
+    assert data.x.dtype == object and str(data.x[0]).startswith("train:") and len(data.x_test) == 10
+    streamed = list(data.reader.stream(data.x).as_numpy_iterator())
+    assert sorted(x.tobytes() for x in streamed) == sorted(x.tobytes() for x in stored["train"][0])
+    by_pixels = {x.tobytes(): int(y) for x, y in zip(*stored["train"])}
+    assert [by_pixels[x.tobytes()] for x in streamed] == list(data.y)         # labels stay with their images
+
+    run_cli(["train-image", "--dataset", "cnnapp_blocks", "--data-dir", tmp_path / "tfds", *TINY, "--no-export",
+             "--run-dir", tmp_path / "runs", "--name", "blocks"])
+    metrics = json.loads((tmp_path / "runs" / "blocks" / "metrics.json").read_text())
+    assert metrics["evaluated_on"] == "test" and metrics["test"]["count"] == 10

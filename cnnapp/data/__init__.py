@@ -41,11 +41,15 @@ class ExampleReader:
     is chosen; `key` is what the decoding depends on (size, channels, ...), part of the disk cache's key.
     """
 
-    decode: Callable
+    decode: Callable | None
     example_bytes: int
     key: dict = field(default_factory=dict)
     what: str = "file"
     skip_bad: bool = False      # a file that fails to decode is skipped and counted instead of stopping the run
+    # Sources read in record order (TFDS): `stream(keys)` gives the decoded examples of ascending keys
+    # (one split), in that order, instead of `decode` one path at a time.
+    stream: Callable | None = None
+    files: bool = True          # the keys are file paths (hashed with their size and time)
 
 
 def hash_examples(h, part, *, files: bool = False) -> None:
@@ -105,7 +109,8 @@ class Splits:
     def fingerprint(self, vocabulary=None) -> str:
         """The data hash of the training and validation parts (what shapes the weights), with the
         vocabulary adapted on them when there is one."""
-        return data_hash(self.x_train, self.y_train, self.x_val, self.y_val, files=self.reader is not None,
+        return data_hash(self.x_train, self.y_train, self.x_val, self.y_val,
+                         files=self.reader is not None and self.reader.files,
                          extra="\n".join(vocabulary).encode() if vocabulary is not None else b"")
 
     def counts(self) -> dict:
@@ -145,7 +150,7 @@ class RawData:
     def fingerprint(self) -> str:
         """The data hash of every part the source read."""
         return data_hash(self.x, self.y, self.x_dev, self.y_dev, self.x_test, self.y_test,
-                         files=self.reader is not None)
+                         files=self.reader is not None and self.reader.files)
 
     @property
     def has_fixed_splits(self) -> bool:

@@ -1,15 +1,18 @@
 """Examples -> tf.data: the one input pipeline of training, validation and evaluation.
 
-    arrays in memory (digits, IDX, sentences): preprocessed once, in batches, and cached in memory
-    files (image folders): paths -> (this worker's share) -> decode in parallel through the export's
-        ImageDecoder -> cache of uint8 pixels (memory | disk | none) -> shuffle -> batch -> preprocess
-        -> (augment) -> prefetch
+    arrays in memory (digits, IDX, sentences): preprocessed once and cached in memory, one tensor an
+        example (small data, as always), in blocks of 1,024 (a million sentences: no per-example cost),
+        or, past the memory budget, kept raw and preprocessed batch by batch
+    files (image folders) and record streams (TFDS): paths or keys -> decode in parallel through the
+        export's ImageDecoder -> cache of uint8 pixels (memory | disk | none) -> shuffle -> batch ->
+        preprocess -> (augment) -> prefetch
 
 The cache is chosen once per run from the decoded size (`plan_cache`): data that fits a memory budget
-(1/32 of the machine's memory) is cached in memory; larger data is cached on disk under the run
-directory (or `--cache DIR`), where the next run on the same files and decoding finds it; `--cache
-memory|disk|none` overrides. A disk cache holds the files in one seeded random order and is shuffled
-through a bounded buffer each epoch, so memory stays bounded whatever the data's size.
+(1/32 of the machine's memory, or --memory-budget) is cached in memory; larger data is cached on disk
+under the run directory (or `--cache DIR`), where the next run on the same files and decoding finds
+it; `--cache memory|disk|none` overrides. Files are put in one seeded random order and, past 2,048 of
+them, shuffled each epoch through a window of decoded examples (as Keras' own folder pipeline is), so
+the first step waits for no full pass and memory stays bounded whatever the data's size.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ log = logging.getLogger(__name__)
 AUTOTUNE = tf.data.AUTOTUNE
 CACHE_MODES = ("memory", "disk", "none")
 MEMORY_FRACTION = 32          # decoded data up to 1/32 of the machine's memory is cached in memory
-SHUFFLE_BUFFER_BYTES = 256 * 2**20   # a disk cache is shuffled through at most this much memory
+SHUFFLE_BUFFER_BYTES = 256 * 2**20   # decoded files are shuffled through at most this much memory
+SMALL_PART = 2048           # parts of decoded files up to this size are shuffled whole each epoch
 
 
 def memory_budget(asked: int | None = None) -> int:
@@ -116,10 +120,9 @@ class DecodeCounter:
 
 def make_input(x, y, *, batch_size: int, preprocess: Callable, reader: ExampleReader | None = None,
                augment=None, shuffle_seed: int | None = None, options: tf.data.Options | None = None,
-               cache: CachePlan = CachePlan("memory"), label: str = "data", shard: tuple[int, int] | None = None,
+               cache: CachePlan = CachePlan("memory"), label: str = "data",
                counter: DecodeCounter | None = None) -> tf.data.Dataset:
-    """Batches of (model input, label) for one part. `shard` = (workers, index) gives this worker its own
-    files; `label` names the part's disk cache ("train", "validation", ...)."""
+    """Batches of (model input, label) for one part; `label` names the part's disk cache ("train", ...)."""
     late = widen = shuffled = False   # preprocess each batch after the cache; int32 ids cached; shuffled already
     if reader is None:
         per_example, budget = _preprocessed_bytes(x, preprocess), memory_budget(cache.budget)
@@ -132,14 +135,17 @@ def make_input(x, y, *, batch_size: int, preprocess: Callable, reader: ExampleRe
         else:
             ds, widen, shuffled = _blocks(x, y, preprocess=preprocess, shuffle_seed=shuffle_seed), True, True
     else:
-        ds, late = _from_files(x, y, reader=reader, cache=cache, label=label, shuffle_seed=shuffle_seed, shard=shard,
+        ds, late = _from_files(x, y, reader=reader, cache=cache, label=label, shuffle_seed=shuffle_seed,
                                counter=counter), True
     if shuffle_seed is not None and not shuffled:
         buffer = len(y)
-        if reader is not None and cache.mode == "disk":
-            buffer = max(batch_size * 8, min(len(y), min(SHUFFLE_BUFFER_BYTES, memory_budget(cache.budget) // 4)
-                                             // max(reader.example_bytes, 1)))
-        if reader is None or cache.mode != "none":   # streamed files were shuffled as paths
+        if reader is not None and len(y) > SMALL_PART:
+            # Decoded examples: the buffer fills before the first step and holds them, so it is a window
+            # (as Keras' own folder pipeline has) over files put in a seeded random order once.
+            buffer = max(batch_size * 8, 1024)
+            buffer = min(buffer, max(batch_size, min(SHUFFLE_BUFFER_BYTES, memory_budget(cache.budget) // 4)
+                                     // max(reader.example_bytes, 1)))
+        if reader is None or cache.mode != "none" or reader.stream is not None:   # streamed files: shuffled as paths
             ds = ds.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     if late:
@@ -153,6 +159,13 @@ def make_input(x, y, *, batch_size: int, preprocess: Callable, reader: ExampleRe
     if options is not None:
         ds = ds.with_options(options)
     return ds.prefetch(AUTOTUNE)
+
+
+def example_input_bytes(splits, preprocess) -> int:
+    """The bytes of one training example as the model takes it (float32 pixels of decoded files)."""
+    if splits.reader is not None:
+        return splits.reader.example_bytes * 4
+    return _preprocessed_bytes(splits.x_train, preprocess)
 
 
 def _preprocessed_bytes(x, preprocess) -> int:
@@ -195,26 +208,30 @@ def _from_arrays(x, y, *, preprocess) -> tf.data.Dataset:
     return ds.apply(tf.data.experimental.assert_cardinality(len(y))).cache()
 
 
-def _from_files(paths, labels, *, reader: ExampleReader, cache: CachePlan, label: str, shuffle_seed, shard,
+def _from_files(paths, labels, *, reader: ExampleReader, cache: CachePlan, label: str, shuffle_seed,
                 counter) -> tf.data.Dataset:
     paths, labels = np.asarray(paths, dtype=object).astype(str), np.asarray(labels, dtype=np.int64)
-    if shuffle_seed is not None and cache.mode != "none":
-        # A cache keeps one order: a seeded random one, so the bounded shuffle buffer mixes the classes.
-        order = np.random.default_rng(shuffle_seed).permutation(len(paths))
+    if reader.stream is not None:
+        # Records are read in their stored order: the part's keys ascending; shuffled by a buffer after.
+        order = np.argsort(paths, kind="stable")
         paths, labels = paths[order], labels[order]
-    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-    if shard is not None:
-        ds = ds.shard(*shard)
-    if shuffle_seed is not None and cache.mode == "none":
-        ds = ds.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
-    ds = ds.map(lambda p, b: (reader.decode(p), b), num_parallel_calls=AUTOTUNE, deterministic=True)
+        ds = tf.data.Dataset.zip((reader.stream(paths), tf.data.Dataset.from_tensor_slices(labels)))
+    else:
+        if shuffle_seed is not None and cache.mode != "none":
+            # A cache keeps one order: a seeded random one, so the bounded shuffle buffer mixes the classes.
+            order = np.random.default_rng(shuffle_seed).permutation(len(paths))
+            paths, labels = paths[order], labels[order]
+        ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+        if shuffle_seed is not None and cache.mode == "none":
+            ds = ds.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
+        ds = ds.map(lambda p, b: (reader.decode(p), b), num_parallel_calls=AUTOTUNE, deterministic=True)
     if reader.skip_bad:
         ds = ds.ignore_errors()
     if cache.mode == "memory":
         ds = ds.cache()
     elif cache.mode == "disk":
-        key = data_hash(paths, labels, files=True) + "-" + data_hash(
-            np.asarray([repr(sorted(reader.key.items())), repr(shard)], dtype=object))[:8]
+        key = data_hash(paths, labels, files=reader.files) + "-" + data_hash(
+            np.asarray([repr(sorted(reader.key.items()))], dtype=object))[:8]
         ds = ds.cache(cache.file_for(label, key))
     if counter is not None:   # after the cache: it counts every epoch's examples
         ds = ds.map(counter.count)
@@ -229,6 +246,8 @@ def name_undecodable(parts, reader: ExampleReader, error: Exception, *, arg: str
     """The one-line error for a file that failed to decode mid-run: finds which (every file of `parts`
     decoded once more, in parallel) and names it with the decoder's reason."""
     from cnnapp.progress import Progress
+    if reader.decode is None:   # a stream (TFDS): its own reason is all there is
+        return CnnappError(f"{arg}: reading the data failed ({tf_error_reason(error)}). Received: {arg}")
     paths = np.concatenate([np.asarray(p, dtype=object).astype(str) for p in parts if p is not None])
     ds = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), paths))
     # The pixels are kept in the output: a decode whose result is unused would be optimised away.

@@ -35,11 +35,13 @@ from cnnapp.training.callbacks import EpochTimer, build_callbacks, progress_verb
 from cnnapp.training.cluster import average_across_workers, check_workers_agree
 from cnnapp.training.evaluation import (held_out_report, plot_confusion, plot_history, read_history_csv, run_metrics,
                                         write_json)
-from cnnapp.training.input import DecodeCounter, is_decode_error, make_input, name_undecodable, plan_cache
+from cnnapp.training.input import (DecodeCounter, example_input_bytes, is_decode_error, make_input, name_undecodable,
+                                   plan_cache)
 from cnnapp.training.recipe import class_weights, make_loss, make_optimizer, time_to_accuracy, tta_views
 from cnnapp.training.resume import claim_backup, resume_fingerprint
 
 log = logging.getLogger(__name__)
+CALL_BYTES = 64 * 2**20     # the input batches one graph call (--steps-per-execution steps) may hold
 
 
 @dataclass
@@ -142,7 +144,11 @@ def _fit(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *, r
         steps = config.epochs * steps_per_epoch if config.lr_schedule == "onecycle" else None
         # Several steps per graph call cut Python's share of a small CNN's step on a CPU (the keras-io
         # net trained ~1.5x faster with 32 here); one under multi-worker, where the patch is checked.
-        per_call = min(config.steps_per_execution, steps_per_epoch) if worker.count == 1 else 1
+        # Keras holds a call's batches together, so a call takes at most CALL_BYTES of them (128 photos at
+        # 128 px are 25 MB a batch: 2 a call, not 32).
+        per_call = min(config.steps_per_execution, steps_per_epoch,
+                       max(1, CALL_BYTES // max(1, global_batch * example_input_bytes(splits, preprocess))))
+        per_call = per_call if worker.count == 1 else 1
         model.compile(optimizer=make_optimizer(config.optimizer, config.learning_rate, config.ema, onecycle_steps=steps),
                       loss=make_loss(config.label_smoothing or 0.0), metrics=["accuracy"], jit_compile=jit,
                       steps_per_execution=per_call)

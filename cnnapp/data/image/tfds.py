@@ -10,16 +10,18 @@ from cnnapp.errors import CnnappError
 @IMAGE_SOURCES.register("tfds", claims=lambda r: bool(r.dataset) and not r.data, priority=90)
 def load_tfds(request: ImageRequest) -> RawData:
     """--dataset NAME: a TensorFlow Datasets image set (its test split is the test set)."""
-    from cnnapp.data.tfds_source import load_tfds_arrays
+    from cnnapp.data.tfds_source import tfds_image_examples
     name = request.dataset
-    arrays, class_names = load_tfds_arrays(name, data_dir=request.data_dir, feature="image")
-    train = arrays.get("train")
+    parts, class_names, reader, info = tfds_image_examples(
+        name, data_dir=request.data_dir, decoder_factory=request.decoder_factory, image_size=request.image_size,
+        channels=request.channels)
+    train = parts.get("train")
     if train is None:
         raise CnnappError(f"--dataset: TFDS dataset has no 'train' split. Received: {name}")
-    out = RawData(x=train[0], y=train[1], class_names=class_names, name=name.replace("/", "_"),
-                  description={"source": f"TFDS {name}"},
-                  info={"augment": ("crop",) if "mnist" in name and "fashion" not in name else ("flip", "crop")})
-    if "test" in arrays:
-        out.x_test, out.y_test = arrays["test"]
+    out = RawData(x=train[0], y=train[1], class_names=class_names, name=name.replace("/", "_"), reader=reader,
+                  description={"source": f"TFDS {name}, read through tf.data"},
+                  info={**info, "augment": ("crop",) if "mnist" in name and "fashion" not in name else ("flip", "crop")})
+    if "test" in parts:
+        out.x_test, out.y_test = parts["test"]
         out.description["test"] = "the TFDS test split"
     return out
