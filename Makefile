@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED = 1
 
-.PHONY: demo test test-slow bench bench-image bench-text bench-serve bench-scale bench-explain venv clean
+.PHONY: demo test test-slow bench bench-image bench-text bench-serve bench-scale bench-explain bench-data venv clean
 
 venv: $(STAMP)
 
@@ -41,7 +41,7 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
-bench: bench-image bench-text bench-serve bench-scale bench-explain
+bench: bench-image bench-text bench-serve bench-scale bench-explain bench-data
 
 ## Full Fashion-MNIST from Debian (needs root for apt-get), cnnapp vs the keras-io peer.
 bench-image: $(STAMP)
@@ -59,6 +59,10 @@ bench-scale: $(STAMP)
 
 bench-explain: $(STAMP)
 	$(PY) benchmarks/bench_explain.py
+
+## 25,000 generated photos and 1M generated sentences: cnnapp's data path against Keras' streaming folder pipeline.
+bench-data: $(STAMP)
+	$(PY) benchmarks/bench_data.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -5,13 +5,17 @@
                                               [--skip photos,text] [--big-photos 0]
 
 1. photos  a generated folder of N JPEG photos in two class folders (320-500 x 240-500 px, the size of
-           the Kaggle dogs-vs-cats photos), trained for two epochs with the same tiny model by
-           - cnnapp: `cnnapp train-image --data F --epochs 2 --image-size S --model image_cnn --filters 4
-             --dense-units none --no-export` (first run: the cache is built; second run: `--fresh`, the
-             disk cache of the first run is reused);
-           - Keras: ../shared/peers/keras_folder.py (`image_dataset_from_directory`, batch 128).
-           Measured: seconds from the process start to the end of the first training step, epoch 1
-           and epoch 2 seconds, wall seconds, peak RSS (the child's own, from wait4).
+           the Kaggle dogs-vs-cats photos), at S px (128):
+           - data path only: two epochs of the training dataset, no model, Keras'
+             `image_dataset_from_directory` (batch 128, its 90%) against cnnapp's (`make_input` on the folder
+             source: the same 90%, decoded through the export's ImageDecoder, cached as chosen);
+           - training, two epochs of the same tiny network: cnnapp `cnnapp train-image --data F --epochs 2
+             --image-size S --model image_cnn --filters 4 --dense-units none --no-batch-norm --augment none
+             --no-export` (first run: the cache is built; second run: `--fresh`, the disk cache of the first
+             run is reused) and ../shared/peers/keras_folder.py (batch 128).
+           Measured: seconds from the process start to the end of the first training step (cnnapp: of the
+           first graph call) or the first batch, epoch 1 and epoch 2 seconds, wall seconds, peak RSS (the
+           child's own, from wait4).
 2. text    a generated file of N `LABEL sentence` lines (~160 bytes each), `cnnapp train-text --epochs 1
            --feature-maps 16 --embedding-dim 32 --no-export`: first step, epoch time, peak RSS.
 3. big     (--big-photos N, off by default) N photos at 224 px, one epoch: peak RSS.
@@ -168,6 +172,45 @@ def peer(folder: Path, size: int, name: str) -> dict:
     return out
 
 
+def pipeline_child(kind: str, folder: str, size: int, epochs: int = 2) -> None:
+    """Child mode: iterate the training dataset of a folder for `epochs` epochs with no model, so the data
+    path alone is timed. Prints one JSON line (seconds to the first batch, each epoch's seconds)."""
+    start = time.time()
+    import tensorflow as tf
+    if kind == "keras":
+        import keras
+        train, _ = keras.utils.image_dataset_from_directory(
+            folder, image_size=(size, size), batch_size=128, seed=1337, validation_split=0.1, subset="both")
+        train = train.prefetch(tf.data.AUTOTUNE)
+    else:
+        from cnnapp.data.image.folder import load_image_folder
+        from cnnapp.preprocessing.image import ImageDecoder
+        from cnnapp.training.input import make_input, plan_cache
+        data = load_image_folder(folder, image_size=(size, size), channels=3,
+                                 decoder_factory=lambda h, w, c: ImageDecoder(height=h, width=w, channels=c))
+        splits = data.to_splits(seed=1337, validate_on_test=True)
+        cache = plan_cache(None, reader=splits.reader, examples=len(data.y), default_folder=WORK / "pipeline-cache")
+        decoder = ImageDecoder(height=size, width=size, channels=3)
+        train = make_input(splits.x_train, splits.y_train, reader=splits.reader, batch_size=128, shuffle_seed=1337,
+                           preprocess=decoder.resize_pixels, cache=cache, label="train")
+    first, seconds = None, []
+    for _ in range(epochs):
+        t = time.time()
+        for _batch in train:
+            first = first or round(time.time() - start, 2)
+        seconds.append(round(time.time() - t, 2))
+    print(json.dumps({"first_batch_seconds": first, "epoch_seconds": seconds}))
+
+
+def pipeline(kind: str, folder: Path, size: int) -> dict:
+    name = f"pipeline-{kind}"
+    shutil.rmtree(WORK / "pipeline-cache", ignore_errors=True)
+    out = measure([sys.executable, __file__, "--pipeline-child", kind, str(folder), str(size)], name)
+    result = json.loads([ln for ln in (WORK / f"{name}.log").read_text().splitlines() if ln.startswith("{")][-1])
+    out.update(first_step_seconds=result["first_batch_seconds"], epoch_seconds=result["epoch_seconds"])
+    return out
+
+
 def show(name: str, r: dict) -> None:
     epochs = ", ".join(f"{s:.1f}" for s in r.get("epoch_seconds", []))
     print(f"{name:26s} first step {r.get('first_step_seconds')}s  epochs [{epochs}]s  wall {r['wall_seconds']}s  "
@@ -180,15 +223,25 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--sentences", type=int, default=1_000_000)
     p.add_argument("--big-photos", type=int, default=0, help="also N photos at 224 px, one epoch (e.g. 100000)")
-    p.add_argument("--skip", default="", help="comma list of photos, text")
+    p.add_argument("--skip", default="", help="comma list of pipeline, photos, text")
+    p.add_argument("--pipeline-child", nargs=3, metavar=("KIND", "FOLDER", "SIZE"), help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.pipeline_child:
+        return pipeline_child(a.pipeline_child[0], a.pipeline_child[1], int(a.pipeline_child[2]))
     skip = set(filter(None, a.skip.split(",")))
     WORK.mkdir(parents=True, exist_ok=True)
     results = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
                "cpus": os.cpu_count(), "runs": {}}
-    tiny = ["--model", "image_cnn", "--filters", "4", "--dense-units", "none", "--no-export"]
+    # The peer's network exactly (conv 4 + ReLU, max pool, flatten, dense softmax: 32,882 parameters at 128 px),
+    # without augmentation as the peer has none; cnnapp's recipe (one-cycle, label smoothing) stays.
+    tiny = ["--model", "image_cnn", "--filters", "4", "--dense-units", "none", "--no-batch-norm", "--augment", "none",
+            "--no-export"]
+    folder = make_photos(WORK / f"photos-{a.photos}", a.photos) if not {"pipeline", "photos"} <= skip else None
+    if "pipeline" not in skip:
+        for kind in ("keras", "cnnapp"):
+            results["runs"][f"data path only: {kind}"] = r = pipeline(kind, folder, a.image_size)
+            show(f"data path only: {kind}", r)
     if "photos" not in skip:
-        folder = make_photos(WORK / f"photos-{a.photos}", a.photos)
         shutil.rmtree(WORK / "runs" / "photos", ignore_errors=True)
         runs = {
             "keras_image_dataset_from_directory": lambda: peer(folder, a.image_size, "keras-peer"),

@@ -89,7 +89,15 @@ def make_vectorizer(train_sentences, *, max_tokens: int | None, sequence_length:
         vectorizer.set_vocabulary(vocabulary)
     else:
         # One streaming pass over batches of the training sentences (no copy of the whole corpus).
-        vectorizer.adapt(sentence_batches(train_sentences, 8192))
+        from cnnapp.progress import Progress
+        progress = Progress("vocabulary", total=len(train_sentences), unit="sentences")
+
+        def batches():
+            for i, batch in enumerate(sentence_batches(train_sentences, 8192)):
+                yield batch
+                progress.update(min((i + 1) * 8192, len(train_sentences)))
+        vectorizer.adapt(batches())
+        progress.done()
     vectorizer(tf.constant([""]))  # builds the layer, so it can be tracked for export
     return vectorizer
 
