@@ -25,14 +25,17 @@ def cnnapp(*args) -> list[str]:
     return [sys.executable, "-m", "cnnapp", *map(str, args)]
 
 
-def kill_after_first_epoch(args: list[str]) -> list[str]:
-    """Run `args`, SIGKILL it once epoch 2 starts (epoch 1's backup is on disk); the lines it printed."""
+def kill_after_first_epoch(args: list[str], while_running=None) -> list[str]:
+    """Run `args`, SIGKILL it once epoch 2 starts (epoch 1's backup is on disk); the lines it printed.
+    `while_running(proc)` is called just before the kill."""
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
     seen = []
     try:
         for line in proc.stdout:   # blocks until the run prints: no sleeping
             seen.append(line)
             if re.match(r"Epoch 2/", line):
+                if while_running is not None:
+                    while_running(proc)
                 proc.send_signal(signal.SIGKILL)
                 break
     finally:
@@ -54,8 +57,12 @@ def test_a_rerun_with_other_options_is_refused_and_fresh_starts_over(tmp_path):
     base = cnnapp("train-image", *TINY, "--name", "kc", "--epochs", "40", "--patience", "40",
                   "--run-dir", tmp_path / "runs", "--export-base", tmp_path / "models")
     first = base + ["--filters", "4,8"]
-    seen = kill_after_first_epoch(first)
+    seen = kill_after_first_epoch(first, while_running=lambda proc: assert_locked_by(
+        tmp_path / "runs" / "kc", proc.pid, "cnnapp train-image --dataset digits"))
     assert not any("resuming" in line for line in seen)
+    from cnnapp.run_lock import run_folder_lock
+    with run_folder_lock(tmp_path / "runs" / "kc", name="kc"):   # SIGKILL released it: no stale lock
+        pass
     backup = tmp_path / "runs" / "kc" / "backup"
     assert (backup / "fingerprint.json").is_file() and (backup / "latest.weights.h5").is_file()
 
@@ -103,24 +110,122 @@ def limited_run(args, file_size_limit: int, cwd: Path) -> subprocess.CompletedPr
     return subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=600, cwd=cwd, preexec_fn=limit)
 
 
-@pytest.mark.parametrize("limit, kept", [
-    (20_000, "nothing was kept"),                       # the first backup (latest.weights.h5) does not fit
-    (60_000, "kept the backup of epoch 1"),             # the backup fits, best.keras (~70 kB) does not
-    (100_000, "kept the trained model"),                # training fits, the SavedModel (~120 kB) does not
+@pytest.mark.parametrize("limit, folder, kept", [
+    (20_000, "--run-dir", "nothing was kept"),           # the first backup (latest.weights.h5) does not fit
+    (60_000, "--run-dir", "kept the backup of epoch 1"),   # the backup fits, best.keras (~70 kB) does not
+    (100_000, "--export-base", "the training finished and is kept"),   # training fits, the SavedModel does not
 ])
-def test_a_full_disk_is_one_line_saying_what_was_kept(tmp_path, limit, kept):
+def test_a_full_disk_is_one_line_naming_the_full_folder_and_what_was_kept(tmp_path, limit, folder, kept):
     args = cnnapp("train-image", *TINY, "--filters", "4,8", "--epochs", "1", "--name", "df")
     done = limited_run(args, limit, tmp_path)
     out = done.stdout + done.stderr
     assert done.returncode == 1, out[-3000:]
     line = one_error_line(out)
-    assert "File too large" in line and kept in line, line
+    assert line.startswith(f"Error: {folder}: File too large") and kept in line, line
     assert not list((tmp_path / "saved_models").glob("df/*"))    # no version, and no half-written .tmp-*
-    if "backup" in kept:   # and the same command without the limit resumes from it
+    assert_whole(tmp_path / "runs" / "df")
+    if folder == "--export-base":   # the same command only exports: no epoch is trained again
+        rerun = subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=600, cwd=tmp_path)
+        out = rerun.stdout + rerun.stderr
+        assert rerun.returncode == 0, out[-3000:]
+        assert "without training again" in out and "Epoch 1/" not in out, out[-3000:]
+        assert (tmp_path / "saved_models" / "df" / "1" / "saved_model.pb").is_file()
+        assert not (tmp_path / "runs" / "df" / "backup").exists()   # removed once the export is written
+        with open(tmp_path / "runs" / "df" / "history.csv") as f:
+            assert len(f.read().split()) == 2   # header and epoch 1, once
+    elif "backup" in kept:   # and the same command without the limit resumes from it
         rerun = subprocess.run(args + ["--epochs", "2"], capture_output=True, text=True, env=ENV, timeout=600,
                                cwd=tmp_path)
         assert rerun.returncode == 0 and "resuming the interrupted run" in rerun.stdout + rerun.stderr
         assert "Epoch 1/2" not in rerun.stdout
+
+
+def assert_whole(run_dir: Path) -> None:
+    """Every file a failed run left is whole: no temporary files, the checkpoints open as zip files, the JSON
+    parses, history.csv has its header (never 0 bytes)."""
+    import zipfile
+    files = [p for p in run_dir.rglob("*") if p.is_file() and "tensorboard" not in p.parts]
+    assert not [p for p in files if ".tmp-" in p.name], files
+    for p in files:
+        if p.suffix == ".keras":
+            with zipfile.ZipFile(p) as z:
+                assert z.testzip() is None, p
+        elif p.suffix == ".json":
+            json.loads(p.read_text())
+        elif p.name == "history.csv":
+            assert p.read_text().startswith("epoch,"), p
+
+
+def test_a_file_is_replaced_whole_or_not_at_all(tmp_path):
+    """A write that fails part-way (EFBIG past RLIMIT_FSIZE, in a child process) leaves the old file as it
+    was, no temporary file, and an OSError naming the file."""
+    target = tmp_path / "metrics.json"
+    target.write_text('{"old": true}\n')
+    code = ("import resource, sys; from cnnapp.atomic import write_atomically\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))\n"
+            "try:\n    write_atomically(sys.argv[1], b'x' * 5000)\n"
+            "except OSError as e:\n    print(e.errno, e.filename)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True, env=ENV,
+                          timeout=60)
+    import errno
+    assert done.stdout.split() == [str(errno.EFBIG), str(target)], done.stdout + done.stderr
+    assert target.read_text() == '{"old": true}\n' and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+HOLD = ("import sys; from cnnapp.run_lock import run_folder_lock\n"
+        "with run_folder_lock(sys.argv[1], name='x', command='cnnapp train-image --name x'):\n"
+        "    print('locked', flush=True); sys.stdin.read()\n")
+
+
+def hold_lock(folder: Path) -> subprocess.Popen:
+    """A process that holds `folder`'s run lock (as cnnapp takes it) until its stdin is closed."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=ENV)
+    assert holder.stdout.readline() == "locked\n"   # blocks until it holds the lock: no sleeping
+    return holder
+
+
+def assert_locked_by(folder: Path, pid: int, command: str) -> None:
+    from cnnapp.errors import CnnappError
+    from cnnapp.run_lock import run_folder_lock
+    with pytest.raises(CnnappError) as e:
+        with run_folder_lock(folder, name=folder.name):
+            pass
+    message = str(e.value)
+    assert f"is in use by another run (pid {pid}: {command}" in message and "\n" not in message, message
+
+
+def test_a_second_run_with_the_same_name_is_one_line_naming_the_first(tmp_path):
+    runs = tmp_path / "runs"
+    holder = hold_lock(runs / "x")
+    try:
+        second = subprocess.run(cnnapp("train-image", *TINY, "--filters", "4,8", "--epochs", "1", "--name", "x",
+                                       "--run-dir", runs, "--export-base", tmp_path / "models"),
+                                capture_output=True, text=True, env=ENV, timeout=600)
+        line = one_error_line(second.stdout + second.stderr)
+        assert second.returncode == 1
+        assert line == (f"Error: --name: {runs / 'x'} is in use by another run (pid {holder.pid}: cnnapp "
+                        f"train-image --name x); wait for it or choose another --name. Received: name=x"), line
+        assert sorted(p.name for p in (runs / "x").iterdir()) == [".lock"]   # the refused run wrote nothing
+        assert not (tmp_path / "models").exists()
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert holder.returncode == 0 and not runs.exists()   # the lock file and the folders it made are gone
+
+
+def test_a_killed_holder_leaves_no_stale_lock_and_workers_lock_their_own_file(tmp_path):
+    from cnnapp.run_lock import run_folder_lock
+    holder = hold_lock(tmp_path / "x")
+    with run_folder_lock(tmp_path / "x", name="x", worker_index=1) as worker_lock:   # another worker of the job
+        assert worker_lock.name == ".lock-worker-1"
+        assert_locked_by(tmp_path / "x", holder.pid, "cnnapp train-image --name x")
+    holder.kill()
+    holder.wait(timeout=60)
+    assert (tmp_path / "x" / ".lock").exists()   # left by the killed process, but no longer locked
+    with run_folder_lock(tmp_path / "x", name="x") as lock:
+        assert lock.read_text().split("\n")[0] == str(os.getpid())
+    assert not (tmp_path / "x" / ".lock").exists()
 
 
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]

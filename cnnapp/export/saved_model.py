@@ -29,6 +29,7 @@ import keras
 import tensorflow as tf
 
 from cnnapp import layout
+from cnnapp.atomic import sync_tree
 from cnnapp.errors import CnnappError
 from cnnapp.export.explain import Explainer
 
@@ -70,6 +71,7 @@ def write_version(archive: keras.export.ExportArchive, *, export_base, name: str
         logging.getLogger("tensorflow").setLevel(logging.WARNING)   # not "Assets written to: .tmp-..."
         archive.write_out(str(tmp), verbose=False)
         layout.write_metadata(tmp, {**metadata, "version": version})
+        sync_tree(tmp)   # on disk before it is renamed into place: never a version with empty files
         os.chmod(tmp, 0o755)
         os.rename(tmp, final)   # atomic on one filesystem; fails rather than replacing a version
     except BaseException:

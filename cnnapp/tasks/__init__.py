@@ -34,7 +34,8 @@ def save_preprocessor(prepared: Prepared, folder: Path) -> Path:
     """The preprocessor as a raw-input Keras model: `inspect` loads it instead of rebuilding it."""
     raw = keras.Input(shape=(), dtype="string", name=prepared.raw_input)
     path = Path(folder) / PREPROCESSOR_FILE
-    keras.Model(raw, prepared.preprocessor(raw), name="preprocessor").save(str(path))
+    from cnnapp.atomic import save_model_atomically
+    save_model_atomically(keras.Model(raw, prepared.preprocessor(raw), name="preprocessor"), path)
     return path
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import keras
 
+from cnnapp.atomic import save_model_atomically, write_atomically
 from cnnapp.config import TrainConfig
 from cnnapp.training.recipe import WallClock
 
@@ -18,12 +19,14 @@ log = logging.getLogger(__name__)
 
 
 def build_callbacks(config: TrainConfig, run_dir: Path, *, resuming: bool,
-                    backup_dir: Path | None = None) -> list[keras.callbacks.Callback]:
+                    backup_dir: Path | None = None, keep_backup: bool = False) -> list[keras.callbacks.Callback]:
     """Early stopping (best weights restored unless `config.restore_best` is False), best checkpoint, BackupAndRestore, CSV log,
     TensorBoard and a learning-rate schedule (`config.lr_schedule`: halve on a val_loss plateau,
     or cosine decay over the epochs); with `config.ema`, the weights' moving average is what is
     validated, checkpointed and restored. `backup_dir` defaults to run_dir/backup (one per worker under
-    multi-worker training)."""
+    multi-worker training); with `keep_backup`, the backup outlives the training (a run that exports
+    removes it once the export is written, so a failed export is redone without training). best.keras,
+    history.csv and the backup are written atomically (`cnnapp.atomic`)."""
     mode = "max" if "acc" in config.monitor else "min"
     # restore_best False (photo folders: their validation split is a few dozen images): the run keeps its
     # last epoch's weights, and best.keras holds those (saved every epoch), so inspect sees the export.
@@ -47,12 +50,12 @@ def build_callbacks(config: TrainConfig, run_dir: Path, *, resuming: bool,
     clock = WallClock(offset=wall_clock_offset(run_dir / "history.csv") if resuming else 0.0)
     return [clock] + schedule + [
         # A killed run resumes from the last finished epoch when the same command is run again.
-        BackupAndRestore(str(backup_dir or run_dir / "backup")),
+        BackupAndRestore(str(backup_dir or run_dir / "backup"), delete_checkpoint=not keep_backup),
         *ema,
         EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience,
                       restore_best_weights=restore, verbose=1),
         ModelCheckpoint(str(run_dir / "best.keras"), monitor=config.monitor, mode=mode, save_best_only=restore),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
+        CSVLogger(str(run_dir / "history.csv"), append=resuming),
         EpochTensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False),
     ]
 
@@ -103,25 +106,6 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             raise CnnappError(f"--fresh: the backup in {self.backup_dir} does not fit this model ({reason}); add "
                               f"--fresh to discard it and start over, or choose another --name. "
                               f"Received: {self.backup_dir}") from None
-
-
-def write_atomically(path: str | Path, payload: bytes) -> None:
-    """Write `payload` to a temporary file beside `path` and rename it over `path`; on an error the
-    old file is untouched and the temporary one removed."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(payload)
-            f.flush()
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError) and not e.filename:
-            raise OSError(e.errno, e.strerror, str(path)) from None
-        raise
 
 
 class CosineDecay(keras.callbacks.Callback):
@@ -179,7 +163,38 @@ class EarlyStopping(_LowerLossBreaksTies, keras.callbacks.EarlyStopping):
 
 
 class ModelCheckpoint(_LowerLossBreaksTies, keras.callbacks.ModelCheckpoint):
-    """Keras ModelCheckpoint whose ties on accuracy go to the lower validation loss."""
+    """Keras ModelCheckpoint whose ties on accuracy go to the lower validation loss, and whose file is
+    saved to a temporary name and renamed over the last one: a full disk leaves the previous best whole."""
+
+    def _save_model(self, epoch, batch, logs):
+        filepath = self._get_file_path(epoch, batch, logs)
+        if self.save_weights_only or not str(filepath).endswith(".keras"):
+            return super()._save_model(epoch, batch, logs)
+        if self._should_save_model(epoch, batch, logs, filepath):
+            os.makedirs(os.path.dirname(filepath) or ".", exist_ok=True)
+            save_model_atomically(self.model, filepath)
+            if self.verbose > 0:
+                log.info("epoch %d: saved the model to %s", epoch + 1, filepath)
+
+
+class CSVLogger(keras.callbacks.CSVLogger):
+    """Keras CSVLogger (the same columns and rows) whose every epoch's row is an atomic rewrite of the
+    file: the rows so far are kept in memory, written to a temporary file and renamed. A full disk
+    leaves the history of the epochs before, never an empty or half-written file."""
+
+    def on_train_begin(self, logs=None):
+        before = ""
+        if self.append and os.path.exists(self.filename):
+            with open(self.filename, encoding="utf-8", newline="") as f:
+                before = f.read()
+            self.append_header = not before.strip()
+        self.csv_file = io.StringIO(before, newline="")
+        self.csv_file.seek(0, io.SEEK_END)
+        self.writer, self.keys = None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        write_atomically(self.filename, self.csv_file.getvalue())
 
 
 def progress_verbosity(config: TrainConfig) -> int:

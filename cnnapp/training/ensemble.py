@@ -10,6 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from cnnapp.atomic import save_model_atomically
 from cnnapp.config import TrainConfig
 from cnnapp.data import Splits
 from cnnapp.training import loop
@@ -70,7 +71,7 @@ def train_ensemble(*, build_model, splits: Splits, preprocess, config: TrainConf
             "params": int(model.count_params())}})
         write_json(run_dir / "metrics.json", metrics)
         plot_confusion(report, run_dir / "confusion_matrix.png")
-        model.save(str(run_dir / "best.keras"))
+        save_model_atomically(model, run_dir / "best.keras")
     log.info("ensemble of %d: %s accuracy %.4f (members: mean %.4f, min %.4f, max %.4f); %s/metrics.json",
              n, eval_name, report["accuracy"], metrics["ensemble"]["member_accuracy"]["mean"], min(member_acc),
              max(member_acc), run_dir)

@@ -40,7 +40,18 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, class_names: l
 
 
 def write_json(path: Path, payload) -> None:
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    """Whole or absent, never half-written (a temporary file renamed into place)."""
+    from cnnapp.atomic import write_atomically
+    write_atomically(path, json.dumps(payload, indent=2) + "\n")
+
+
+def _save_figure(fig, path: Path) -> None:
+    import io
+
+    from cnnapp.atomic import write_atomically
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=100, format=Path(path).suffix.lstrip(".") or "png")
+    write_atomically(path, buffer.getvalue())
 
 
 def plot_history(history: dict, path: Path, *, levels=()) -> None:
@@ -68,7 +79,7 @@ def plot_history(history: dict, path: Path, *, levels=()) -> None:
         ax.set_title(key)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save_figure(fig, path)
     plt.close(fig)
 
 
@@ -91,7 +102,7 @@ def plot_confusion(report: dict, path: Path) -> None:
                     color="white" if v > cm.max() / 2 else "black", fontsize=8)
     ax.set_title(f"accuracy {report['accuracy']:.4f}")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save_figure(fig, path)
     plt.close(fig)
 
 

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from cnnapp.atomic import save_model_atomically
 from cnnapp.config import TrainConfig
 from cnnapp.data import Splits
 from cnnapp.errors import CnnappError
@@ -38,7 +39,7 @@ from cnnapp.training.evaluation import (held_out_report, plot_confusion, plot_hi
 from cnnapp.training.input import (DecodeCounter, example_input_bytes, is_decode_error, make_input, name_undecodable,
                                    plan_cache)
 from cnnapp.training.recipe import class_weights, make_loss, make_optimizer, time_to_accuracy, tta_views
-from cnnapp.training.resume import claim_backup, resume_fingerprint
+from cnnapp.training.resume import claim_backup, finished_training, mark_finished, resume_fingerprint
 
 log = logging.getLogger(__name__)
 CALL_BYTES = 64 * 2**20     # the input batches one graph call (--steps-per-execution steps) may hold
@@ -108,18 +109,29 @@ def _train(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *,
     run_dir.mkdir(parents=True, exist_ok=True)
     resuming = claim_backup(backup_dir, resume_fingerprint(splits, preprocess, config, run_config),
                             fresh=config.fresh, name=config.name)
+    # A run that exports keeps its backup until the export is written (cnnapp.training.run), so a failed
+    # export is redone without training. Not under multi-worker: the workers would have to agree on it.
+    keep_backup = config.export and worker.count == 1
+    finished = finished_training(backup_dir, run_dir, config) if resuming and keep_backup else None
+    if finished is not None:
+        model, history, metrics = finished
+        return TrainResult(model=model, history=history, metrics=metrics, run_dir=run_dir, is_chief=worker.is_chief)
     if resuming:
         log.info("resuming the interrupted run from its backup in %s", backup_dir)
     runtime.seed_everything(config.seed, deterministic=config.deterministic)
     with runtime.precision_policy(runtime.resolve_precision(config.precision,
                                                                      cpu_bfloat16=bool(config.cpu_bfloat16))) as precision:
-        return _fit(strategy, worker, run_dir, backup_dir, resuming=resuming, precision=precision,
-                    build_model=build_model, splits=splits, preprocess=preprocess, config=config,
-                    run_config=run_config, augment=augment)
+        result = _fit(strategy, worker, run_dir, backup_dir, resuming=resuming, precision=precision,
+                      build_model=build_model, splits=splits, preprocess=preprocess, config=config,
+                      run_config=run_config, augment=augment, keep_backup=keep_backup)
+    if keep_backup:
+        mark_finished(backup_dir, config)
+    return result
 
 
 def _fit(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *, resuming: bool, precision: str,
-         build_model, splits, preprocess, config: TrainConfig, run_config: dict, augment) -> TrainResult:
+         build_model, splits, preprocess, config: TrainConfig, run_config: dict, augment,
+         keep_backup: bool = False) -> TrainResult:
     jit = runtime.resolve_jit(config.jit)
     replicas = strategy.num_replicas_in_sync
     fingerprint = check_workers_agree(splits, preprocess, strategy) if worker.count > 1 else None
@@ -168,7 +180,8 @@ def _fit(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *, r
              model.name, f"{model.count_params():,}", len(splits.y_train), len(splits.y_val), run_dir)
 
     timer = EpochTimer()
-    callbacks = build_callbacks(config, run_dir, resuming=resuming, backup_dir=backup_dir) + [timer]
+    callbacks = build_callbacks(config, run_dir, resuming=resuming, backup_dir=backup_dir,
+                                keep_backup=keep_backup) + [timer]
     start = time.perf_counter()
     if splits.reader is not None and splits.reader.skip_bad:
         # Files that fail to decode drop out, so the epoch's length is found by reading it to its end;
@@ -201,7 +214,7 @@ def _fit(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *, r
     if precision != "float32":
         model = runtime.float32_copy(model)
         if (run_dir / "best.keras").exists():
-            model.save(str(run_dir / "best.keras"))
+            save_model_atomically(model, run_dir / "best.keras")
     # Every worker holds the same weights, so each scores the whole held-out split itself (a
     # distributed predict() would gather the DATA-sharded batches out of order).
     try:

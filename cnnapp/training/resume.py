@@ -111,3 +111,47 @@ def claim_backup(backup_dir: Path, fingerprint: dict, *, fresh: bool, name: str 
     backup_dir.mkdir(parents=True, exist_ok=True)
     (backup_dir / FINGERPRINT_FILE).write_text(json.dumps(fingerprint, indent=2) + "\n", encoding="utf-8")
     return False
+
+
+# A run that exports keeps its backup after training, with this file beside it, until the export is
+# written (`cnnapp.training.run`): a rerun after a failed or killed export finds the training finished
+# and exports without training again. The settings that decide when training ends are in the file, so a
+# rerun asking for more epochs resumes the backup instead.
+FINISHED_FILE = "finished.json"
+FINISH_FIELDS = ("epochs", "patience", "restore_best", "monitor", "lr_patience", "ema", "tta", "precision")
+RUN_FILES = ("best.keras", "metrics.json", "history.csv")   # what the finished run left, read back
+
+
+def mark_finished(backup_dir: Path, config: TrainConfig) -> None:
+    from cnnapp.atomic import write_atomically
+    write_atomically(backup_dir / FINISHED_FILE,
+                     json.dumps({f: getattr(config, f) for f in FINISH_FIELDS}, default=str, sort_keys=True) + "\n")
+
+
+def finished_training(backup_dir: Path, run_dir: Path, config: TrainConfig):
+    """(model, history, metrics) of the finished training whose export is missing, read from `run_dir`;
+    None when the backup is of an unfinished run, of other settings, or the run's files are gone."""
+    try:
+        marker = json.loads((backup_dir / FINISHED_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    now = json.loads(json.dumps({f: getattr(config, f) for f in FINISH_FIELDS}, default=str, sort_keys=True))
+    if marker != now or not all((run_dir / f).is_file() for f in RUN_FILES):
+        (backup_dir / FINISHED_FILE).unlink(missing_ok=True)   # training goes on from the backup
+        return None
+    import keras
+
+    import cnnapp.training.recipe  # noqa: F401  (its OneCycle schedule is named in best.keras)
+    from cnnapp.models import import_models
+    from cnnapp.training.evaluation import read_history_csv
+    import_models()   # cnnapp's own layers, which the checkpoint names
+    model = keras.saving.load_model(str(run_dir / "best.keras"), compile=False)
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    log.info("the training in %s finished before; exporting it without training again", run_dir)
+    return model, read_history_csv(run_dir / "history.csv"), metrics
+
+
+def remove_finished_backups(run_dir: Path) -> None:
+    """After the export is written: the backups its training kept (one, or one per ensemble member)."""
+    for marker in sorted(Path(run_dir).glob(f"**/backup/{FINISHED_FILE}")):
+        shutil.rmtree(marker.parent, ignore_errors=True)

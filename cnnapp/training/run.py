@@ -23,6 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -31,9 +32,11 @@ from cnnapp.config import ModelChoice, TrainConfig, to_dict
 from cnnapp.data import RawData, Splits, make_splits, stratified_folds
 from cnnapp.errors import CnnappError
 from cnnapp.models import DEFAULT_MODEL, ModelSpec, get_model
+from cnnapp.run_lock import run_folder_lock
 from cnnapp.tasks import Prepared, export_model, save_preprocessor
 from cnnapp.training.evaluation import write_json
 from cnnapp.training.loop import TrainResult, train_classifier
+from cnnapp.training.resume import FINISHED_FILE, remove_finished_backups
 from cnnapp.training.input import check_cache
 from cnnapp.training.recipe import check_class_weight
 
@@ -63,20 +66,35 @@ def run(task, *, train: TrainConfig, model: ModelChoice = ModelChoice(), strateg
         layout.check_model_name(train.name)
     if hasattr(task, "preflight"):
         task.preflight(batch_size=train.batch_size, model_options={**spec.options(), **model.options})
-    data, source = task.load()
-    if model.name is None and data.info.get("model"):
-        spec = preset_model(data.info["model"], task.kind, model.options)
-    name = layout.check_model_name(train.name or data.name, arg="--name" if train.name else "--data")
-    train = dataclasses.replace(train, name=name)
+    with contextlib.ExitStack() as held:
+        if train.name is not None:   # the run folder is this run's before its data is read
+            held.enter_context(hold_run_folder(train, train.name, strategy))
+        data, source = task.load()
+        if model.name is None and data.info.get("model"):
+            spec = preset_model(data.info["model"], task.kind, model.options)
+        name = layout.check_model_name(train.name or data.name, arg="--name" if train.name else "--data")
+        if train.name is None:
+            held.enter_context(hold_run_folder(train, name, strategy))
+        train = dataclasses.replace(train, name=name)
+        run_dir = Path(train.run_dir) / name
+        if train.export:
+            check_writable(Path(train.export_base) / name, "--export-base", train.export_base)
+        run_config = {"command": f"train-{task.kind}", "source": source, "task": task.describe(),
+                      "model": {"name": spec.name, "options": model.options}}
+        with out_of_space_is_one_line("--run-dir", train.run_dir, lambda: kept_after_failure(run_dir)):
+            return _run(task, data, train=train, spec=spec, model=model, strategy=strategy, run_dir=run_dir,
+                        run_config=run_config, name=name)
+
+
+def hold_run_folder(train: TrainConfig, name: str, strategy):
+    """The lock of runs/<name> for this run (`cnnapp.run_lock`), after checking that it can be
+    written (before training, not after it). Each worker of a multi-worker run locks its own file."""
+    from cnnapp.training import runtime
     run_dir = Path(train.run_dir) / name
-    check_writable(run_dir, "--run-dir", train.run_dir)   # before training, not after it
-    if train.export:
-        check_writable(Path(train.export_base) / name, "--export-base", train.export_base)
-    run_config = {"command": f"train-{task.kind}", "source": source, "task": task.describe(),
-                  "model": {"name": spec.name, "options": model.options}}
-    with out_of_space_is_one_line(run_dir):
-        return _run(task, data, train=train, spec=spec, model=model, strategy=strategy, run_dir=run_dir,
-                    run_config=run_config, name=name)
+    check_writable(run_dir, "--run-dir", train.run_dir)
+    worker = runtime.worker_of_strategy(strategy, train.cluster) if strategy is not None else \
+        runtime.worker_of(train.cluster)
+    return run_folder_lock(run_dir, name=name, worker_index=worker.index)
 
 
 def preset_model(name: str, kind: str, options: dict) -> ModelSpec:
@@ -98,9 +116,10 @@ SPACE_MESSAGES = ("No space left on device", "File too large", "Disk quota excee
 
 
 @contextlib.contextmanager
-def out_of_space_is_one_line(run_dir: Path):
-    """A full disk (or a file size limit) during training or export is one line saying what was kept
-    and how to go on, instead of a traceback."""
+def out_of_space_is_one_line(arg: str, value, kept: Callable[[], str]):
+    """A full disk (or a file size limit) is one line naming the full folder's option (`arg`: --run-dir
+    while training, --export-base while exporting), what was kept (`kept()`) and how to go on, instead
+    of a traceback."""
     import tensorflow as tf
     try:
         yield
@@ -110,13 +129,16 @@ def out_of_space_is_one_line(run_dir: Path):
             raise
         reason = next((m for m in SPACE_MESSAGES if m in text), None) or os.strerror(e.errno)
         where = f" {e.filename}" if getattr(e, "filename", None) else ""
-        raise CnnappError(f"--run-dir: {reason} while writing{where}; {kept_after_failure(run_dir)}. "
-                          f"Received: run_dir={run_dir}") from None
+        raise CnnappError(f"{arg}: {reason} while writing{where}; {kept()}. "
+                          f"Received: {arg.lstrip('-').replace('-', '_')}={value}") from None
 
 
 def kept_after_failure(run_dir: Path) -> str:
     """What an interrupted run left that a rerun uses, and how to go on, in words."""
     backups = sorted(p for p in run_dir.glob("**/training_metadata.json") if "backup" in p.parts)
+    if backups and all((p.parent / FINISHED_FILE).exists() for p in backups):
+        return (f"the training finished and is kept with its backup in {run_dir}; free some space and run the "
+                f"same command again to finish and export it without training again")
     if backups:
         meta = json.loads(backups[0].read_text(encoding="utf-8"))
         return (f"kept the backup of epoch {meta.get('epoch')} in {backups[0].parent}"
@@ -126,6 +148,13 @@ def kept_after_failure(run_dir: Path) -> str:
         return (f"kept the trained model in {run_dir / 'best.keras'} (no export was written); free some space and "
                 f"run the same command again to train and export it")
     return "nothing was kept; free some space and run the command again"
+
+
+def kept_after_failed_export(run_dir: Path, export_base) -> str:
+    """What a run whose export failed keeps, in words: all of its training."""
+    return (f"the training finished and is kept in {run_dir} (best.keras, metrics.json and the backup); no "
+            f"version was written; free some space in {export_base} and run the same command again to export "
+            f"it without training again")
 
 
 def _run(task, data: RawData, *, train: TrainConfig, spec, model: ModelChoice, strategy, run_dir: Path,
@@ -158,14 +187,23 @@ def _run(task, data: RawData, *, train: TrainConfig, spec, model: ModelChoice, s
                               exported_from="nothing (--no-export)", plots=[run_dir / "cv.json"])
     export_dir = None
     if train.export and result.is_chief:
-        export_dir = export_model(
-            task, result.model, prepared, class_names=data.class_names, export_base=train.export_base, name=name,
-            tta=task.tta(data, train.tta),
-            metadata={"model": spec.name, "run_dir": str(result.run_dir), "trained_on": what,
-                      "ensemble": train.ensemble, "metrics": headline(result.metrics)})
+        from cnnapp.progress import heartbeat
+        with heartbeat(f"exporting {name}"), out_of_space_is_one_line(
+                "--export-base", train.export_base, lambda: kept_after_failed_export(Path(result.run_dir),
+                                                                                     train.export_base)):
+            export_dir = _export(task, result, prepared, data, train, spec, what, name)
+        remove_finished_backups(Path(result.run_dir))   # only now: a failed export is redone without training
     plots = [p for p in (result.run_dir / "learning_curves.png", result.run_dir / "confusion_matrix.png") if p.exists()]
     return RunOutcome(run_dir=run_dir, result=result, export_dir=export_dir, cv=summary,
                       exported_from=what if export_dir else "nothing (--no-export)", prepared=prepared, plots=plots)
+
+
+def _export(task, result, prepared, data, train: TrainConfig, spec, what: str, name: str) -> Path:
+    return export_model(
+        task, result.model, prepared, class_names=data.class_names, export_base=train.export_base, name=name,
+        tta=task.tta(data, train.tta),
+        metadata={"model": spec.name, "run_dir": str(result.run_dir), "trained_on": what,
+                  "ensemble": train.ensemble, "metrics": headline(result.metrics)})
 
 
 def check_writable(folder: Path, arg: str, value) -> None:
