@@ -58,6 +58,8 @@ def test_image_ensemble_shares_the_training_path(tmp_path):
              "--filters", "4", "--dense-units", "8", "--run-dir", runs, "--export-base", models])
     metrics = json.loads((runs / "d" / "metrics.json").read_text())
     assert metrics["ensemble"]["members"] == 2 and metrics["evaluated_on"] == "test"
+    # the members' backups, kept until the export was written, are gone; and so is the run lock
+    assert not list((runs / "d").glob("**/backup")) and not (runs / "d" / ".lock").exists()
     pixels = np.random.default_rng(0).uniform(0, 255, (3, 8, 8, 1)).astype("float32")
     scores = tf.saved_model.load(str(models / "d" / "1")).signatures["serving_pixels"](
         pixels=tf.constant(pixels))["scores"].numpy()
