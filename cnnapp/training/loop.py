@@ -112,9 +112,11 @@ def _train(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *,
     # A run that exports keeps its backup until the export is written (cnnapp.training.run), so a failed
     # export is redone without training. Not under multi-worker: the workers would have to agree on it.
     keep_backup = config.export and worker.count == 1
-    finished = finished_training(backup_dir, run_dir, config) if resuming and keep_backup else None
+    finished = finished_training(backup_dir, run_dir, config) if resuming and worker.count == 1 else None
     if finished is not None:
         model, history, metrics = finished
+        if not keep_backup:   # rerun with --no-export: nothing will remove it after an export
+            shutil.rmtree(backup_dir, ignore_errors=True)
         return TrainResult(model=model, history=history, metrics=metrics, run_dir=run_dir, is_chief=worker.is_chief)
     if resuming:
         log.info("resuming the interrupted run from its backup in %s", backup_dir)
