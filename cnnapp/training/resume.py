@@ -147,7 +147,8 @@ def finished_training(backup_dir: Path, run_dir: Path, config: TrainConfig):
     import_models()   # cnnapp's own layers, which the checkpoint names
     model = keras.saving.load_model(str(run_dir / "best.keras"), compile=False)
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    log.info("the training in %s finished before (its export was not written); using it without training again", run_dir)
+    log.info("the training in %s finished before (its export was not written); using it without training again",
+             run_dir)
     return model, read_history_csv(run_dir / "history.csv"), metrics
 
 
