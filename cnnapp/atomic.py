@@ -10,33 +10,12 @@ import os
 from pathlib import Path
 
 
-def write_atomically(path: str | Path, payload: bytes | str) -> None:
-    """Write `payload` to a temporary file beside `path`, fsync it and rename it over `path`; on an error
-    the old file is untouched and the temporary one removed. An OSError names `path`."""
-    if isinstance(payload, str):
-        payload = payload.encode("utf-8")
-    tmp = f"{path}.tmp-{os.getpid()}"
+@contextlib.contextmanager
+def _replacing(path: Path, tmp: Path):
+    """The block writes `tmp`; then it is fsynced and renamed over `path`. On an error `path` is untouched,
+    `tmp` removed, and an OSError names `path`."""
     try:
-        with open(tmp, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(e, OSError) and not e.filename:
-            raise OSError(e.errno, e.strerror, str(path)) from None
-        raise
-    _sync_folder(Path(path).parent)
-
-
-def save_model_atomically(model, path: str | Path) -> None:
-    """`model.save(path)` (a .keras file) through a temporary .keras file beside it, synced and renamed."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        model.save(str(tmp), overwrite=True)
+        yield tmp
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -47,6 +26,23 @@ def save_model_atomically(model, path: str | Path) -> None:
             raise OSError(e.errno, e.strerror, str(path)) from None
         raise
     _sync_folder(path.parent)
+
+
+def write_atomically(path: str | Path, payload: bytes | str) -> None:
+    """Write `payload` to a temporary file beside `path`, fsync it and rename it over `path`; on an error
+    the old file is untouched and the temporary one removed. An OSError names `path`."""
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8")
+    path = Path(path)
+    with _replacing(path, Path(f"{path}.tmp-{os.getpid()}")) as tmp, open(tmp, "wb") as f:
+        f.write(payload)
+
+
+def save_model_atomically(model, path: str | Path) -> None:
+    """`model.save(path)` (a .keras file) through a temporary .keras file beside it, synced and renamed."""
+    path = Path(path)
+    with _replacing(path, path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")) as tmp:
+        model.save(str(tmp), overwrite=True)
 
 
 def sync_tree(folder: str | Path) -> None:
