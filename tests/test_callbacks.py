@@ -138,3 +138,21 @@ def test_only_a_run_that_reads_nothing_of_validation_may_validate_on_the_test_pa
     assert TrainConfig(restore_best=False, patience=3).for_task("image", 360).reads_validation is True
     assert TrainConfig(restore_best=False, lr_schedule="cosine").for_task("image", 360).reads_validation is True
     assert TrainConfig(restore_best=False, lr_schedule="onecycle").for_task("text", 360).reads_validation is False
+
+
+def test_a_long_epoch_logs_its_progress_where_keras_prints_one_line_an_epoch(caplog):
+    """EpochHeartbeat (added when Keras prints one line an epoch): steps done, of how many, and the ETA."""
+    import logging
+
+    import keras
+    import numpy as np
+
+    from cnnapp.training.callbacks import EpochHeartbeat
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x, y = np.random.default_rng(0).normal(size=(64, 4)), np.arange(64) % 2
+    with caplog.at_level(logging.INFO, logger="cnnapp.progress"):
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[EpochHeartbeat(every=0.0)])
+    lines = [r.getMessage() for r in caplog.records if r.name == "cnnapp.progress"]
+    assert lines and lines[0].startswith("epoch 1: 1/8 steps") and "ETA" in lines[0], lines
+    assert lines[-1].startswith("epoch 1: 8/8 steps"), lines

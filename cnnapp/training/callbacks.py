@@ -204,6 +204,35 @@ def progress_verbosity(config: TrainConfig) -> int:
     return 1 if sys.stdout.isatty() else 2
 
 
+class EpochHeartbeat(keras.callbacks.Callback):
+    """Where Keras prints one line per epoch (logs, CI), a line every `every` seconds inside a long epoch
+    (steps done, rate, ETA), so a first epoch that decodes 25,000 photos is not minutes of silence."""
+
+    async_safe = True
+
+    def __init__(self, every: float = 10.0):
+        super().__init__()
+        self.every = every
+
+    def on_epoch_begin(self, epoch, logs=None):
+        import time
+        self.epoch, self.start = epoch, time.monotonic()
+        self.last = self.start
+
+    def on_train_batch_end(self, batch, logs=None):
+        import time
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        total = self.params.get("steps") if self.params else None
+        done = batch + 1
+        rate = done / max(now - self.start, 1e-9)
+        eta = f", ETA {int((total - done) / rate)}s" if total and rate > 0 else ""
+        logging.getLogger("cnnapp.progress").info(
+            "epoch %d: %s%s steps, %.1f steps/s%s", self.epoch + 1, done, f"/{total}" if total else "", rate, eta)
+
+
 class EpochTimer(keras.callbacks.Callback):
     """Wall seconds per epoch, for throughput in metrics.json and the benchmarks, and the seconds from the
     process's start to the end of its first training step (`first_step_seconds`: listing, checking, model

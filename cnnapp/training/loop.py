@@ -32,7 +32,7 @@ from cnnapp.config import TrainConfig
 from cnnapp.data import Splits
 from cnnapp.errors import CnnappError
 from cnnapp.training import keras_patch, runtime
-from cnnapp.training.callbacks import EpochTimer, build_callbacks, progress_verbosity
+from cnnapp.training.callbacks import EpochHeartbeat, EpochTimer, build_callbacks, progress_verbosity
 from cnnapp.training.cluster import average_across_workers, check_workers_agree
 from cnnapp.training.evaluation import (held_out_report, plot_confusion, plot_history, read_history_csv, run_metrics,
                                         write_json)
@@ -187,6 +187,8 @@ def _fit(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *, r
     timer = EpochTimer()
     callbacks = build_callbacks(config, run_dir, resuming=resuming, backup_dir=backup_dir,
                                 keep_backup=keep_backup) + [timer]
+    if progress_verbosity(config) == 2:   # one line an epoch: a line every 10 s inside long ones too
+        callbacks.append(EpochHeartbeat())
     start = time.perf_counter()
     if splits.reader is not None and splits.reader.skip_bad:
         # Files that fail to decode drop out, so the epoch's length is found by reading it to its end;
