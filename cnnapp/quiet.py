@@ -99,3 +99,65 @@ class _stderr_filtered:
             sys.stderr.write("".join(kept))
             sys.stderr.flush()
         return False
+
+
+# libjpeg's own lines (jerror.h), which TensorFlow's JPEG decoder lets it print straight to fd 2 for every
+# damaged file it reads ("Corrupt JPEG data: 2 extraneous bytes before marker 0xd9", "Premature end of
+# JPEG file", "Improper call to JPEG library in state 201"): cnnapp reports a file it cannot read by name,
+# and one it can (a tf.data epoch re-reads it) must not print a line per read.
+_LIBJPEG = re.compile(
+    r"^(Corrupt JPEG data: |Premature end of JPEG file$|Improper call to JPEG library in state \d+$|"
+    r"Unsupported color conversion request$|Invalid JPEG file structure: |Not a JPEG file: starts with |"
+    r"Bogus marker length$|Unsupported marker type 0x|Warning: unknown JFIF revision number |"
+    r"Invalid SOS parameters for sequential JPEG$|Inconsistent progression sequence |"
+    r"Huffman table 0x[0-9a-f]+ was not defined$|Corrupt JPEG data$|Bogus Huffman table definition$)")
+
+
+def is_libjpeg_line(line: str) -> bool:
+    """A warning or error line that libjpeg itself printed (it names no file; cnnapp's own message does)."""
+    return bool(_LIBJPEG.match(line.rstrip("\r\n")))
+
+
+def drop_libjpeg_lines() -> None:
+    """For the rest of the process, fd 2 is a pipe read by a thread that passes every line on to the real
+    stderr except libjpeg's (`is_libjpeg_line`). Python's own `sys.stderr` writes to the real stderr
+    directly, so tracebacks and logging never wait on the thread; only C/C++ writes pass through it, and
+    at exit what they left in the pipe is written out first. Idempotent; for the CLI process only.
+
+    >>> drop_libjpeg_lines()      # in the console script, before any image is decoded
+    """
+    global _real_stderr_fd
+    if _real_stderr_fd is not None:
+        return
+    import atexit
+    import io
+    import threading
+    sys.stderr.flush()
+    _real_stderr_fd = os.dup(2)
+    read_fd, write_fd = os.pipe()
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+    sys.stderr = io.TextIOWrapper(open(os.dup(_real_stderr_fd), "wb", buffering=0), encoding=sys.stderr.encoding,
+                                  errors="backslashreplace", line_buffering=True)
+    thread = threading.Thread(target=_pass_on, args=(read_fd, _real_stderr_fd), name="cnnapp-stderr", daemon=True)
+    thread.start()
+
+    def restore():
+        os.dup2(_real_stderr_fd, 2)       # closes the pipe's last writer (children that hold it aside)
+        thread.join(timeout=2.0)
+    atexit.register(restore)
+
+
+_real_stderr_fd: int | None = None
+
+
+def _pass_on(read_fd: int, out_fd: int) -> None:
+    with open(read_fd, "rb", buffering=0) as pipe:
+        pending = b""
+        while chunk := pipe.read(65536):
+            *lines, pending = (pending + chunk).split(b"\n")
+            kept = b"".join(line + b"\n" for line in lines if not is_libjpeg_line(line.decode("utf-8", "replace")))
+            if kept:
+                os.write(out_fd, kept)
+        if pending and not is_libjpeg_line(pending.decode("utf-8", "replace")):
+            os.write(out_fd, pending)

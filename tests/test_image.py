@@ -439,3 +439,102 @@ def test_keeping_the_last_epoch_trains_on_everything_but_the_same_held_out_test_
     np.testing.assert_array_equal(last.x_val, last.x_test)
     assert len(last.y_train) == len(normal.y_train) + len(normal.y_val)
     assert last.description["validation"].endswith("never chosen on (the run keeps its last epoch)")
+
+
+# ---------------------------------------------------------------------------- formats and channels
+
+def pillow_bytes(img: np.ndarray, fmt: str, mode: str | None = None) -> bytes:
+    import io
+    from PIL import Image
+    buf = io.BytesIO()
+    image = Image.fromarray(img)
+    (image.convert(mode) if mode else image).save(buf, format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt,mode", [("GIF", None), ("BMP", None), ("BMP", "L"), ("WEBP", None), ("WEBP", "RGBA"),
+                                      ("JPEG", "CMYK")])
+def test_a_grayscale_model_decodes_gif_bmp_webp_and_cmyk_jpeg(fmt, mode):
+    """decode_image(channels=1) refuses these formats; the decoder reads them in colour and takes
+    rgb_to_grayscale's luma (alpha dropped), which is Pillow's own 'L' conversion to within rounding."""
+    import tensorflow as tf
+    from PIL import Image
+    import io
+    from cnnapp.preprocessing.image import ImageDecoder
+    img = np.random.default_rng(0).integers(0, 256, (6, 5, 3), dtype=np.uint8)
+    data = pillow_bytes(img, fmt, mode)
+    out = ImageDecoder(height=6, width=5, channels=1)(tf.constant([data, data])).numpy()
+    assert out.shape == (2, 6, 5, 1)
+    expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB").convert("L"), np.float32)
+    tolerance = 40 if mode == "CMYK" else 1     # Pillow's and TensorFlow's CMYK -> RGB differ a little
+    np.testing.assert_allclose(out[0, :, :, 0], expected, rtol=0, atol=tolerance)
+    if mode != "CMYK":
+        assert np.abs(out[0, :, :, 0] - expected).mean() < 0.6
+
+
+def test_png_and_jpeg_decode_bit_for_bit_as_decode_image():
+    """Models and caches trained before keep identical pixels: PNG and JPEG (gray, RGB, RGBA sources) still
+    go through tf.io.decode_image at the model's channel count."""
+    import tensorflow as tf
+    from cnnapp.preprocessing.image import ImageDecoder
+    img = np.random.default_rng(1).integers(0, 256, (7, 9, 4), dtype=np.uint8)
+    files = [tf.io.encode_png(img).numpy(), tf.io.encode_png(img[:, :, :3]).numpy(),
+             tf.io.encode_png(img[:, :, :1]).numpy(), tf.io.encode_png(img[:, :, :2]).numpy(),
+             tf.io.encode_jpeg(img[:, :, :3]).numpy(), tf.io.encode_jpeg(img[:, :, :1]).numpy()]
+    for channels in (1, 3):
+        decoded = ImageDecoder(height=7, width=9, channels=channels)(tf.constant(files)).numpy()
+        for data, pixels in zip(files, decoded):
+            expected = tf.io.decode_image(data, channels=channels, expand_animations=False).numpy()
+            np.testing.assert_array_equal(pixels, expected.astype(np.float32))
+
+
+def test_a_grayscale_model_trains_on_gif_bmp_and_webp_files(tmp_path):
+    data = tmp_path / "d"
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(("dark", "light")):
+        (data / name).mkdir(parents=True)
+        for i, fmt in enumerate(("GIF", "BMP", "WEBP") * 2):
+            img = rng.integers(0, 60, (10, 12, 3)).astype(np.uint8) + 150 * c
+            (data / name / f"{name}{i}.{fmt.lower()}").write_bytes(pillow_bytes(img, fmt))
+    result = run_cli(["train-image", *TINY, "--data", data, "--image-size", "8", "--channels", "1",
+                      "--run-dir", tmp_path / "runs", "--export-base", tmp_path / "models"])
+    version = next((tmp_path / "models").glob("*/1"))
+    predicted = run_cli(["predict", version, *sorted((data / "light").iterdir())[:3]])
+    assert predicted.output.count("\n") == 3 and "error" not in predicted.output, result.output + predicted.output
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_cmyk_jpeg_is_decoded_by_predict_and_served(model_base, tmp_path):
+    """TensorFlow's JPEG decoder converts CMYK to RGB itself; only its grayscale output failed
+    ('jpeg::Uncompress failed'), so a 1-channel model (tiny_image) now answers for such a file."""
+    import base64
+    from starlette.testclient import TestClient
+    from cnnapp.serving import ServerConfig, create_app, discover_models
+    cmyk = tmp_path / "cmyk.jpg"
+    cmyk.write_bytes(pillow_bytes(np.full((8, 8, 3), 90, np.uint8), "JPEG", "CMYK"))
+    result = run_cli(["predict", model_base / "tiny_image", cmyk])
+    assert result.output.startswith(f"{cmyk}: ") and result.output.count("\n") == 1, result.output
+    client = TestClient(create_app(ServerConfig(models=discover_models(model_base))).app, base_url="http://localhost")
+    response = client.post("/v1/models/tiny_image:predict",
+                           json={"instances": [{"b64": base64.b64encode(cmyk.read_bytes()).decode()}]})
+    assert response.status_code == 200 and len(response.json()["predictions"]) == 1, response.json()
+
+
+def test_libjpeg_warnings_never_reach_stderr(model_base, tmp_path):
+    """libjpeg prints 'Corrupt JPEG data: ...' to fd 2 from inside TensorFlow's decoder; the CLI drops
+    those lines (cnnapp.quiet.drop_libjpeg_lines) and keeps its own message naming the file."""
+    import tensorflow as tf
+    good = tf.io.encode_jpeg(np.random.default_rng(0).integers(0, 256, (8, 8, 1), dtype=np.uint8)).numpy()
+    end = good.rfind(b"\xff\xd9")
+    (tmp_path / "padded.jpg").write_bytes(good[:end] + b"\0\0\0" + good[end:])   # decodes, with a warning
+    (tmp_path / "truncated.jpg").write_bytes(good[:200])                          # does not decode
+    result = subprocess.run([sys.executable, "-m", "cnnapp", "predict", str(model_base / "tiny_image"),
+                             str(tmp_path / "padded.jpg"), str(tmp_path / "truncated.jpg")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and result.stdout.startswith(f"{tmp_path / 'padded.jpg'}: "), result.stderr
+    assert result.stderr.splitlines() == [f"{tmp_path / 'truncated.jpg'}: error: cannot decode input "
+                                          f"(Invalid JPEG data, size 200)"], result.stderr
+    raw = subprocess.run([sys.executable, "-c", "import tensorflow as tf, sys; "
+                          "tf.io.decode_jpeg(open(sys.argv[1], 'rb').read())", str(tmp_path / "padded.jpg")],
+                         capture_output=True, text=True, timeout=120)
+    assert "Corrupt JPEG data" in raw.stderr     # the line the filter exists for

@@ -17,7 +17,7 @@ import click
 
 from cnnapp import __version__
 from cnnapp.cli import inspect, launch, predict, serve, sweep, train
-from cnnapp.quiet import hide_tensorflow_startup_log
+from cnnapp.quiet import drop_libjpeg_lines, hide_tensorflow_startup_log
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -38,7 +38,16 @@ def cli(verbose: bool):
 
 
 def main():
+    if not {"-v", "--verbose"} & set(_group_options(sys.argv[1:])):
+        # libjpeg prints its warnings ("Corrupt JPEG data: ...") to fd 2 from inside TensorFlow's decoder,
+        # past any log level; cnnapp names the files it cannot read itself (cnnapp.quiet).
+        drop_libjpeg_lines()
     cli(prog_name="cnnapp")
+
+
+def _group_options(args):
+    """The arguments before the command name (`cnnapp -v predict ...`: ['-v'])."""
+    return args[:next((i for i, a in enumerate(args) if not a.startswith("-")), len(args))]
 
 
 for command in (train.train_image, train.train_text, predict.predict, inspect.inspect, inspect.summary,

@@ -19,8 +19,9 @@ class ImageDecoder(keras.layers.Layer):
     >>> decoder = ImageDecoder(height=28, width=28, channels=1)
     >>> decoder(tf.constant([png_bytes]))      # -> [1, 28, 28, 1]
 
-    Grayscale files are expanded to RGB and RGB files reduced to grayscale as `channels` asks;
-    animated GIFs use their first frame; any size is resized (bilinear, no aspect-ratio crop).
+    Grayscale files are expanded to RGB and RGB files reduced to grayscale as `channels` asks (GIF, BMP,
+    WebP and CMYK JPEG through `tf.image.rgb_to_grayscale`, alpha dropped; PNG and other JPEGs by their
+    own decoders); animated GIFs use their first frame; any size is resized (bilinear, no aspect-ratio crop).
     """
 
     def __init__(self, *, height: int, width: int, channels: int, **kwargs):
@@ -29,7 +30,11 @@ class ImageDecoder(keras.layers.Layer):
         self.height, self.width, self.channels = int(height), int(width), int(channels)
 
     def decode_one(self, image_bytes):
-        image = tf.io.decode_image(image_bytes, channels=self.channels, expand_animations=False)
+        if self.channels == 1:
+            image = tf.cond(_needs_rgb_decode(image_bytes), lambda: _decode_to_gray(image_bytes),
+                            lambda: tf.io.decode_image(image_bytes, channels=1, expand_animations=False))
+        else:
+            image = tf.io.decode_image(image_bytes, channels=self.channels, expand_animations=False)
         image.set_shape([None, None, self.channels])
         shape = tf.shape(image)
         # An image already at the target size skips the resize, which is then the identity (checked:
@@ -57,6 +62,29 @@ class ImageDecoder(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "height": self.height, "width": self.width,
                 "channels": self.channels}
+
+
+def _needs_rgb_decode(image_bytes):
+    """True for the files `decode_image(channels=1)` refuses: GIF, BMP and WebP (their decoders give 3 or 4
+    channels only) and 4-component (CMYK/YCCK) JPEGs (libjpeg cannot convert those to grayscale). PNG and
+    other JPEGs keep their native grayscale decode, so their pixels are bit-for-bit those of before."""
+    head = tf.strings.substr(image_bytes, 0, 12)
+    two, four = tf.strings.substr(head, 0, 2), tf.strings.substr(head, 0, 4)
+    native_rgb = tf.reduce_any([four == b"GIF8", two == b"BM",
+                                tf.logical_and(four == b"RIFF", tf.strings.substr(head, 8, 4) == b"WEBP")])
+    is_jpeg = tf.strings.substr(head, 0, 3) == b"\xff\xd8\xff"
+    return tf.logical_or(native_rgb, tf.logical_and(is_jpeg, tf.cond(
+        is_jpeg, lambda: tf.image.extract_jpeg_shape(image_bytes)[2] == 4, lambda: tf.constant(False))))
+
+
+def _decode_to_gray(image_bytes):
+    """Decode natively (a GIF's first frame; CMYK JPEGs come out RGB), drop alpha, then one channel by
+    `tf.image.rgb_to_grayscale`'s weights, rounded back to uint8 like every other decode."""
+    image = tf.io.decode_image(image_bytes, channels=0, expand_animations=False)
+    image = tf.cast(image[:, :, :3], tf.float32)   # drop alpha; a grayscale BMP stays [H, W, 1]
+    gray = tf.cond(tf.shape(image)[2] == 1, lambda: image,
+                   lambda: tf.image.rgb_to_grayscale(tf.reshape(image, tf.concat([tf.shape(image)[:2], [3]], 0))))
+    return tf.cast(tf.round(tf.clip_by_value(gray, 0.0, 255.0)), tf.uint8)
 
 
 def _pad_and_crop(size):
