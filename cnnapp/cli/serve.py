@@ -1,23 +1,95 @@
 """The `cnnapp serve` click command: parse tensorflow_model_server's options, call serving.server.run_server.
 
 Options are spelled as tensorflow_model_server spells them (`--rest_api_port`, `--model_base_path`);
-the hyphenated spellings are aliases. `--port` is the gRPC port, as there.
+the hyphenated spellings are aliases. `--port` is the gRPC port, as there. Every flag
+tensorflow_model_server defines (model_servers/main.cc) is accepted, so its launch scripts run
+unchanged: most are implemented; those that change nothing for a CPU server (thread counts, gRPC
+channel arguments, file-system caches, GPU/TPU/TFLite/XLA options) log one warning when given; the
+three whose absence would not be harmless (TLS, ALTS, a Unix socket) are refused at start.
 """
 
 from __future__ import annotations
+
+import logging
 
 import click
 
 from cnnapp.cli.errors import library_errors
 from cnnapp.cli.options import FiniteFloatRange
 
+log = logging.getLogger(__name__)
+TF_SERVING_API = "tensorflow-serving-api"      # the distribution whose API cnnapp serve follows
+
+# tensorflow_model_server's flags that change nothing for a CPU server: accepted, one warning when given.
+NO_EFFECT = {
+    "allow_version_labels_for_unavailable_models": click.BOOL,
+    "enable_per_model_batching_parameters": click.BOOL,
+    "model_config_file_poll_wait_seconds": click.IntRange(min=0),
+    "num_load_threads": click.IntRange(min=0),
+    "num_unload_threads": click.IntRange(min=0),
+    "flush_filesystem_caches": click.BOOL,
+    "tensorflow_session_parallelism": click.IntRange(min=0),
+    "tensorflow_session_config_file": click.STRING,
+    "platform_config_file": click.STRING,
+    "per_process_gpu_memory_fraction": click.FloatRange(0, 1),
+    "grpc_channel_arguments": click.STRING,
+    "grpc_max_threads": click.IntRange(min=0),
+    "remove_unused_fields_from_bundle_metagraph": click.BOOL,
+    "prefer_tflite_model": click.BOOL,
+    "num_tflite_pools": click.IntRange(min=0),
+    "num_tflite_interpreters_per_pool": click.IntRange(min=0),
+    "enable_signature_method_name_check": click.BOOL,
+    "xla_cpu_compilation_enabled": click.BOOL,
+    "xla_gpu_compilation_enabled": click.BOOL,
+    "enable_profiler": click.BOOL,
+    "thread_pool_factory_config_file": click.STRING,
+    "mixed_precision": click.STRING,
+    "skip_initialize_tpu": click.BOOL,
+    "enable_grpc_healthcheck_service": click.BOOL,
+}
+# Ignoring these would not be harmless (a client expecting TLS or a socket file): parsed, refused at start.
+UNSUPPORTED = {
+    "grpc_socket_path": (click.STRING, "gRPC listens on --port only"),
+    "ssl_config_file": (click.STRING, "no TLS: put a TLS-terminating proxy in front"),
+    "use_alts_credentials": (click.BOOL, "no ALTS credentials"),
+}
+
 
 def _opt(name: str, *args, **kwargs):
     """`--some_flag` with `--some-flag` as an alias, stored as `some_flag`."""
-    return click.option(f"--{name}", f"--{name.replace('_', '-')}", name, *args, **kwargs)
+    return click.option(*dict.fromkeys((f"--{name}", f"--{name.replace('_', '-')}")), name, *args, **kwargs)
+
+
+def _compat_options(command):
+    for name, kind in reversed(NO_EFFECT.items()):
+        command = _opt(name, type=kind, default=None, is_flag=False,
+                       **({"flag_value": True} if kind is click.BOOL else {}),
+                       help="Accepted for compatibility with tensorflow_model_server; no effect here.")(command)
+    for name, (kind, why) in reversed(UNSUPPORTED.items()):
+        command = _opt(name, type=kind, default=None, is_flag=False,
+                       **({"flag_value": True} if kind is click.BOOL else {}),
+                       help=f"tensorflow_model_server's; refused here ({why}).")(command)
+    return command
+
+
+def _print_version(ctx, param, value):
+    if not value or ctx.resilient_parsing:
+        return
+    from importlib import metadata
+
+    from cnnapp import __version__
+    try:
+        api = metadata.version(TF_SERVING_API)
+    except metadata.PackageNotFoundError:
+        api = "2.21.0 (tensorflow-serving-api not installed)"
+    click.echo(f"cnnapp serve {__version__}\nTensorFlow ModelServer API: {api}")
+    ctx.exit(0)
 
 
 @click.command("serve")
+@_opt("version", type=click.BOOL, is_flag=False, flag_value=True, default=False, is_eager=True,
+      expose_value=False, callback=_print_version,
+      help="Print cnnapp's version and the TF Serving API version it follows, and exit.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8500, show_default=True,
               help="gRPC port (PredictionService, ModelService), as in tensorflow_model_server; 0: off.")
 @_opt("rest_api_port", type=click.IntRange(0, 65535), default=8501, show_default=True, help="REST port; 0: off.")
@@ -60,13 +132,30 @@ def _opt(name: str, *args, **kwargs):
       help="Threads one TensorFlow op may use (0: one per core).")
 @_opt("tensorflow_inter_op_parallelism", type=click.IntRange(min=0), default=0, show_default=True,
       help="TensorFlow ops run at once (0: one per core).")
+@_opt("rest_api_num_threads", type=click.IntRange(min=0), default=0, show_default=True,
+      help="REST worker threads (decoding and running large requests); 0: 16.")
+@_opt("rest_api_enable_cors_support", type=click.BOOL, is_flag=False, flag_value=True, default=False,
+      help="Add TF Serving's CORS headers to every REST answer and answer OPTIONS preflights.")
+@_opt("saved_model_tags", default="serve", show_default=True, metavar="TAG,...",
+      help="The SavedModel MetaGraph loaded: its tag set, comma-separated.")
+@_opt("enable_model_warmup", type=click.BOOL, is_flag=False, flag_value=True, default=True, show_default=True,
+      help="Before a version is AVAILABLE, replay its assets.extra/tf_serving_warmup_requests (or, without "
+           "that file, one request per signature).")
+@_opt("num_request_iterations_for_warmup", type=click.IntRange(min=0), default=0, show_default=True,
+      help="Times each warm-up request is run (0: once).")
+@_opt("monitoring_config_file", type=click.Path(dir_okay=False), default=None,
+      help="TF Serving's MonitoringConfig text file: prometheus_config { enable: true path: "
+           "\"/monitoring/prometheus/metrics\" } serves metrics on that path of the REST port (off without it).")
+@_compat_options
 @library_errors
 def serve(port, rest_api_port, host, model_base_path, model_name, model_config_file, enable_batching,
           batching_parameters_file, max_batch_size, batch_timeout_micros, num_batch_threads, max_enqueued_batches,
           max_instances_per_request, rest_api_timeout_in_ms, max_body, enable_serialization_as_tensor_content,
           file_system_poll_wait_seconds,
           max_num_load_retries, load_retry_interval_micros, tensorflow_intra_op_parallelism,
-          tensorflow_inter_op_parallelism, allowed_hosts, rest_api_read_timeout_in_ms):
+          tensorflow_inter_op_parallelism, allowed_hosts, rest_api_read_timeout_in_ms, rest_api_num_threads,
+          rest_api_enable_cors_support, saved_model_tags, enable_model_warmup, num_request_iterations_for_warmup,
+          monitoring_config_file, **compat):
     """Serve exported models with TensorFlow Serving's gRPC (8500) and REST (8501) APIs.
 
     \b
@@ -75,7 +164,18 @@ def serve(port, rest_api_port, host, model_base_path, model_name, model_config_f
     """
     import logging
 
+    from cnnapp.errors import CnnappError
     from cnnapp.serving.server import run_server
+    for name, (_, why) in UNSUPPORTED.items():
+        if compat[name]:
+            raise CnnappError(f"--{name}: not supported by cnnapp serve ({why}). Received: --{name}={compat[name]}")
+    for name in NO_EFFECT:
+        if compat[name] is not None:
+            log.warning("--%s is accepted for compatibility with tensorflow_model_server and has no effect in "
+                        "cnnapp serve", name)
+    tags = tuple(t.strip() for t in saved_model_tags.split(",") if t.strip())
+    if not tags:
+        raise CnnappError(f"--saved_model_tags: needs at least one tag (e.g. serve). Received: {saved_model_tags!r}")
     verbose = logging.getLogger().isEnabledFor(logging.DEBUG)
     run_server(host=host, port=port, rest_api_port=rest_api_port, log_level="debug" if verbose else "info",
                model_base_path=model_base_path, model_name=model_name, model_config_file=model_config_file,
@@ -89,4 +189,8 @@ def serve(port, rest_api_port, host, model_base_path, model_name, model_config_f
                max_num_load_retries=max_num_load_retries, load_retry_interval_micros=load_retry_interval_micros,
                tensorflow_intra_op_parallelism=tensorflow_intra_op_parallelism,
                tensorflow_inter_op_parallelism=tensorflow_inter_op_parallelism,
-               allowed_hosts=tuple(allowed_hosts.split(",")), read_timeout_s=rest_api_read_timeout_in_ms / 1000)
+               allowed_hosts=tuple(allowed_hosts.split(",")), read_timeout_s=rest_api_read_timeout_in_ms / 1000,
+               rest_api_num_threads=rest_api_num_threads or 16, enable_cors_support=rest_api_enable_cors_support,
+               saved_model_tags=tags, enable_model_warmup=enable_model_warmup,
+               num_request_iterations_for_warmup=num_request_iterations_for_warmup,
+               monitoring_config_file=monitoring_config_file)

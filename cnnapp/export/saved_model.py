@@ -12,7 +12,9 @@ the model takes after preprocessing (`pixels`, `token_ids`). An endpoint may ins
 `Explainer` (cnnapp.export.explain) with its own inputs and named outputs: the `explain`
 signature. `assets.extra/cnnapp.json` (ignored by TF Serving) records the kind, class names, run
 facts, the layer table `cnnapp summary` prints (`layers`) and what the explain outputs are (`explain`),
-so a server reads them without Keras.
+so a server reads them without Keras. `assets.extra/tf_serving_warmup_requests` holds one real
+request per signature in TF Serving's warm-up format (TFRecords of PredictionLog), which TF Serving
+and `cnnapp serve` replay before a version is AVAILABLE.
 """
 
 from __future__ import annotations
@@ -53,6 +55,65 @@ def layer_table(model: keras.Model) -> list[dict]:
             for row in summary_rows(model)]
 
 
+WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+WARMUP_SENTENCE = "a short sentence to warm up the model"
+
+
+def _warmup_value(spec, metadata: dict):
+    """One example for a signature input (TensorInfo proto), as a numpy array with the batch
+    dimension; None when no generic example exists (a free non-batch dimension)."""
+    import numpy as np
+    dims = [d.size for d in spec.tensor_shape.dim]
+    dtype = tf.as_dtype(spec.dtype)
+    if dtype == tf.string:
+        if metadata.get("kind") == "image":
+            height, width = metadata.get("image_size") or (8, 8)
+            pixels = tf.fill([height, width, metadata.get("channels", 1)], tf.constant(128, tf.uint8))
+            value = tf.io.encode_png(pixels).numpy()
+        else:
+            value = WARMUP_SENTENCE.encode()
+        return np.full([1] + [max(d, 1) for d in dims[1:]], value, dtype=object)
+    if spec.tensor_shape.unknown_rank:
+        return None
+    if metadata.get("kind") == "image" and len(dims) == 4:    # pixels [N, H, W, C] of free H, W: the model's size
+        height, width = metadata.get("image_size") or (8, 8)
+        dims = [1, height, width, dims[3] if dims[3] > 0 else metadata.get("channels", 1)]
+    if any(d < 0 for d in dims[1:]):
+        return None
+    return np.zeros([1, *dims[1:]] if dims else [], dtype=dtype.as_numpy_dtype)
+
+
+def write_warmup_requests(export_dir: Path, *, name: str, metadata: dict) -> int:
+    """Write TF Serving's `assets.extra/tf_serving_warmup_requests` for the SavedModel in
+    `export_dir`: one PredictRequest per signature, built from the signature's own inputs (an
+    encoded image for `image_bytes`, a sentence for `sentences`, zeros for tensors). Returns the
+    number of requests written (signatures with a free non-batch dimension are left out)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+    saved_model = saved_model_pb2.SavedModel.FromString((export_dir / "saved_model.pb").read_bytes())
+    graph = next(g for g in saved_model.meta_graphs if "serve" in g.meta_info_def.tags)
+    records = []
+    for sig_name, sig in sorted(graph.signature_def.items()):
+        if sig_name.startswith("__"):
+            continue        # __saved_model_init_op is no signature a client calls
+        values = {n: _warmup_value(spec, metadata) for n, spec in sig.inputs.items()}
+        if any(v is None for v in values.values()):
+            log.debug("no warm-up request for signature %s (a free non-batch dimension)", sig_name)
+            continue
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name, request.model_spec.signature_name = name, sig_name
+        for n, v in values.items():
+            request.inputs[n].CopyFrom(tf.make_tensor_proto(v))
+        records.append(prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=request)).SerializeToString())
+    path = export_dir / WARMUP_FILE
+    path.parent.mkdir(exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in records:
+            writer.write(record)
+    return len(records)
+
+
 def write_version(archive: keras.export.ExportArchive, *, export_base, name: str, version: int | None,
                   metadata: dict) -> Path:
     """Write `archive` as the next (or given) version of `name`, atomically; return its folder."""
@@ -71,6 +132,7 @@ def write_version(archive: keras.export.ExportArchive, *, export_base, name: str
         logging.getLogger("tensorflow").setLevel(logging.WARNING)   # not "Assets written to: .tmp-..."
         archive.write_out(str(tmp), verbose=False)
         layout.write_metadata(tmp, {**metadata, "version": version})
+        write_warmup_requests(tmp, name=name, metadata=metadata)
         sync_tree(tmp)   # on disk before it is renamed into place: never a version with empty files
         os.chmod(tmp, 0o755)
         os.rename(tmp, final)   # atomic on one filesystem; fails rather than replacing a version

@@ -6,7 +6,9 @@ Routes (tensorflow/serving g3doc/api/api_rest.md), each also under /versions/{v}
     POST /v1/models/{name}:predict       {"instances": [...]} or {"inputs": ...}
     POST /v1/models/{name}:classify      {"examples": [{feature: value}]}
     GET  /v1/models                      the served models and their versions (cnnapp's extension)
-    GET  /monitoring/prometheus/metrics  Prometheus text
+    GET  /monitoring/prometheus/metrics  Prometheus text (ServerConfig.prometheus_path; None: off)
+With `enable_cors_support` (--rest_api_enable_cors_support) every answer carries TF Serving's CORS
+headers and an OPTIONS preflight is answered 200 when it has an http(s) Origin, else 400.
 Every error is `{"error": "<message>"}` with a 4xx/5xx status, as TF Serving answers it: a path
 under /v1/ that is none of the above (`/versions/abc`, `:foo`, GET `:predict`) is 400
 `Malformed request: <METHOD> <path>`, a request past `--rest_api_timeout_in_ms` is 504.
@@ -63,6 +65,10 @@ HEAVY_CONCURRENCY = 2
 _APIS = {"predict": "Predict", "classify": "Classify", "regress": "Regress"}
 _JSON_HEADERS = [(b"content-type", b"application/json"), (b"x-content-type-options", b"nosniff")]
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
+# TF Serving's (model_servers/http_rest_api_util.cc AddCORSHeaders), with --rest_api_enable_cors_support.
+_CORS_HEADERS = [(b"access-control-allow-origin", b"*"), (b"access-control-allow-methods", b"POST, GET"),
+                 (b"access-control-allow-headers", b"Content-Type")]
+_HTTP_ORIGIN = re.compile(r"https?://")
 
 
 def _dumps(body: dict) -> bytes:
@@ -97,6 +103,14 @@ def encode_reply(outputs: dict, form: str) -> bytes:
     return _dumps(encode_classify(outputs) if form == "classify" else encode_predict(outputs, form))
 
 
+def _with_cors(send):
+    async def send_cors(message):
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message["headers"], *_CORS_HEADERS]}
+        await send(message)
+    return send_cors
+
+
 class ServingApp:
     """Holds the model manager and metrics; `.app` is the ASGI app to mount or run."""
 
@@ -106,8 +120,8 @@ class ServingApp:
         self.manager = ModelManager(config, metrics=self.metrics)
         # Own pool (not anyio's): a timed-out request stops waiting at once; its thread stops at the
         # next chunk boundary.
-        self.executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="rest")
-        self.guard = RequestGuard(config.allowed_hosts)
+        self.executor = ThreadPoolExecutor(max_workers=config.rest_api_num_threads, thread_name_prefix="rest")
+        self.guard = RequestGuard(config.allowed_hosts, allow_cross_origin=config.enable_cors_support)
         self._heavy: dict[int, asyncio.Semaphore] = {}      # per event loop (tests run several)
         if load:
             self.manager.poll()
@@ -127,7 +141,7 @@ class ServingApp:
         self.starlette = Starlette(routes=[
             Route("/v1/models", self.list_models, methods=["GET"]),
             Route("/v1/models/", self.list_models, methods=["GET"]),
-            Route("/monitoring/prometheus/metrics", self.prometheus, methods=["GET"]),
+            *([Route(config.prometheus_path, self.prometheus, methods=["GET"])] if config.prometheus_path else []),
             *page_routes(self),  # the page, its files and /cnnapp/models (serving/page.py)
         ], lifespan=lifespan, exception_handlers={404: self.not_found, 405: self.not_allowed})
         self.starlette.router.redirect_slashes = False
@@ -141,6 +155,14 @@ class ServingApp:
         if scope["type"] != "http":
             await self.starlette(scope, receive, send)      # lifespan
             return
+        if self.config.enable_cors_support:
+            send = _with_cors(send)
+            if scope["method"] == "OPTIONS":       # a CORS preflight, answered as TF Serving does
+                origin = dict(scope["headers"]).get(b"origin", b"").decode("latin-1")
+                ok = _HTTP_ORIGIN.search(origin) is not None
+                await self._send_json(send, 200 if ok else 400, b"" if ok else _dumps(
+                    {"error": "Origin header is missing in CORS preflight"}), "OPTIONS")
+                return
         path, method = scope.get("path", ""), scope["method"]
         refused = self.guard.refusal(method, scope["headers"])
         if refused is not None:

@@ -101,10 +101,22 @@ class ServerConfig:
     # 4096*4096 (16.8 MP) is above a 12 MP phone photo and 4K video; the models resize to their own
     # input size (28x28 .. 224x224), so a larger image buys nothing but memory and time.
     max_free_values_per_example: int = 4096 * 4096
+    # TF Serving's --saved_model_tags (the MetaGraph loaded), --enable_model_warmup (replay
+    # assets.extra/tf_serving_warmup_requests, or one synthetic request a signature, before a version
+    # is AVAILABLE) and --num_request_iterations_for_warmup (0: once), --rest_api_num_threads (the
+    # REST worker pool), --rest_api_enable_cors_support, and the Prometheus path of
+    # --monitoring_config_file (None: no metrics route; the library keeps TF Serving's path on, the
+    # CLI turns it off unless the file enables it, as tensorflow_model_server does).
+    saved_model_tags: tuple[str, ...] = ("serve",)
+    enable_model_warmup: bool = True
+    num_request_iterations_for_warmup: int = 0
+    rest_api_num_threads: int = 16
+    enable_cors_support: bool = False
+    prometheus_path: str | None = "/monitoring/prometheus/metrics"
 
     def __post_init__(self):
         for name in ("max_instances_per_request", "chunk_examples", "max_body_bytes",
-                     "max_free_values_per_example"):
+                     "max_free_values_per_example", "rest_api_num_threads"):
             if getattr(self, name) < 1:
                 raise CnnappError(f"--{name}: must be at least 1. Received: {getattr(self, name)}")
 
@@ -187,6 +199,38 @@ def load_batching_parameters_file(path: str | Path) -> BatchingParameters:
             raise CnnappError(f"--batching_parameters_file: {key} needs an integer. Received: {value!r}")
         values[key] = value
     return BatchingParameters(**values)
+
+
+DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+
+
+def load_monitoring_config_file(path: str | Path) -> str | None:
+    """TF Serving's --monitoring_config_file (a MonitoringConfig in text format) -> the path Prometheus
+    metrics are served on, or None (off)::
+
+        prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }
+    """
+    path = Path(path)
+    try:
+        msg = parse_text_proto(path.read_text(), "--monitoring_config_file")
+    except OSError as e:
+        raise CnnappError(f"--monitoring_config_file: cannot read ({e.strerror}). Received: {path}") from None
+    unknown = set(msg) - {"prometheus_config"}
+    if unknown:
+        raise CnnappError(f"--monitoring_config_file: unknown field {sorted(unknown)[0]!r} (known: "
+                          f"['prometheus_config']). Received: {path}")
+    prometheus = _one(msg, "prometheus_config", {})
+    if not isinstance(prometheus, dict) or set(prometheus) - {"enable", "path"}:
+        raise CnnappError(f"--monitoring_config_file: prometheus_config takes enable and path. "
+                          f"Received: {prometheus!r}")
+    enable, route = _one(prometheus, "enable", False), _one(prometheus, "path", "") or DEFAULT_PROMETHEUS_PATH
+    if not isinstance(enable, bool):
+        raise CnnappError(f"--monitoring_config_file: prometheus_config.enable needs true or false. "
+                          f"Received: {enable!r}")
+    if not isinstance(route, str) or not route.startswith("/") or route.startswith("/v1/"):
+        raise CnnappError(f"--monitoring_config_file: prometheus_config.path must start with '/' and not "
+                          f"with /v1/. Received: {route!r}")
+    return route if enable else None
 
 
 # ---------------------------------------------------------------------------- protobuf text format

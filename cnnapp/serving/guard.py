@@ -64,7 +64,10 @@ def allowed_hosts_for(bound_host: str, extra: tuple[str, ...] | list[str] = ()) 
 class RequestGuard:
     """`refusal(method, headers)` -> None, or (status, message) for a request not to answer."""
 
-    def __init__(self, allowed_hosts: tuple[str, ...] | list[str]):
+    def __init__(self, allowed_hosts: tuple[str, ...] | list[str], *, allow_cross_origin: bool = False):
+        # allow_cross_origin: --rest_api_enable_cors_support asks for browsers on other origins to call
+        # the API, so their POSTs are not refused (the Host check still holds).
+        self.allow_cross_origin = allow_cross_origin
         names = {host_name(h) for h in allowed_hosts}
         self.any_host = ANY_HOST in names
         self.names = names - {ANY_HOST}
@@ -84,7 +87,7 @@ class RequestGuard:
                          f"add the name with --allowed_hosts")
         if method in ("GET", "HEAD"):
             return None
-        if origin is not None and not self._same_or_allowed(origin, host):
+        if origin is not None and not self.allow_cross_origin and not self._same_or_allowed(origin, host):
             return 403, (f"cross-origin {method} refused: Origin {origin[:100]!r} is neither this server "
                          f"(Host {str(host)[:100]!r}) nor an allowed host ({self.shown}; --allowed_hosts)")
         if content_type is not None:

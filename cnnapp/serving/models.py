@@ -38,9 +38,14 @@ class DeadlineExceeded(ServingError):
     status = 504        # TF Serving's REST answer to DEADLINE_EXCEEDED (http_server.cc: GATEWAY_TO)
 
 
-def read_signature_defs(path: Path) -> dict:
-    """{name: tensorflow.SignatureDef proto} of the `serve` MetaGraph, read from the SavedModel file
-    itself, so the metadata endpoint says exactly what `saved_model_cli show` says."""
+WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"   # TF Serving's name and place
+MAX_WARMUP_RECORDS = 1000                                            # TF Serving's kMaxNumRecords
+
+
+def read_signature_defs(path: Path, tags: tuple[str, ...] = ("serve",)) -> dict:
+    """{name: tensorflow.SignatureDef proto} of the MetaGraph tagged exactly `tags` (TF Serving's
+    --saved_model_tags), read from the SavedModel file itself, so the metadata endpoint says exactly
+    what `saved_model_cli show` says."""
     from tensorflow.core.protobuf import saved_model_pb2
     saved_model = saved_model_pb2.SavedModel()
     pb = path / "saved_model.pb"
@@ -49,9 +54,11 @@ def read_signature_defs(path: Path) -> dict:
     else:
         from google.protobuf import text_format
         text_format.Parse((path / "saved_model.pbtxt").read_text(), saved_model)
-    graphs = [g for g in saved_model.meta_graphs if "serve" in g.meta_info_def.tags] or list(saved_model.meta_graphs)
+    graphs = [g for g in saved_model.meta_graphs if set(g.meta_info_def.tags) == set(tags)]
     if not graphs:
-        raise ValueError("the SavedModel has no MetaGraph")
+        found = [",".join(sorted(g.meta_info_def.tags)) for g in saved_model.meta_graphs]
+        raise ValueError(f"the SavedModel has no MetaGraph tagged {','.join(sorted(tags))} "
+                         f"(--saved_model_tags); it has {found}")
     return dict(graphs[0].signature_def)
 
 
@@ -59,11 +66,12 @@ class Servable:
     """One loaded version: its signatures (as InputSpecs) and, with batching on, its Batcher."""
 
     def __init__(self, name: str, version: int, path: Path, batching=None, metrics=None, *,
-                 chunk_examples: int = 256):
+                 chunk_examples: int = 256, tags: tuple[str, ...] = ("serve",)):
         import tensorflow as tf
         self.name, self.version, self.path = name, version, path
-        self.signature_defs = read_signature_defs(path)
-        self.loaded = tf.saved_model.load(str(path))
+        self.metrics = metrics
+        self.signature_defs = read_signature_defs(path, tags)
+        self.loaded = tf.saved_model.load(str(path), tags=list(tags))
         self.signatures = dict(self.loaded.signatures)
         if not self.signatures:
             raise ValueError("the SavedModel has no signatures")
@@ -134,16 +142,61 @@ class Servable:
                                f"{sorted(self.signatures)}")
         return name, self.inputs[name]
 
-    def warm_up(self) -> None:
-        """Call every signature once before serving, so the first request does not pay for it."""
+    def warm_up(self, iterations: int = 1) -> int:
+        """Run warm-up requests before serving, so the first request does not pay for tracing and
+        lazy initialisation: the export's `assets.extra/tf_serving_warmup_requests` (TF Serving's
+        format: TFRecords of PredictionLog; each replayed `iterations` times), or, for an export
+        without that file, one synthetic request per signature. Returns the requests run."""
+        if (self.path / WARMUP_FILE).is_file():
+            return self._replay_warmup_file(max(1, iterations))
+        count = 0
         for sig, specs in self.inputs.items():
             example = self._warmup_inputs(sig, specs)
             if example is None:
                 continue
             try:
                 self.call(sig, example)
+                count += 1
             except ServingError as e:
                 log.debug("warm-up of %s/%s %s skipped: %s", self.name, self.version, sig, e)
+        self._count_warmup(count)
+        return count
+
+    def _count_warmup(self, count: int) -> None:
+        if self.metrics is not None and count:
+            self.metrics.inc(":cnnapp:serving:model_warmup_request_count",
+                             "Warm-up requests run before a version became AVAILABLE.", count,
+                             model_name=self.name, model_version=str(self.version))
+
+    def _replay_warmup_file(self, iterations: int) -> int:
+        """TF Serving's saved_model_warmup: PredictLog requests are run on their signature; a
+        record of another kind (classify, regress, multi_inference) is skipped with a log line."""
+        import tensorflow as tf
+        from tensorflow_serving.apis import prediction_log_pb2
+        path = self.path / WARMUP_FILE
+        count = skipped = 0
+        for i, record in enumerate(tf.data.TFRecordDataset(str(path)).as_numpy_iterator()):
+            if i >= MAX_WARMUP_RECORDS:
+                raise ValueError(f"{path}: more than {MAX_WARMUP_RECORDS} warm-up records (TF Serving's limit)")
+            entry = prediction_log_pb2.PredictionLog.FromString(record)
+            if entry.WhichOneof("log_type") != "predict_log":
+                skipped += 1
+                continue
+            request = entry.predict_log.request
+            sig, specs = self.signature(request.model_spec.signature_name or None)
+            inputs = {n: tf.make_ndarray(t) for n, t in request.inputs.items()}
+            if set(inputs) != set(specs):
+                raise ValueError(f"{path}: record {i} gives inputs {sorted(inputs)}, signature {sig!r} takes "
+                                 f"{sorted(specs)}")
+            for _ in range(iterations):
+                self.call(sig, inputs)
+                count += 1
+        if skipped:
+            log.info("%s version %d: %d warm-up records other than predict_log skipped", self.name,
+                     self.version, skipped)
+        log.info("%s version %d: warmed up with %d requests from %s", self.name, self.version, count, WARMUP_FILE)
+        self._count_warmup(count)
+        return count
 
     def _warmup_inputs(self, sig, specs):
         kind = self.cnnapp.get("kind")
@@ -349,7 +402,7 @@ class ModelManager:
         log.info("loading %s version %d from %s", model.name, v, path)
         try:
             servable = Servable(model.name, v, path, self.config.batching, self.metrics,
-                                chunk_examples=self.config.chunk_examples)
+                                chunk_examples=self.config.chunk_examples, tags=self.config.saved_model_tags)
         except Exception as e:  # noqa: BLE001 - any load failure is reported, the server keeps going
             reason = tf_error_reason(e) if hasattr(e, "message") else f"{type(e).__name__}: {str(e)[:200]}"
             retries_left = attempts <= self.config.max_num_load_retries
@@ -373,7 +426,8 @@ class ModelManager:
                                          attempts=attempts, retry_at=float("inf"))
             return False
         try:
-            servable.warm_up()
+            if self.config.enable_model_warmup:
+                servable.warm_up(self.config.num_request_iterations_for_warmup)
         except Exception:  # noqa: BLE001 - a warm-up is an optimisation, never a reason not to serve
             log.exception("warm-up of %s version %d failed", model.name, v)
         with self._lock:

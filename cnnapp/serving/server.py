@@ -18,10 +18,14 @@ log = logging.getLogger(__name__)
 
 
 def build_config(*, model_base_path=None, model_name=None, model_config_file=None, enable_batching=False,
-                 batching_parameters_file=None, batching_overrides: dict | None = None, **server_options):
-    """tensorflow_model_server's options -> ServerConfig (CnnappError for a bad combination)."""
+                 batching_parameters_file=None, batching_overrides: dict | None = None,
+                 monitoring_config_file=None, **server_options):
+    """tensorflow_model_server's options -> ServerConfig (CnnappError for a bad combination).
+    Prometheus metrics are served only when `monitoring_config_file` enables them, as in TF Serving."""
     from cnnapp.serving.config import (BatchingParameters, ServerConfig, discover_models, is_multi_model_base,
-                                       load_batching_parameters_file, load_model_config_file)
+                                       load_batching_parameters_file, load_model_config_file,
+                                       load_monitoring_config_file)
+    prometheus_path = load_monitoring_config_file(monitoring_config_file) if monitoring_config_file else None
     watch_base = None
     if model_config_file:
         if model_name:
@@ -39,7 +43,8 @@ def build_config(*, model_base_path=None, model_name=None, model_config_file=Non
                     else BatchingParameters(**(batching_overrides or {})))
     elif batching_parameters_file:
         log.warning("--batching_parameters_file is ignored without --enable_batching (as in TF Serving)")
-    return ServerConfig(models=models, batching=batching, watch_base=watch_base, **server_options)
+    return ServerConfig(models=models, batching=batching, watch_base=watch_base, prometheus_path=prometheus_path,
+                        **server_options)
 
 
 def set_tensorflow_threads(intra_op: int = 0, inter_op: int = 0) -> None:
