@@ -34,8 +34,11 @@ def setup(model_base, tmp_path_factory):
         shutil.copytree(model_base / name, base / name)
     shutil.copytree(model_base / "tiny_image", base / "switchy")
     export_tiny_image_model(staging, name="switchy", class_names=NEW_CLASSES, version=2)
+    monitoring = staging / "monitoring.config"     # metrics are off without it, as in TF Serving
+    monitoring.write_text('prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }\n')
     server = LiveServer("--model_base_path", base, "--enable_batching", "--max_batch_size", 8,
-                        "--batch_timeout_micros", 500, "--file_system_poll_wait_seconds", 0.2, grpc=True)
+                        "--batch_timeout_micros", 500, "--file_system_poll_wait_seconds", 0.2,
+                        f"--monitoring_config_file={monitoring}", grpc=True)
     channel = grpc.insecure_channel(server.grpc)
     grpc.channel_ready_future(channel).result(timeout=30)
     yield {"server": server, "base": base, "staging": staging, "model_base": model_base,
