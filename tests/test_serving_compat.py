@@ -106,6 +106,20 @@ def test_export_writes_tf_serving_warmup_requests(model_base, name):
     assert value.startswith(b"\x89PNG") if name == "tiny_image" else b" " in value
 
 
+def test_predict_log_record_is_tensorflow_servings_prediction_log():
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+    from cnnapp.export.saved_model import predict_log_record
+    inputs = {"image_bytes": np.array([b"\x89PNG" * 40], dtype=object), "class_index": np.zeros([1], np.int32)}
+    parsed = prediction_log_pb2.PredictionLog.FromString(predict_log_record("m", "explain", inputs))
+    expected = predict_pb2.PredictRequest()
+    expected.model_spec.name, expected.model_spec.signature_name = "m", "explain"
+    for n, v in inputs.items():
+        expected.inputs[n].CopyFrom(tf.make_tensor_proto(v))
+    assert parsed.WhichOneof("log_type") == "predict_log" and parsed.predict_log.request == expected
+
+
 def _warmup_count(serving, name):
     line = [ln for ln in serving.metrics.render().splitlines()
             if ln.startswith(":cnnapp:serving:model_warmup_request_count{") and f'model_name="{name}"' in ln]

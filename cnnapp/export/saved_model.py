@@ -83,13 +83,35 @@ def _warmup_value(spec, metadata: dict):
     return np.zeros([1, *dims[1:]] if dims else [], dtype=dtype.as_numpy_dtype)
 
 
+def _field(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field (wire type 2)."""
+    def varint(n: int) -> bytes:
+        out = bytearray()
+        while True:
+            out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+            n >>= 7
+            if not n:
+                return bytes(out)
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def predict_log_record(model_name: str, signature_name: str, inputs: dict) -> bytes:
+    """A serialized tensorflow.serving.PredictionLog { predict_log { request { model_spec, inputs } } }
+    (tensorflow_serving/apis/prediction_log.proto, predict.proto, model.proto field numbers), written
+    by hand: tensorflow-serving-api is an optional install, the warm-up file is in every export."""
+    spec = _field(1, model_name.encode()) + _field(3, signature_name.encode())     # ModelSpec name, signature_name
+    request = _field(1, spec) + b"".join(                                           # PredictRequest model_spec
+        _field(2, _field(1, n.encode()) + _field(2, tf.make_tensor_proto(v).SerializeToString()))   # inputs map
+        for n, v in sorted(inputs.items()))
+    return _field(6, _field(1, request))                                            # PredictionLog.predict_log
+
+
 def write_warmup_requests(export_dir: Path, *, name: str, metadata: dict) -> int:
     """Write TF Serving's `assets.extra/tf_serving_warmup_requests` for the SavedModel in
     `export_dir`: one PredictRequest per signature, built from the signature's own inputs (an
     encoded image for `image_bytes`, a sentence for `sentences`, zeros for tensors). Returns the
     number of requests written (signatures with a free non-batch dimension are left out)."""
     from tensorflow.core.protobuf import saved_model_pb2
-    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
     saved_model = saved_model_pb2.SavedModel.FromString((export_dir / "saved_model.pb").read_bytes())
     graph = next(g for g in saved_model.meta_graphs if "serve" in g.meta_info_def.tags)
     records = []
@@ -100,12 +122,7 @@ def write_warmup_requests(export_dir: Path, *, name: str, metadata: dict) -> int
         if any(v is None for v in values.values()):
             log.debug("no warm-up request for signature %s (a free non-batch dimension)", sig_name)
             continue
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name, request.model_spec.signature_name = name, sig_name
-        for n, v in values.items():
-            request.inputs[n].CopyFrom(tf.make_tensor_proto(v))
-        records.append(prediction_log_pb2.PredictionLog(
-            predict_log=prediction_log_pb2.PredictLog(request=request)).SerializeToString())
+        records.append(predict_log_record(name, sig_name, values))
     path = export_dir / WARMUP_FILE
     path.parent.mkdir(exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
