@@ -185,3 +185,25 @@ def test_saved_model_tags_name_the_metagraph(model_base):
     serving = create_app(ServerConfig(models=discover_models(model_base, "tiny_text"), saved_model_tags=("gpu",)))
     (status,) = serving.manager.status("tiny_text")["model_version_status"]
     assert status["state"] == "END" and "no MetaGraph tagged gpu" in status["status"]["error_message"], status
+
+
+def test_model_config_file_is_read_again(model_base, tmp_path):
+    from cnnapp.serving import create_app
+    from cnnapp.serving.codec import NotFound
+    from cnnapp.serving.server import build_config
+    config_file = tmp_path / "models.config"
+    entry = "model_config_list {{ config {{ name: '{0}' base_path: '%s/{0}' model_platform: 'tensorflow' }} }}"
+    entry = entry % model_base
+    config_file.write_text(entry.format("tiny_text"))
+    serving = create_app(build_config(model_config_file=config_file, model_config_file_poll_wait_seconds=1e-9,
+                                      enable_model_warmup=False))
+    assert serving.manager.model_names() == ["tiny_text"]
+    config_file.write_text(entry.format("tiny_image"))
+    serving.manager.poll()       # what the poller runs every --model_config_file_poll_wait_seconds
+    assert serving.manager.model_names() == ["tiny_image"]
+    assert serving.manager.status("tiny_image")["model_version_status"][0]["state"] == "AVAILABLE"
+    with pytest.raises(NotFound):
+        serving.manager.resolve("tiny_text", None, None)
+    config_file.write_text("model_config_list { config {")          # broken: logged, the models keep serving
+    serving.manager.poll()
+    assert serving.manager.model_names() == ["tiny_image"]

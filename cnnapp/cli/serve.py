@@ -24,7 +24,6 @@ TF_SERVING_API = "tensorflow-serving-api"      # the distribution whose API cnna
 NO_EFFECT = {
     "allow_version_labels_for_unavailable_models": click.BOOL,
     "enable_per_model_batching_parameters": click.BOOL,
-    "model_config_file_poll_wait_seconds": click.IntRange(min=0),
     "num_load_threads": click.IntRange(min=0),
     "num_unload_threads": click.IntRange(min=0),
     "flush_filesystem_caches": click.BOOL,
@@ -146,6 +145,8 @@ def _print_version(ctx, param, value):
 @_opt("monitoring_config_file", type=click.Path(dir_okay=False), default=None,
       help="TF Serving's MonitoringConfig text file: prometheus_config { enable: true path: "
            "\"/monitoring/prometheus/metrics\" } serves metrics on that path of the REST port (off without it).")
+@_opt("model_config_file_poll_wait_seconds", type=click.IntRange(min=0), default=0, show_default=True,
+      help="Read --model_config_file again this often: models added are served, removed ones unloaded (0: once).")
 @_compat_options
 @library_errors
 def serve(port, rest_api_port, host, model_base_path, model_name, model_config_file, enable_batching,
@@ -155,7 +156,7 @@ def serve(port, rest_api_port, host, model_base_path, model_name, model_config_f
           max_num_load_retries, load_retry_interval_micros, tensorflow_intra_op_parallelism,
           tensorflow_inter_op_parallelism, allowed_hosts, rest_api_read_timeout_in_ms, rest_api_num_threads,
           rest_api_enable_cors_support, saved_model_tags, enable_model_warmup, num_request_iterations_for_warmup,
-          monitoring_config_file, **compat):
+          monitoring_config_file, model_config_file_poll_wait_seconds, **compat):
     """Serve exported models with TensorFlow Serving's gRPC (8500) and REST (8501) APIs.
 
     \b
@@ -193,4 +194,5 @@ def serve(port, rest_api_port, host, model_base_path, model_name, model_config_f
                rest_api_num_threads=rest_api_num_threads or 16, enable_cors_support=rest_api_enable_cors_support,
                saved_model_tags=tags, enable_model_warmup=enable_model_warmup,
                num_request_iterations_for_warmup=num_request_iterations_for_warmup,
-               monitoring_config_file=monitoring_config_file)
+               monitoring_config_file=monitoring_config_file,
+               model_config_file_poll_wait_seconds=model_config_file_poll_wait_seconds)

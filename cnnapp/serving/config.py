@@ -113,6 +113,11 @@ class ServerConfig:
     rest_api_num_threads: int = 16
     enable_cors_support: bool = False
     prometheus_path: str | None = "/monitoring/prometheus/metrics"
+    # TF Serving's --model_config_file_poll_wait_seconds: the file `models` came from is read again
+    # this often (0: once), on the same poller as the base paths; models added to it are served,
+    # models removed from it unloaded, policies and labels updated.
+    model_config_file: Path | None = None
+    model_config_file_poll_wait_seconds: float = 0.0
 
     def __post_init__(self):
         for name in ("max_instances_per_request", "chunk_examples", "max_body_bytes",

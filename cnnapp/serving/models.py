@@ -276,6 +276,7 @@ class ModelManager:
         self._poll_lock = threading.Lock()       # one poll at a time (poller thread or a test)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._config_read_at = time.monotonic()
 
     def _add_model(self, model: ModelConfig) -> None:
         self._serving[model.name] = {}
@@ -353,6 +354,7 @@ class ModelManager:
     def poll(self) -> None:
         """Load what each policy aspires to, warm up, switch in; unload the rest. Safe to call any time."""
         with self._poll_lock:
+            self._reread_model_config()
             if self.config.watch_base is not None:
                 for name, folder in layout.model_dirs(self.config.watch_base).items():
                     if name not in self._models:
@@ -361,6 +363,34 @@ class ModelManager:
                             self._add_model(ModelConfig(name, folder))
             for model in list(self._models.values()):
                 self._poll_model(model)
+
+    def _reread_model_config(self) -> None:
+        """--model_config_file_poll_wait_seconds: serve what the file says now (a file that does not
+        parse is logged and the models keep serving, as in TF Serving)."""
+        from cnnapp.errors import CnnappError
+        from cnnapp.serving.config import load_model_config_file
+        every = self.config.model_config_file_poll_wait_seconds
+        if self.config.model_config_file is None or every <= 0 or time.monotonic() - self._config_read_at < every:
+            return
+        self._config_read_at = time.monotonic()
+        try:
+            models = {m.name: m for m in load_model_config_file(self.config.model_config_file)}
+        except CnnappError as e:
+            log.error("%s not reloaded, the models keep serving: %s", self.config.model_config_file, e)
+            return
+        with self._lock:
+            for name in [n for n in self._models if n not in models]:
+                del self._models[name]
+                for servable in self._serving.pop(name).values():
+                    servable.close()
+                del self._states[name]
+                log.info("model %s removed from %s: unloaded", name, self.config.model_config_file)
+            for name, model in models.items():
+                if name not in self._models:
+                    log.info("model %s added to %s", name, self.config.model_config_file)
+                    self._add_model(model)
+                else:
+                    self._models[name] = model
 
     @staticmethod
     def _should_load(st: VersionState | None, stamp: tuple, now: float) -> bool:
@@ -455,12 +485,14 @@ class ModelManager:
                     states[v] = VersionState("END")
 
     def start_polling(self) -> None:
-        if self.config.poll_seconds <= 0 or self._thread is not None:
+        periods = [s for s in (self.config.poll_seconds, self.config.model_config_file_poll_wait_seconds
+                               if self.config.model_config_file else 0) if s > 0]
+        if not periods or self._thread is not None:
             return
         self._stop.clear()
 
         def loop():
-            while not self._stop.wait(self.config.poll_seconds):
+            while not self._stop.wait(min(periods)):
                 try:
                     self.poll()
                 except Exception:  # noqa: BLE001 - the poller must outlive a bad file system moment

@@ -32,6 +32,7 @@ def build_config(*, model_base_path=None, model_name=None, model_config_file=Non
             raise CnnappError(f"--model_name: not with --model_config_file (the file names the models). "
                               f"Received: {model_name}")
         models = load_model_config_file(model_config_file)
+        server_options["model_config_file"] = Path(model_config_file)
     else:
         base = Path(model_base_path or "saved_models")
         models = discover_models(base, model_name)
