@@ -43,7 +43,6 @@ from cnnapp.training.resume import claim_backup, finished_training, mark_finishe
 
 log = logging.getLogger(__name__)
 CALL_BYTES = 64 * 2**20     # the input batches one graph call (--steps-per-execution steps) may hold
-LARGE = 100_000             # arrays with more training examples than this run with bounded malloc
 
 
 @dataclass
@@ -136,8 +135,6 @@ def _fit(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *, r
          build_model, splits, preprocess, config: TrainConfig, run_config: dict, augment,
          keep_backup: bool = False) -> TrainResult:
     jit = runtime.resolve_jit(config.jit)
-    if splits.reader is not None or len(splits.y_train) > LARGE:
-        runtime.bound_malloc()
     replicas = strategy.num_replicas_in_sync
     fingerprint = check_workers_agree(splits, preprocess, strategy) if worker.count > 1 else None
     global_batch = config.batch_size * replicas

@@ -27,21 +27,6 @@ def gpus() -> list:
     return tf.config.list_physical_devices("GPU")
 
 
-def bound_malloc() -> None:
-    """Return freed memory to the system. glibc keeps freed large blocks (decoded photos, 25 MB batches of
-    pixels) in its per-thread arenas, so a process's RSS climbs to every arena's high-water mark: blocks
-    of 128 KiB and more are mapped on their own (given back when freed) and free memory past 128 KiB is
-    trimmed, as TensorFlow's own generator dataset sets. Reading a disk cache of 25,000 photos at 128 px:
-    peak RSS 1.6 -> 0.9 GB, same speed as decoding. Nothing off glibc."""
-    import ctypes
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 128 * 1024)   # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 128 * 1024)   # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        pass
-
-
 def seed_everything(seed: int, *, deterministic: bool) -> None:
     """Seed Python, NumPy and TensorFlow; optionally make TF ops deterministic (slower)."""
     keras.utils.set_random_seed(seed)
