@@ -52,6 +52,13 @@ class ExampleReader:
     files: bool = True          # the keys are file paths (hashed with their size and time)
 
 
+def decoded_pixels(decoder, image_bytes):
+    """`decoder.decode_one` (the export's ImageDecoder) rounded to the uint8 pixels a cache keeps: the one
+    decoding of every file and record source."""
+    import tensorflow as tf
+    return tf.cast(tf.round(decoder.decode_one(image_bytes)), tf.uint8)
+
+
 def hash_examples(h, part, *, files: bool = False) -> None:
     """Feed one part (examples or labels) into the hash `h`. File paths count with their size and
     modification time, so a changed file changes the hash without reading any file."""

@@ -103,7 +103,7 @@ def tfds_image_examples(name: str, *, data_dir: str | None, decoder_factory, ima
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
-    from cnnapp.data import ExampleReader
+    from cnnapp.data import ExampleReader, decoded_pixels
     builder = prepared_builder(name, data_dir=data_dir, arg=arg)
     feature = builder.info.features["image"]
     native = tuple(feature.shape)              # (H, W, C), None where sizes vary
@@ -117,7 +117,7 @@ def tfds_image_examples(name: str, *, data_dir: str | None, decoder_factory, ima
 
     def decode_bytes(data):
         if decoder is not None:
-            return tf.cast(tf.round(decoder.decode_one(data)), tf.uint8)
+            return decoded_pixels(decoder, data)
         image = tf.io.decode_image(data, channels=channels, expand_animations=False)
         return tf.reshape(image, (size[0], size[1], channels))
 

@@ -201,9 +201,9 @@ def _blocks(x, y, *, preprocess, shuffle_seed) -> tf.data.Dataset:
 
 
 def _from_arrays(x, y, *, preprocess) -> tf.data.Dataset:
-    """Preprocessing is deterministic, so it runs once (in batches of 1024) and is cached."""
+    """Preprocessing is deterministic, so it runs once (in batches of BLOCK) and is cached."""
     ds = tf.data.Dataset.from_tensor_slices((x, y))
-    ds = ds.batch(1024).map(lambda a, b: (preprocess(a), b), num_parallel_calls=AUTOTUNE).unbatch()
+    ds = ds.batch(BLOCK).map(lambda a, b: (preprocess(a), b), num_parallel_calls=AUTOTUNE).unbatch()
     # unbatch() loses the cardinality; restating it keeps Keras's progress bar and epoch end exact.
     return ds.apply(tf.data.experimental.assert_cardinality(len(y))).cache()
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnapp.data import ExampleReader, RawData
+from cnnapp.data import ExampleReader, RawData, decoded_pixels
 from cnnapp.progress import Progress
 from cnnapp.data.image import IMAGE_SOURCES, ImageRequest
 from cnnapp.errors import CnnappError, tf_error_reason
@@ -166,7 +166,7 @@ def file_reader(decoder, *, skip_bad: bool = False) -> ExampleReader:
     import tensorflow as tf
 
     def decode(path):
-        return tf.cast(tf.round(decoder.decode_one(tf.io.read_file(path))), tf.uint8)
+        return decoded_pixels(decoder, tf.io.read_file(path))
     return ExampleReader(decode=decode, example_bytes=decoder.height * decoder.width * decoder.channels,
                          key={"image_size": [decoder.height, decoder.width], "channels": decoder.channels,
                               "decoder": "ImageDecoder bilinear antialias, rounded to uint8"},
