@@ -82,10 +82,12 @@ def image_explainer(model: keras.Model, decoder: Callable, class_names, tta: Cal
 
     def explain(image_bytes, class_index):
         pixels = tf.cast(decoder(image_bytes), tf.float32)
-        tf.debugging.assert_less(class_index, num_classes,
-                                 message=f"class_index must be -1 (the top class) or below {num_classes}")
-        tf.debugging.assert_greater_equal(class_index, -1,
-                                          message=f"class_index must be -1 (the top class) or below {num_classes}")
+        checks = [tf.debugging.assert_less(class_index, num_classes,
+                                           message=f"class_index must be -1 (the top class) or below {num_classes}"),
+                  tf.debugging.assert_greater_equal(class_index, -1,
+                                                    message=f"class_index must be -1 (the top class) or below {num_classes}")]
+        with tf.control_dependencies(checks):   # else the gather below may fail first, with its own message
+            class_index = tf.identity(class_index)
         with tf.GradientTape() as tape:
             *maps, logit_values, scores = probe(pixels, training=False)
             last = maps[-1]
