@@ -152,7 +152,8 @@ def text_explanation(outputs: dict, i: int, explain_meta: dict, *, top: int = 5,
 
     A filter's contribution is its max-over-time activation times its weight in the logits layer
     for the class; filters whose winning window is the same n-gram are summed. A token's score
-    spreads each filter's contribution evenly over the real tokens of its window.
+    spreads each filter's contribution evenly over the real tokens of its window. `unknown_tokens`
+    counts the tokens not in the vocabulary (shown as '[UNK]').
     """
     scores, classes = outputs["scores"][i], outputs["classes"][i]
     predicted = int(np.argmax(scores))
@@ -186,7 +187,10 @@ def text_explanation(outputs: dict, i: int, explain_meta: dict, *, top: int = 5,
     for item in ranked:
         item["contribution"] = round(item["contribution"], 4)
         item.pop("padding_only")
-    return {"tokens": tokens, "predicted": _text(classes[predicted]), "predicted_index": predicted,
+    # TextVectorization's vocabulary: 0 is padding, 1 the out-of-vocabulary token ('[UNK]').
+    unknown = int(np.count_nonzero(ids[:length] == 1))
+    return {"tokens": tokens, "unknown_tokens": unknown, "predicted": _text(classes[predicted]),
+            "predicted_index": predicted,
             "probabilities": [round(float(s), 6) for s in scores], "classes": [_text(c) for c in classes],
             "top": top_classes(scores, classes, top_k), "ngrams": ranked,
             "token_scores": [round(float(s), 4) for s in token_scores]}

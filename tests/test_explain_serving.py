@@ -69,14 +69,22 @@ def test_explain_a_named_class_as_arrays_per_instance(client):
 
 
 def test_explain_a_sentence(client):
-    r = client.post("/v1/models/tiny_text:explain", json={"instances": ["a good film", ""], "top": 3})
+    r = client.post("/v1/models/tiny_text:explain", json={"instances": ["a good film", "zork a quux film"], "top": 3})
     assert r.status_code == 200, r.text
-    good, empty = r.json()["explanations"]
+    good, unknown = r.json()["explanations"]
     assert good["sentence"] == "a good film" and good["tokens"] == ["a", "good", "film"]
     assert len(good["token_scores"]) == 3 and abs(sum(good["probabilities"]) - 1) < 1e-5
     for g in good["ngrams"]:
         assert g["ngram"] in "a good film" and g["contribution"] > 0 and g["width"] in (2, 3)
-    assert empty["tokens"] == [] and empty["ngrams"] == []
+    assert good["unknown_tokens"] == 0
+    assert unknown["tokens"] == ["[UNK]", "a", "[UNK]", "film"] and unknown["unknown_tokens"] == 2
+
+
+@pytest.mark.parametrize("sentence", ["", "   "])
+def test_explain_refuses_an_empty_sentence(client, sentence):
+    assert_error(client.post("/v1/models/tiny_text:explain", json={"instances": ["a good film", sentence]}), 400,
+                 "instance 1: the sentence is empty", f"Received: {sentence!r}")
+    assert client.post("/v1/models/tiny_text:explain", json={"instances": ["a good film"]}).status_code == 200
 
 
 @pytest.mark.parametrize("body, fragments", [

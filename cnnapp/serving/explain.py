@@ -100,6 +100,9 @@ def decode_explain(doc: dict, servable) -> tuple[dict[str, np.ndarray], dict]:
         else:
             raws.append(row)
             wanted.append(default_class)
+    for i, raw in enumerate(raws):      # an empty sentence has nothing to explain (the page disables it too)
+        if raw_name == "sentences" and isinstance(raw, str) and not raw.strip():
+            raise ServingError(f"instance {i}: the sentence is empty: there is nothing to explain. Received: {raw!r}")
     inputs = {raw_name: to_array(raws, specs[raw_name])}
     if "class_index" in specs:
         inputs["class_index"] = np.asarray(wanted, np.int32)
