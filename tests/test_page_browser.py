@@ -30,11 +30,26 @@ def _browser() -> tuple[str, str]:
     return browser, driver
 
 
+def _export_tiny_vgg(export_base: Path, name: str) -> Path:
+    """A tiny global-average-pooled image model (no Flatten head): Grad-CAM is shown first for it."""
+    from cnnapp.models.vgg import build_vgg
+    from cnnapp.preprocessing.image import ImageDecoder
+    from cnnapp.tasks import export_model
+    from cnnapp.tasks.images import ImageTask, image_prepared
+    import keras
+    keras.utils.set_random_seed(0)
+    model = build_vgg(input_shape=(8, 8, 1), num_classes=2, filters=(4, 8), convs_per_block=1)
+    prepared = image_prepared(ImageDecoder(height=8, width=8, channels=1, name="image_decoder"), num_classes=2)
+    return export_model(ImageTask(), model, prepared, class_names=["plain", "striped"], export_base=export_base,
+                        name=name)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """`cnnapp serve` in its own process on a free loopback port, with an image, a text and an evil model."""
+    """`cnnapp serve` in its own process on a free loopback port: image (Flatten and pooled heads), text, evil."""
     base = tmp_path_factory.mktemp("page_models")
     export_tiny_image_model(base, "digits", size=(8, 8))
+    _export_tiny_vgg(base, "pooled")
     export_tiny_text_model(base, "sentences")
     export_tiny_image_model(base, "evil", class_names=("cat", EVIL, "dog"))
     import socket
@@ -83,7 +98,8 @@ def _wait(driver, condition, what: str, timeout: float = 60):
 
 
 def _open(driver, server, model: str) -> None:
-    """Show `model` (a new page, or a hash change on the same one); its previous answer is cleared."""
+    """Show `model` on a freshly loaded page (a hash change alone would keep the previous answer)."""
+    driver.get("about:blank")
     driver.get(f"{server}/#model={model}")
     _wait(driver, lambda d: d.find_element("id", "model-name").text == model
           and d.execute_script("return document.body.dataset.state") == "idle", f"model {model} to be shown")
@@ -167,3 +183,85 @@ def test_a_class_named_like_html_renders_as_text(browser, server, tmp_path):
     from selenium.common.exceptions import NoAlertPresentException
     with pytest.raises(NoAlertPresentException):
         browser.switch_to.alert.text
+
+
+def _visible(driver, element_id: str) -> bool:
+    return driver.find_element("id", element_id).is_displayed()
+
+
+def _scale(legend) -> tuple[str, str]:
+    return (legend.find_element("css selector", ".scale-min").text, legend.find_element("css selector", ".scale-max").text)
+
+
+def test_the_given_image_flatten_heatmaps_first_colour_scales_and_low_confidence(browser, server, tmp_path):
+    _open(browser, server, "digits")
+    assert not _visible(browser, "given")
+    _upload(browser, _digit_png(tmp_path))
+    # the image as given: a thumbnail that loaded, and its file name
+    assert _visible(browser, "given") and "seven.png" in browser.find_element("id", "given-name").text
+    assert browser.execute_script("const i = document.getElementById('given-image'); return i.complete && i.naturalWidth") == 8
+    # a Flatten head (image_cnn): HiResCAM first, and the page says why
+    order = [f.get_attribute("id") for f in browser.find_elements("css selector", "#heatmaps figure")]
+    assert order == ["", "hirescam", "gradcam"], order
+    why = browser.find_element("id", "cam-why")
+    assert why.is_displayed() and "Grad-CAM" in why.text and "flattens" in why.text, why.text
+    # colour scales beside the heatmaps (0 to each map's peak) and each layer's maps (0 to its largest activation)
+    assert _visible(browser, "cam-scale") and _scale(browser.find_element("id", "cam-scale")) == ("0", "1 (peak)")
+    for layer in browser.find_elements("css selector", "#maps .layer-maps"):
+        low, high = _scale(layer.find_element("css selector", ".scale"))
+        first = layer.find_elements("css selector", ".tile[title]")[0].get_attribute("title")   # "map i, max v"
+        assert low == "0" and float(high) == pytest.approx(float(first.rsplit("max ", 1)[1]), rel=1e-2), (high, first)
+    # an untrained three-class model is unsure: below 50%, a visible hint naming the top class and its share
+    top = browser.find_elements("css selector", "#bars .bar-value")[0].text
+    assert float(top.rstrip("%")) < 50
+    hint = browser.find_element("id", "low-confidence")
+    assert hint.is_displayed() and top in hint.text and "below 50%" in hint.text, hint.text
+
+    _open(browser, server, "pooled")        # a global-average-pooled head: Grad-CAM first, no note
+    _upload(browser, _digit_png(tmp_path))
+    order = [f.get_attribute("id") for f in browser.find_elements("css selector", "#heatmaps figure")]
+    assert order == ["", "gradcam", "hirescam"] and not _visible(browser, "cam-why"), order
+
+
+def test_out_of_vocabulary_words_and_an_empty_sentence(browser, server):
+    _open(browser, server, "sentences")
+    button, box = browser.find_element("id", "explain-text"), browser.find_element("id", "sentence")
+    assert not button.is_enabled() and _visible(browser, "empty-sentence")     # nothing typed: nothing to ask
+    box.send_keys("   ")
+    assert not button.is_enabled()
+    # a submit that bypasses the button asks nothing either (the state would turn "busy" at once)
+    assert browser.execute_script("document.getElementById('text-input').requestSubmit();"
+                                  "return document.body.dataset.state") == "idle"
+    box.send_keys("zork quux blorp a film")
+    assert button.is_enabled() and not _visible(browser, "empty-sentence")
+    button.click()
+    _wait(browser, lambda d: _answered(d) and d.find_element("id", "highlighted").text != "", "the explanation")
+    hint = browser.find_element("id", "unknown-words")
+    assert hint.is_displayed() and hint.text.startswith("3 of 5 words are not in the model's vocabulary"), hint.text
+    assert not _visible(browser, "low-confidence")                             # two classes: the top has >= 50%
+
+    box.clear()
+    box.send_keys("a good film")
+    button.click()
+    _wait(browser, lambda d: _answered(d) and d.find_element("id", "highlighted").text == "a good film",
+          "the second explanation")
+    assert not _visible(browser, "unknown-words")
+
+
+def test_a_bad_file_shows_its_error_beside_the_input(browser, server, tmp_path):
+    _open(browser, server, "digits")
+    _upload(browser, _digit_png(tmp_path))                                      # an earlier answer on screen
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"this is not an image")
+    browser.find_element("id", "file").send_keys(str(bad))
+    _wait(browser, lambda d: d.execute_script("return document.body.dataset.state") == "error", "the error")
+    error = browser.find_element("id", "error")
+    assert error.is_displayed() and "Unknown image file format" in error.text, error.text
+    assert "broken.png" in browser.find_element("id", "given-name").text
+    assert not _visible(browser, "result") and not _visible(browser, "image-result")   # no stale answer beside it
+    where = browser.execute_script(
+        "const e = document.getElementById('error').getBoundingClientRect();"
+        "const i = document.querySelector('.input-panel').getBoundingClientRect();"
+        "return [e.left >= i.right, e.top < i.bottom, e.bottom <= window.innerHeight,"
+        " document.getElementById('error').closest('.result-panel') !== null];")
+    assert where == [True, True, True, True], where

@@ -4,7 +4,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { models: [], maxBody: 0, model: null, lastImage: null, busy: false };
+const state = { models: [], maxBody: 0, model: null, lastImage: null, busy: false, thumbnail: null };
 
 function el(tag, props = {}, children = []) {
   const node = document.createElement(tag);
@@ -21,10 +21,18 @@ function el(tag, props = {}, children = []) {
 const fmt = (n) => Number(n).toLocaleString("en-US");
 const shape = (dims) => "(" + dims.map((d) => (d === null ? "N" : d)).join(", ") + ")";
 
+// Errors show at the top of the result panel, beside the input, in place of any earlier answer.
 function showError(message) {
   const box = $("error");
   box.textContent = message || "";
   box.hidden = !message;
+  if (message) for (const id of ["result", "image-result", "text-result"]) $(id).hidden = true;
+}
+
+// A colour scale: the colour map's bar with its largest value on top and its smallest below.
+function scaleLegend(colours, low, high, title) {
+  return el("div", { class: "scale", title }, [el("span", { class: "scale-max", text: high }),
+    el("span", { class: "scale-bar " + colours }), el("span", { class: "scale-min", text: low })]);
 }
 
 async function api(path, body) {
@@ -107,6 +115,8 @@ function selectModel(name) {
   for (const id of ["result", "image-result", "text-result"]) $(id).hidden = true;
   clearResults();
   showError("");
+  showGiven(null);
+  updateSentenceButton();
   if (model.kind === "image") setUpImageInput(model);
   renderLayers(model.layers);
 }
@@ -116,6 +126,7 @@ function clearResults() {
   for (const id of ["bars", "maps", "filters", "highlighted"]) $(id).replaceChildren();
   $("ngrams").tBodies[0].replaceChildren();
   for (const id of ["input-image", "gradcam-image", "hirescam-image"]) $(id).removeAttribute("src");
+  for (const id of ["low-confidence", "unknown-words"]) $(id).hidden = true;
   document.body.dataset.state = "idle";
 }
 
@@ -146,6 +157,22 @@ function setUpImageInput(model) {
   const [h, w] = model.image_size || [0, 0];
   $("draw").hidden = !(model.channels === 1 && Math.max(h, w) <= 64);
   clearCanvas();
+  // Behind a Flatten -> Dense head each position has its own weights: Grad-CAM's averaged gradient
+  // cancels out there, HiResCAM's gradient x activation does not. Show the faithful one first.
+  const flatten = model.layers.length ? model.layers.some((l) => l.type === "Flatten") : model.model === "image_cnn";
+  const [first, second] = flatten ? ["hirescam", "gradcam"] : ["gradcam", "hirescam"];
+  $("heatmaps").insertBefore($(first), $(second));
+  $("cam-why").hidden = !flatten;
+}
+
+// The image as given (a thumbnail and its name), beside the input; null hides it.
+function showGiven(src, name) {
+  if (state.thumbnail) URL.revokeObjectURL(state.thumbnail);
+  state.thumbnail = src && src.startsWith("blob:") ? src : null;
+  $("given").hidden = !src;
+  if (src) $("given-image").src = src;
+  else $("given-image").removeAttribute("src");
+  $("given-name").textContent = name || "";
 }
 
 function readFile(file) {
@@ -160,6 +187,7 @@ function readFile(file) {
 async function explainFile(file) {
   if (!file) return;
   document.body.dataset.state = "busy";
+  showGiven(URL.createObjectURL(file), `${file.name} · ${fmt(file.size)} bytes`);
   if (file.size * 4 / 3 + 200 > state.maxBody) {
     document.body.dataset.state = "error";
     showError(`${file.name} is ${fmt(file.size)} bytes: over the server's --max-body of ${fmt(state.maxBody)} bytes once encoded.`);
@@ -194,6 +222,7 @@ async function explainImage(b64) {
 // "done" or "error", so a reader (or a test) can wait for the answer to the request it made.
 async function busy(work) {
   showError("");
+  state.busy = true;
   document.body.dataset.state = "busy";
   document.body.style.cursor = "progress";
   for (const b of document.querySelectorAll(".input-panel button")) b.disabled = true;
@@ -211,7 +240,9 @@ async function busy(work) {
     showError(e.message);
   } finally {
     document.body.style.cursor = "";
+    state.busy = false;
     for (const b of document.querySelectorAll(".input-panel button")) b.disabled = false;
+    updateSentenceButton();
   }
 }
 
@@ -226,6 +257,11 @@ function renderBars(top) {
       el("div", { class: "bar" }, [el("div", { style: { width: pct.toFixed(1) + "%" } })]),
       el("span", { class: "bar-value", text: pct.toFixed(1) + "%" }));
   }
+  const best = top[0].probability;
+  $("low-confidence").hidden = !(best < 0.5);
+  $("low-confidence").textContent = `Low confidence: the top class, ${top[0].class}, has only ` +
+    `${(best * 100).toFixed(1)}% (below 50%): the model is unsure about this input.`;
+  $("unknown-words").hidden = true;
 }
 
 const png = (b64) => "data:image/png;base64," + b64;
@@ -242,7 +278,10 @@ function renderImageExplanation(x) {
   const maps = $("maps");
   maps.replaceChildren();
   for (const layer of x.layers) {
-    const tiles = el("div", { class: "tiles" });
+    // Each layer's PNGs are scaled by its largest activation: the first map's peak (most active first).
+    const peak = layer.maps.length ? layer.maps[0].max : 0;
+    const tiles = el("div", { class: "tiles" }, [scaleLegend("viridis", "0", Number(peak).toPrecision(3),
+      `${layer.name}: colours from 0 to the layer's largest activation, ${peak}`)]);
     for (const m of layer.maps) {
       tiles.append(el("div", { class: "tile", title: `map ${m.index}, max ${m.max}` },
         [el("img", { src: png(m.png), alt: `map ${m.index}` }), `#${m.index}`]));
@@ -294,15 +333,28 @@ function setUpCanvas() {
 }
 
 function explainCanvas() {
-  explainImage($("canvas").toDataURL("image/png").replace(/^data:[^,]*,/, ""));
+  const url = $("canvas").toDataURL("image/png");
+  showGiven(url, "your drawing");
+  explainImage(url.replace(/^data:[^,]*,/, ""));
 }
 
 // ------------------------------------------------------------------ sentences
+
+// An empty sentence has nothing to explain (the server refuses it too): the button waits for words.
+function updateSentenceButton() {
+  const empty = !$("sentence").value.trim();
+  $("explain-text").disabled = empty || state.busy;
+  $("empty-sentence").hidden = !empty;
+}
 
 async function explainSentence(event) {
   event.preventDefault();
   const sentence = $("sentence").value;
   const model = state.model;
+  if (!sentence.trim()) {
+    updateSentenceButton();
+    return;
+  }
   await busy(async () => {
     if (!model.explain) {
       const doc = await api(modelPath(model.name, "predict"), { instances: [sentence] });
@@ -318,6 +370,10 @@ async function explainSentence(event) {
 
 function renderTextExplanation(x) {
   renderBars(x.top);
+  const unknown = x.unknown_tokens || 0, count = x.tokens.length;
+  $("unknown-words").hidden = !(count && unknown * 2 > count);
+  $("unknown-words").textContent = `${unknown} of ${count} words are not in the model's vocabulary ` +
+    `(shown as [UNK]): the answer rests on the ${count - unknown} it knows.`;
   $("text-result").hidden = false;
   for (const node of document.querySelectorAll(".pred-again")) node.textContent = x.predicted;
   const scale = Math.max(1e-9, ...x.token_scores.map(Math.abs));
@@ -355,6 +411,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("cam-class").addEventListener("change", () => { if (state.lastImage) explainImage(state.lastImage); });
   $("text-input").addEventListener("submit", explainSentence);
+  $("sentence").addEventListener("input", updateSentenceButton);
   window.addEventListener("hashchange", () => {
     const model = modelFromHash();
     if (model && model !== state.model) selectModel(model.name);
