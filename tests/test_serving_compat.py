@@ -207,3 +207,13 @@ def test_model_config_file_is_read_again(model_base, tmp_path):
     config_file.write_text("model_config_list { config {")          # broken: logged, the models keep serving
     serving.manager.poll()
     assert serving.manager.model_names() == ["tiny_image"]
+
+
+def test_serve_options_default_to_not_set():
+    """Every option left out is None (not set): run_server and ServerConfig hold the defaults, in one
+    place, and --help still shows them."""
+    from cnnapp.cli.serve import serve
+    ctx = serve.make_context("serve", [])
+    assert {name: value for name, value in ctx.params.items() if value is not None} == {}
+    help_text = run_cli(["serve", "--help"]).output
+    assert "[default: (8500)" in help_text and "[default: (saved_models)]" in help_text

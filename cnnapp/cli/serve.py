@@ -89,74 +89,68 @@ def _print_version(ctx, param, value):
 @_opt("version", type=click.BOOL, is_flag=False, flag_value=True, default=False, is_eager=True,
       expose_value=False, callback=_print_version,
       help="Print cnnapp's version and the TF Serving API version it follows, and exit.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8500, show_default=True,
+@click.option("--port", type=click.IntRange(0, 65535), default=None, show_default="8500",
               help="gRPC port (PredictionService, ModelService), as in tensorflow_model_server; 0: off.")
-@_opt("rest_api_port", type=click.IntRange(0, 65535), default=8501, show_default=True, help="REST port; 0: off.")
-@click.option("--host", default="127.0.0.1", show_default=True,
+@_opt("rest_api_port", type=click.IntRange(0, 65535), default=None, show_default="8501", help="REST port; 0: off.")
+@click.option("--host", default=None, show_default="127.0.0.1",
               help="Address to bind (0.0.0.0 for all: then any Host header is answered unless --allowed_hosts).")
-@_opt("allowed_hosts", default="", metavar="NAME,...",
+@_opt("allowed_hosts", default=None, metavar="NAME,...",
       help="Host names the REST server answers to besides 127.0.0.1, localhost, [::1] and --host "
            "(a DNS-rebinding guard; '*': any). Bound to 0.0.0.0 and not given: any.")
-@_opt("model_base_path", type=click.Path(file_okay=False), default="saved_models", show_default=True,
+@_opt("model_base_path", type=click.Path(file_okay=False), default=None, show_default="saved_models",
       help="One model's folder of <version>/ SavedModels (as in TF Serving), or a folder of <name>/<version>/ "
            "models (cnnapp's extension: all are served, and models added later too).")
 @_opt("model_name", default=None, help="Name to serve the model as (default: its folder's name).")
 @_opt("model_config_file", type=click.Path(dir_okay=False), default=None,
       help="TF Serving's model_config_list text file; replaces --model_base_path/--model_name.")
-@_opt("enable_batching", type=click.BOOL, is_flag=False, flag_value=True, default=False,
+@_opt("enable_batching", type=click.BOOL, is_flag=False, flag_value=True, default=None,
       help="Merge concurrent requests into one signature call (also --enable_batching=true, as in TF Serving).")
 @_opt("batching_parameters_file", type=click.Path(dir_okay=False), default=None,
       help="TF Serving's batching parameters text file (max_batch_size { value: 64 } ...).")
-@_opt("max_batch_size", type=click.IntRange(min=1), default=64, show_default=True)
-@_opt("batch_timeout_micros", type=click.IntRange(min=0), default=1000, show_default=True)
-@_opt("num_batch_threads", type=click.IntRange(min=1), default=2, show_default=True)
-@_opt("max_enqueued_batches", type=click.IntRange(min=1), default=64, show_default=True)
-@_opt("max_instances_per_request", type=click.IntRange(min=1), default=10_000, show_default=True,
+@_opt("max_batch_size", type=click.IntRange(min=1), default=None, show_default="64")
+@_opt("batch_timeout_micros", type=click.IntRange(min=0), default=None, show_default="1000")
+@_opt("num_batch_threads", type=click.IntRange(min=1), default=None, show_default="2")
+@_opt("max_enqueued_batches", type=click.IntRange(min=1), default=None, show_default="64")
+@_opt("max_instances_per_request", type=click.IntRange(min=1), default=None, show_default="10000",
       help="Examples one request may hold; more get 400 (gRPC: INVALID_ARGUMENT).")
-@_opt("rest_api_timeout_in_ms", type=click.IntRange(min=0), default=30_000, show_default=True,
+@_opt("rest_api_timeout_in_ms", type=click.IntRange(min=0), default=None, show_default="30000",
       help="A REST request not answered in this time gets 504, as in TF Serving (0: no limit).")
-@_opt("rest_api_read_timeout_in_ms", type=click.IntRange(min=0), default=60_000, show_default=True,
+@_opt("rest_api_read_timeout_in_ms", type=click.IntRange(min=0), default=None, show_default="60000",
       help="A REST request whose head or body has not arrived in this time gets 408 and is closed (0: no limit).")
-@_opt("max_body", type=click.IntRange(min=1), default=64 * 1024 * 1024, show_default=True,
+@_opt("max_body", type=click.IntRange(min=1), default=None, show_default="67108864 (64 MiB)",
       help="Largest request body (REST) or message (gRPC) in bytes; larger ones are refused.")
-@_opt("enable_serialization_as_tensor_content", type=click.BOOL, is_flag=False, flag_value=True, default=False,
+@_opt("enable_serialization_as_tensor_content", type=click.BOOL, is_flag=False, flag_value=True, default=None,
       help="gRPC Predict answers in tensor_content instead of the typed fields (float_val, string_val, ...), "
            "as in TF Serving.")
-@_opt("file_system_poll_wait_seconds", type=FiniteFloatRange(min=0), default=1.0, show_default=True,
+@_opt("file_system_poll_wait_seconds", type=FiniteFloatRange(min=0), default=None, show_default="1.0",
       help="How often the base paths are polled for new versions and models (0: never).")
-@_opt("max_num_load_retries", type=click.IntRange(min=0), default=5, show_default=True,
+@_opt("max_num_load_retries", type=click.IntRange(min=0), default=None, show_default="5",
       help="Retries of a failed version load (a changed folder is always retried).")
-@_opt("load_retry_interval_micros", type=click.IntRange(min=0), default=60_000_000, show_default=True)
-@_opt("tensorflow_intra_op_parallelism", type=click.IntRange(min=0), default=0, show_default=True,
+@_opt("load_retry_interval_micros", type=click.IntRange(min=0), default=None, show_default="60000000")
+@_opt("tensorflow_intra_op_parallelism", type=click.IntRange(min=0), default=None, show_default="0",
       help="Threads one TensorFlow op may use (0: one per core).")
-@_opt("tensorflow_inter_op_parallelism", type=click.IntRange(min=0), default=0, show_default=True,
+@_opt("tensorflow_inter_op_parallelism", type=click.IntRange(min=0), default=None, show_default="0",
       help="TensorFlow ops run at once (0: one per core).")
-@_opt("rest_api_num_threads", type=click.IntRange(min=0), default=0, show_default=True,
+@_opt("rest_api_num_threads", type=click.IntRange(min=0), default=None, show_default="0",
       help="REST worker threads (decoding and running large requests); 0: 16.")
-@_opt("rest_api_enable_cors_support", type=click.BOOL, is_flag=False, flag_value=True, default=False,
+@_opt("rest_api_enable_cors_support", type=click.BOOL, is_flag=False, flag_value=True, default=None,
       help="Add TF Serving's CORS headers to every REST answer and answer OPTIONS preflights.")
-@_opt("saved_model_tags", default="serve", show_default=True, metavar="TAG,...",
+@_opt("saved_model_tags", default=None, show_default="serve", metavar="TAG,...",
       help="The SavedModel MetaGraph loaded: its tag set, comma-separated.")
-@_opt("enable_model_warmup", type=click.BOOL, is_flag=False, flag_value=True, default=True, show_default=True,
+@_opt("enable_model_warmup", type=click.BOOL, is_flag=False, flag_value=True, default=None, show_default="true",
       help="Before a version is AVAILABLE, replay its assets.extra/tf_serving_warmup_requests (or, without "
            "that file, one request per signature).")
-@_opt("num_request_iterations_for_warmup", type=click.IntRange(min=0), default=0, show_default=True,
+@_opt("num_request_iterations_for_warmup", type=click.IntRange(min=0), default=None, show_default="0",
       help="Times each warm-up request is run (0: once).")
 @_opt("monitoring_config_file", type=click.Path(dir_okay=False), default=None,
       help="TF Serving's MonitoringConfig text file: prometheus_config { enable: true path: "
            "\"/monitoring/prometheus/metrics\" } serves metrics on that path of the REST port (off without it).")
-@_opt("model_config_file_poll_wait_seconds", type=click.IntRange(min=0), default=0, show_default=True,
+@_opt("model_config_file_poll_wait_seconds", type=click.IntRange(min=0), default=None, show_default="0",
       help="Read --model_config_file again this often: models added are served, removed ones unloaded (0: once).")
 @_compat_options
 @library_errors
-def serve(port, rest_api_port, host, model_base_path, model_name, model_config_file, enable_batching,
-          batching_parameters_file, max_batch_size, batch_timeout_micros, num_batch_threads, max_enqueued_batches,
-          max_instances_per_request, rest_api_timeout_in_ms, max_body, enable_serialization_as_tensor_content,
-          file_system_poll_wait_seconds,
-          max_num_load_retries, load_retry_interval_micros, tensorflow_intra_op_parallelism,
-          tensorflow_inter_op_parallelism, allowed_hosts, rest_api_read_timeout_in_ms, rest_api_num_threads,
-          rest_api_enable_cors_support, saved_model_tags, enable_model_warmup, num_request_iterations_for_warmup,
-          monitoring_config_file, model_config_file_poll_wait_seconds, **compat):
+def serve(model_base_path, rest_api_read_timeout_in_ms, rest_api_num_threads, saved_model_tags, allowed_hosts,
+          max_batch_size, batch_timeout_micros, num_batch_threads, max_enqueued_batches, **options):
     """Serve exported models with TensorFlow Serving's gRPC (8500) and REST (8501) APIs.
 
     \b
@@ -167,6 +161,7 @@ def serve(port, rest_api_port, host, model_base_path, model_name, model_config_f
 
     from cnnapp.errors import CnnappError
     from cnnapp.serving.server import run_server
+    compat = {name: options.pop(name) for name in (*NO_EFFECT, *UNSUPPORTED)}
     for name, (_, why) in UNSUPPORTED.items():
         if compat[name]:
             raise CnnappError(f"--{name}: not supported by cnnapp serve ({why}). Received: --{name}={compat[name]}")
@@ -174,25 +169,31 @@ def serve(port, rest_api_port, host, model_base_path, model_name, model_config_f
         if compat[name] is not None:
             log.warning("--%s is accepted for compatibility with tensorflow_model_server and has no effect in "
                         "cnnapp serve", name)
-    tags = tuple(t.strip() for t in saved_model_tags.split(",") if t.strip())
-    if not tags:
-        raise CnnappError(f"--saved_model_tags: needs at least one tag (e.g. serve). Received: {saved_model_tags!r}")
+    # Options left out stay out: run_server and ServerConfig hold the defaults (one place), shown in --help.
+    given = {RENAMED.get(name, name): value for name, value in options.items() if value is not None}
+    if model_base_path is not None:
+        given["model_base_path"] = model_base_path
+    if saved_model_tags is not None:
+        tags = tuple(t.strip() for t in saved_model_tags.split(",") if t.strip())
+        if not tags:
+            raise CnnappError(f"--saved_model_tags: needs at least one tag (e.g. serve). Received: {saved_model_tags!r}")
+        given["saved_model_tags"] = tags
+    if allowed_hosts is not None:
+        given["allowed_hosts"] = tuple(allowed_hosts.split(","))
+    if rest_api_read_timeout_in_ms is not None:
+        given["read_timeout_s"] = rest_api_read_timeout_in_ms / 1000
+    if rest_api_num_threads:            # 0: the default, as in TF Serving
+        given["rest_api_num_threads"] = rest_api_num_threads
+    batching = {name: value for name, value in [("max_batch_size", max_batch_size),
+                                                 ("batch_timeout_micros", batch_timeout_micros),
+                                                 ("num_batch_threads", num_batch_threads),
+                                                 ("max_enqueued_batches", max_enqueued_batches)] if value is not None}
+    if batching:
+        given["batching_overrides"] = batching
     verbose = logging.getLogger().isEnabledFor(logging.DEBUG)
-    run_server(host=host, port=port, rest_api_port=rest_api_port, log_level="debug" if verbose else "info",
-               model_base_path=model_base_path, model_name=model_name, model_config_file=model_config_file,
-               enable_batching=enable_batching, batching_parameters_file=batching_parameters_file,
-               batching_overrides=dict(max_batch_size=max_batch_size, batch_timeout_micros=batch_timeout_micros,
-                                       num_batch_threads=num_batch_threads,
-                                       max_enqueued_batches=max_enqueued_batches),
-               max_instances_per_request=max_instances_per_request, request_timeout_ms=rest_api_timeout_in_ms,
-               max_body_bytes=max_body, poll_seconds=file_system_poll_wait_seconds,
-               enable_serialization_as_tensor_content=enable_serialization_as_tensor_content,
-               max_num_load_retries=max_num_load_retries, load_retry_interval_micros=load_retry_interval_micros,
-               tensorflow_intra_op_parallelism=tensorflow_intra_op_parallelism,
-               tensorflow_inter_op_parallelism=tensorflow_inter_op_parallelism,
-               allowed_hosts=tuple(allowed_hosts.split(",")), read_timeout_s=rest_api_read_timeout_in_ms / 1000,
-               rest_api_num_threads=rest_api_num_threads or 16, enable_cors_support=rest_api_enable_cors_support,
-               saved_model_tags=tags, enable_model_warmup=enable_model_warmup,
-               num_request_iterations_for_warmup=num_request_iterations_for_warmup,
-               monitoring_config_file=monitoring_config_file,
-               model_config_file_poll_wait_seconds=model_config_file_poll_wait_seconds)
+    run_server(log_level="debug" if verbose else "info", **given)
+
+
+# The CLI's spelling -> run_server's keyword, where they differ.
+RENAMED = {"rest_api_timeout_in_ms": "request_timeout_ms", "max_body": "max_body_bytes",
+           "file_system_poll_wait_seconds": "poll_seconds", "rest_api_enable_cors_support": "enable_cors_support"}
