@@ -53,24 +53,27 @@ def test_library_code_reads_no_environment_variables():
     assert not bad, bad
 
 
-def module_level_dependencies(path: Path, mods: dict) -> set[str]:
-    """The cnnapp modules a module runs at import. `from pkg import sub` of a submodule runs `sub`
-    (whose package is already importing, not a circle); `from pkg import name` runs `pkg`."""
-    deps = set()
+def module_level_dependencies(name: str, path: Path, mods: dict) -> set[str]:
+    """The cnnapp modules a module needs at import. Importing `a.b.c` runs `a`, then `a.b`, then `a.b.c`:
+    each module named and its parent packages, except the importer's own parents, which are already
+    importing when it runs (a package's __init__ importing its submodules is no circle). But `from pkg
+    import name` of a name that is not a submodule needs `pkg` finished, own parent or not: cli/__init__
+    defining a helper its commands import from it, after importing them, is a circle."""
+    own_parents = {name.rsplit(".", i)[0] for i in range(1, name.count(".") + 1)}
+    named, needs_finished = set(), set()
     for node in ast.parse(path.read_text(encoding="utf-8")).body:
         if isinstance(node, ast.Import):
-            deps |= {a.name for a in node.names}
+            named |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
             submodules = {f"{node.module}.{a.name}" for a in node.names} & set(mods)
-            deps |= submodules
+            named |= {node.module} | submodules
             if len(submodules) < len(node.names):
-                deps.add(node.module)
-    return {d for d in deps if d in mods}
+                needs_finished.add(node.module)
+    runs = {".".join(m.split(".")[:i]) for m in named for i in range(1, m.count(".") + 2)} - own_parents
+    return {d for d in runs | needs_finished if d in mods}
 
 
-def test_no_module_level_import_circles():
-    mods = modules()
-    graph = {name: module_level_dependencies(path, mods) - {name} for name, path in mods.items()}
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     seen, on_path, cycles = set(), [], []
 
     def visit(node):
@@ -87,6 +90,32 @@ def test_no_module_level_import_circles():
 
     for node in sorted(graph):
         visit(node)
+    return cycles
+
+
+def test_the_import_graph_keeps_parent_package_edges(tmp_path):
+    """A command importing a helper from its own package's __init__ (which imports the commands) is a
+    circle; importing a sibling submodule, or a module of another package, is not — but that other
+    package's __init__ runs first, so its edges count."""
+    files = {"pkg/__init__.py": "from pkg import cmd\n", "pkg/cmd.py": "from pkg import helper\n",
+             "pkg/errors.py": "", "other/__init__.py": "import pkg.cmd\n", "other/mod.py": ""}
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_text(text)
+
+    def graph():
+        mods = {".".join(Path(rel).with_suffix("").parts).removesuffix(".__init__"): tmp_path / rel for rel in files}
+        return {n: module_level_dependencies(n, p, mods) - {n} for n, p in mods.items()}
+    assert [set(c) for c in find_cycles(graph())] == [{"pkg", "pkg.cmd"}]
+    (tmp_path / "pkg/cmd.py").write_text("from pkg.errors import helper\nfrom pkg import errors\n")
+    assert find_cycles(graph()) == []
+    (tmp_path / "pkg/errors.py").write_text("import other.mod\n")   # runs other/__init__, which imports pkg.cmd
+    assert [set(c) for c in find_cycles(graph())] == [{"other", "pkg.cmd", "pkg.errors", "pkg"}]
+
+
+def test_no_module_level_import_circles():
+    mods = modules()
+    cycles = find_cycles({name: module_level_dependencies(name, path, mods) - {name} for name, path in mods.items()})
     assert not cycles, cycles[:3]
 
 
