@@ -2,7 +2,8 @@
 
 - a *model folder* `<base>/<name>/` holds numeric *version folders*, ASCII digits only ("1", "12");
 - a version folder holds a SavedModel (`saved_model.pb`, or `.pbtxt`) and cnnapp's metadata file
-  `assets.extra/cnnapp.json` (TF Serving ignores assets.extra);
+  `assets.extra/cnnapp.json` (TF Serving ignores assets.extra), and usually the same network as a
+  LiteRT model in `assets.extra/litert/` (`model.tflite`, `meta.json`; cnnapp.export.litert);
 - versions are written to hidden `.tmp-<version>-*` folders beside them and renamed into place, so a
   reader never sees half a version.
 
@@ -21,6 +22,8 @@ from pathlib import Path
 from cnnapp.errors import CnnappError
 
 METADATA_FILE = Path("assets.extra") / "cnnapp.json"
+LITERT_DIR = Path("assets.extra") / "litert"           # model.tflite + meta.json (+ vocabulary.txt)
+LITERT_META = LITERT_DIR / "meta.json"
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 TMP_PREFIX = ".tmp-"
 # A model name becomes a URL path segment and a folder name: one path component, no tricks.
