@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED = 1
 
-.PHONY: demo test test-slow bench bench-image bench-text bench-serve bench-scale bench-explain bench-data venv clean
+.PHONY: demo readme test test-slow bench bench-image bench-text bench-serve bench-scale bench-explain bench-data venv clean
 
 venv: $(STAMP)
 
@@ -33,6 +33,10 @@ demo: $(STAMP)
 	$(VENV)/bin/cnnapp predict saved_models/digits $$($(PY) -m cnnapp.data.image.digits --write-samples runs/digits-samples)
 	$(VENV)/bin/cnnapp train-text --name demo-sentences
 	$(VENV)/bin/cnnapp predict saved_models/demo-sentences "a moving and beautifully acted film" "dull , lifeless and far too long"
+
+## README.md's output blocks (<!-- output --> markers), pasted from a fresh run of their commands (a few minutes).
+readme: $(STAMP)
+	$(PY) docs/readme_outputs.py
 
 ## The test suite (fast contract tests; real training on shared data is opt-in via test-slow).
 test: $(STAMP)
