@@ -377,4 +377,4 @@ def test_tensor_content_flag_parses_as_in_tf_serving():
     parsed = [serve.make_context("serve", args).params["enable_serialization_as_tensor_content"]
               for args in (["--enable_serialization_as_tensor_content"], ["--enable_serialization_as_tensor_content=false"],
                            ["--enable-serialization-as-tensor-content", "true"], [])]
-    assert parsed == [True, False, True, False]
+    assert parsed == [True, False, True, None]          # None: not given (ServerConfig holds the default)

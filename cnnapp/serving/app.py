@@ -15,12 +15,14 @@ under /v1/ that is none of the above (`/versions/abc`, `:foo`, GET `:predict`) i
 Before any of that, serving/guard.py refuses requests for another Host (DNS rebinding), cross-origin
 browser POSTs and non-JSON browser bodies; every answer carries `X-Content-Type-Options: nosniff`.
 
-The event loop only reads bodies and routes: a small body (a few examples) is decoded inline, which
-costs microseconds; a larger one is parsed, decoded, run and encoded in a worker thread (at most a
-few at once), so a status GET is never stuck behind a 50 MB request. A request over
-`max_instances_per_request` examples is refused before decoding, and what is accepted runs through
-the model `chunk_examples` at a time. Requests past `request_timeout_ms` get 504; a body that has
-not fully arrived `read_timeout_s` after the request head gets 408.
+The event loop only reads bodies and routes: every body is parsed, decoded, run and encoded in a
+worker thread (`run_work`), so a status GET is never stuck behind a 50 MB request. A large body
+(or an :explain) first takes one of `HEAVY_CONCURRENCY` heavy-request slots (serving/work.py). A
+request over `max_instances_per_request` examples is refused before decoding, and what is accepted
+runs through the model a chunk at a time (`chunk_examples`, and encoded images by decoded size).
+Requests past `request_timeout_ms` get 504 and their work is cancelled: the worker stops before its
+next chunk and only then frees its slot. A body that has not fully arrived `read_timeout_s` after
+the request head gets 408.
 
 >>> app = create_app(ServerConfig(models=discover_models(Path("saved_models"))))
 """
@@ -46,8 +48,10 @@ from cnnapp.serving.config import ServerConfig
 from cnnapp.serving.explain import explain  # cnnapp's :explain extension
 from cnnapp.serving.guard import RequestGuard
 from cnnapp.serving.metrics import UNKNOWN_MODEL, Metrics
-from cnnapp.serving.models import DeadlineExceeded, ModelManager, Servable
+from cnnapp.serving.errors import DeadlineExceeded
+from cnnapp.serving.models import ModelManager, Servable
 from cnnapp.serving.page import page_routes  # the web page at /
+from cnnapp.serving.work import Slots, Work, WorkStats
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +126,10 @@ class ServingApp:
         # next chunk boundary.
         self.executor = ThreadPoolExecutor(max_workers=config.rest_api_num_threads, thread_name_prefix="rest")
         self.guard = RequestGuard(config.allowed_hosts, allow_cross_origin=config.enable_cors_support)
-        self._heavy: dict[int, asyncio.Semaphore] = {}      # per event loop (tests run several)
+        # Heavy requests (large bodies, :explain) at once, REST and gRPC together; a slot is freed by
+        # the worker when it really stops (serving/work.py).
+        self.slots = Slots(HEAVY_CONCURRENCY)
+        self.work = WorkStats()
         if load:
             self.manager.poll()
 
@@ -263,10 +270,7 @@ class ServingApp:
                 if int(version) > _INT64_MAX:
                     raise ServingError(f"Failed to convert version: {version} to numeric.")
                 version = int(version)
-            if method == "POST" and verb == "explain":  # cnnapp's extension (serving/explain.py)
-                api = "Explain"
-                status, payload = 200, _dumps(await explain(self, name, version, label, await read_body()))
-            elif method == "GET":
+            if method == "GET":
                 if m["metadata"]:
                     api = "GetModelMetadata"
                     status, payload = 200, self.metadata(name, version, label)
@@ -274,14 +278,17 @@ class ServingApp:
                     api = "GetModelStatus"
                     status, payload = 200, _dumps(self.manager.status(name, version, label))
             else:
-                api = _APIS[verb]
+                api = _APIS.get(verb, "Explain")
                 servable = self.manager.resolve(name, version, label)
                 body = await read_body()
                 timeout = self.config.request_timeout_ms / 1000 if self.config.request_timeout_ms > 0 else None
-                deadline = None if timeout is None else time.monotonic() + timeout
+                work = Work.within(timeout)
+                # :explain is cnnapp's extension (serving/explain.py), under the same limits and timeout.
+                job = explain(self, servable, body, work, _dumps) if verb == "explain" else self.run(verb, servable, body, work)
                 try:
-                    status, payload = 200, await _with_timeout(self.run(verb, servable, body, deadline), timeout)
+                    status, payload = 200, await _with_timeout(job, timeout)
                 except asyncio.TimeoutError:
+                    work.cancel("timed out")
                     raise DeadlineExceeded(f"Deadline exceeded: no answer within {self.config.request_timeout_ms} ms "
                                            f"(--rest_api_timeout_in_ms)") from None
         except ServingError as e:
@@ -302,29 +309,80 @@ class ServingApp:
         return _dumps({"model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
                        "metadata": servable.metadata()})
 
-    async def run(self, verb: str, servable: Servable, body: bytes, deadline: float | None) -> bytes:
-        loop = asyncio.get_running_loop()
-        limit = self.config.max_instances_per_request
-        if len(body) <= INLINE_BODY_BYTES:
-            sig, inputs, form = decode_request(verb, servable, parse_json(body), limit)
-            if servable.batchable(inputs) and len(next(iter(inputs.values()))) <= servable.chunk_examples:
-                future = servable.batcher.submit(sig, inputs, loop=loop)
-                if future is not None:
-                    return encode_reply(await future, form)
-            outputs = await loop.run_in_executor(self.executor, lambda: servable.infer(sig, inputs, deadline=deadline))
-            return encode_reply(outputs, form)
-        heavy = self._heavy.setdefault(id(loop), asyncio.Semaphore(HEAVY_CONCURRENCY))
-        async with heavy:
-            return await loop.run_in_executor(self.executor, self._run_blocking, verb, servable, body, limit, deadline)
+    def parse(self, body: bytes) -> dict:
+        """A request body -> its JSON object, in a worker thread (never on the event loop)."""
+        self.work.add("parsing")
+        try:
+            return parse_json(body, share_gil=len(body) > INLINE_BODY_BYTES)
+        finally:
+            self.work.add("parsing", -1)
 
-    @staticmethod
-    def _run_blocking(verb, servable, body, limit, deadline) -> bytes:
-        sig, inputs, form = decode_request(verb, servable, parse_json(body, share_gil=True), limit)
-        return encode_reply(servable.infer(sig, inputs, deadline=deadline), form)
+    async def run_work(self, fn, *, work: Work, heavy: bool = False):
+        """`fn(work)` in a worker thread. A heavy one first takes a slot, which the worker frees
+        when it stops. If the caller stops waiting (timeout, client gone), `work` is cancelled and
+        the worker stops at its next check instead of running to its end."""
+        loop = asyncio.get_running_loop()
+        if heavy:
+            await self.slots.acquire()
+        self.work.add("running")
+        try:
+            future = loop.run_in_executor(self.executor, self._worker, fn, work, heavy)
+        except BaseException:
+            self._worker_done(heavy)
+            raise
+        future.add_done_callback(_retrieve)     # an answer nobody waits for any more is not an error
+        try:
+            return await asyncio.shield(future)
+        except BaseException:
+            work.cancel("the request timed out or its client left")
+            raise
+
+    def _worker(self, fn, work: Work, heavy: bool):
+        try:
+            work.check()
+            return fn(work)
+        finally:
+            self._worker_done(heavy)
+
+    def _worker_done(self, heavy: bool) -> None:
+        self.work.add("running", -1)
+        if heavy:
+            self.slots.release()
+
+    async def run(self, verb: str, servable: Servable, body: bytes, work: Work) -> bytes:
+        limit = self.config.max_instances_per_request
+        if len(body) > INLINE_BODY_BYTES:
+            return await self.run_work(lambda w: self._run_blocking(verb, servable, body, limit, w),
+                                       work=work, heavy=True)
+
+        def small(w):
+            sig, inputs, form = decode_request(verb, servable, self.parse(body), limit)
+            if servable.batchable(inputs) and len(next(iter(inputs.values()))) <= servable.chunk_examples:
+                return sig, inputs, form        # batched: submitted from the loop below
+            return encode_reply(servable.infer(sig, inputs, work=w, stats=self.work), form)
+
+        done = await self.run_work(small, work=work)
+        if isinstance(done, bytes):
+            return done
+        sig, inputs, form = done
+        future = servable.batcher.submit(sig, inputs, loop=asyncio.get_running_loop())
+        if future is not None:
+            return encode_reply(await future, form)
+        return await self.run_work(lambda w: encode_reply(servable.infer(sig, inputs, work=w, stats=self.work), form),
+                                   work=work)
+
+    def _run_blocking(self, verb, servable, body, limit, work) -> bytes:
+        sig, inputs, form = decode_request(verb, servable, self.parse(body), limit)
+        return encode_reply(servable.infer(sig, inputs, work=work, stats=self.work), form)
 
     def close(self) -> None:
         self.manager.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _retrieve(future) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 async def _with_timeout(coro, seconds: float | None):

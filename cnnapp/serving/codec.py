@@ -15,22 +15,8 @@ import math
 
 import numpy as np
 
+from cnnapp.serving.errors import NotFound, ServingError  # noqa: F401 - re-exported
 from cnnapp.serving.json_floats import tf_serving_float32
-
-
-class ServingError(Exception):
-    """A request that cannot be answered; becomes `{"error": message}` with `status`."""
-
-    status = 400
-
-    def __init__(self, message: str, status: int | None = None):
-        super().__init__(message)
-        if status is not None:
-            self.status = status
-
-
-class NotFound(ServingError):
-    status = 404
 
 
 def clip(value, limit: int = 80) -> str:

@@ -23,10 +23,9 @@ a filter's weights.
 from __future__ import annotations
 
 import numpy as np
-from starlette.concurrency import run_in_threadpool
 
 from cnnapp.explain import IMAGE_FORMATS, image_explanation, text_explanation
-from cnnapp.serving.codec import ServingError, parse_json, to_array
+from cnnapp.serving.codec import ServingError, to_array
 
 SIGNATURE = "explain"
 MAX_INSTANCES = 16          # an explanation is large (every map of every layer): keep a request bounded
@@ -109,24 +108,36 @@ def decode_explain(doc: dict, servable) -> tuple[dict[str, np.ndarray], dict]:
     return inputs, options
 
 
-async def explain(serving_app, name: str, version, label, body: bytes) -> dict:
-    """The `:explain` answer for one request body, or ServingError."""
-    servable = serving_app.manager.resolve(name, version, label)
+async def explain(serving_app, servable, body: bytes, work, encode=lambda answer: answer):
+    """The `:explain` answer for one request body (passed through `encode` in the worker), or ServingError. Like a large :predict it runs
+    in a worker thread holding a heavy-request slot (serving/work.py), parses its body there, and
+    calls the explain signature one instance at a time, checking `work` (the request's deadline
+    and cancel flag) before each, so a timed-out request stops between images."""
     if SIGNATURE not in servable.signatures or not servable.cnnapp.get("explain"):
-        raise ServingError(f"{name} version {servable.version} has no '{SIGNATURE}' signature (it was exported "
-                           f"before cnnapp could explain, or it is an ensemble): export it again to explain it; "
-                           f":predict works as before")
-    inputs, options = decode_explain(parse_json(body), servable)
-    outputs = await run_in_threadpool(servable.call, SIGNATURE, inputs)
+        raise ServingError(f"{servable.name} version {servable.version} has no '{SIGNATURE}' signature (it was "
+                           f"exported before cnnapp could explain, or it is an ensemble): export it again to "
+                           f"explain it; :predict works as before")
+
+    def job(work):
+        inputs, options = decode_explain(serving_app.parse(body), servable)
+        return encode({"model_spec": {"name": servable.name, "signature_name": SIGNATURE,
+                                      "version": str(servable.version)},
+                       "explanations": [explain_one(servable, {k: v[i:i + 1] for k, v in inputs.items()}, options,
+                                                    work, serving_app.work)
+                                        for i in range(len(next(iter(inputs.values()))))]})
+
+    return await serving_app.run_work(job, work=work, heavy=True)
+
+
+def explain_one(servable, inputs: dict[str, np.ndarray], options: dict, work, stats=None) -> dict:
+    """One instance's explanation (`inputs` hold one example)."""
+    work.check()
+    if stats is not None:
+        stats.add("chunks")
+    outputs = servable.call(SIGNATURE, inputs)
     meta = servable.cnnapp["explain"]
-
-    def read():
-        if servable.cnnapp.get("kind") == "image":
-            return [image_explanation(outputs, i, meta, max_maps=options["max_maps"], images=options["images"],
-                                      top_k=options["top"]) for i in range(len(outputs["scores"]))]
-        sentences = inputs["sentences"]
-        return [{"sentence": s.decode("utf-8", "replace"), **text_explanation(outputs, i, meta, top=options["top"])}
-                for i, s in enumerate(sentences)]
-
-    return {"model_spec": {"name": name, "signature_name": SIGNATURE, "version": str(servable.version)},
-            "explanations": await run_in_threadpool(read)}
+    if servable.cnnapp.get("kind") == "image":
+        return image_explanation(outputs, 0, meta, max_maps=options["max_maps"], images=options["images"],
+                                 top_k=options["top"])
+    return {"sentence": inputs["sentences"][0].decode("utf-8", "replace"),
+            **text_explanation(outputs, 0, meta, top=options["top"])}

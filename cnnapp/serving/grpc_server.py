@@ -24,9 +24,11 @@ import numpy as np
 
 from cnnapp.errors import CnnappError
 from cnnapp.serving.codec import InputSpec, NotFound, ServingError, check_instances, clip
+from cnnapp.serving.errors import DeadlineExceeded
 from cnnapp.serving.metrics import UNKNOWN_MODEL
-from cnnapp.serving.models import DeadlineExceeded, Servable
+from cnnapp.serving.models import Servable
 from cnnapp.serving.proto_codec import array_to_tensor_proto, declared_bytes, tensor_to_array
+from cnnapp.serving.work import Work
 
 log = logging.getLogger(__name__)
 INLINE_BYTES = 16 * 1024        # larger requests (message or declared tensors) are decoded in worker threads
@@ -148,7 +150,7 @@ class _Servicer:
 
     async def _infer(self, servable: Servable, sig: str, inputs: dict, context) -> dict:
         remaining = context.time_remaining()
-        deadline = None if remaining is None else time.monotonic() + remaining
+        work = Work.within(remaining)
         n = next((a.shape[0] for a in inputs.values() if a.ndim), 0)
         if servable.batchable(inputs) and n <= servable.chunk_examples:
             future = servable.batcher.submit(sig, inputs, loop=self.loop)
@@ -157,7 +159,8 @@ class _Servicer:
                     return await asyncio.wait_for(future, remaining) if remaining is not None else await future
                 except asyncio.TimeoutError:
                     raise DeadlineExceeded("Deadline exceeded while waiting for the batch") from None
-        return await self.loop.run_in_executor(self.executor, lambda: servable.infer(sig, inputs, deadline=deadline))
+        # Past the deadline, or cancelled by the client, the worker stops at its next chunk.
+        return await self.app.run_work(lambda w: servable.infer(sig, inputs, work=w, stats=self.app.work), work=work)
 
     def _servable(self, spec) -> Servable:
         choice = spec.WhichOneof("version_choice")

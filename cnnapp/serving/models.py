@@ -29,14 +29,12 @@ import numpy as np
 from cnnapp import layout
 from cnnapp.errors import tf_error_reason
 from cnnapp.serving.batching import Batcher
-from cnnapp.serving.codec import InputSpec, NotFound, ServingError
+from cnnapp.serving.codec import InputSpec
+from cnnapp.serving.errors import DeadlineExceeded, NotFound, ServingError  # noqa: F401 - re-exported
 from cnnapp.serving.config import ModelConfig, ServerConfig
+from cnnapp.serving.work import Work, WorkStats, chunk_bounds, example_costs
 
 log = logging.getLogger(__name__)
-
-class DeadlineExceeded(ServingError):
-    status = 504        # TF Serving's REST answer to DEADLINE_EXCEEDED (http_server.cc: GATEWAY_TO)
-
 
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"   # TF Serving's name and place
 MAX_WARMUP_RECORDS = 1000                                            # TF Serving's kMaxNumRecords
@@ -110,27 +108,34 @@ class Servable:
     def batchable(self, inputs: dict[str, np.ndarray]) -> bool:
         return self.batcher is not None and bool(inputs) and all(a.ndim for a in inputs.values())
 
-    def infer(self, signature: str, inputs: dict[str, np.ndarray], *, deadline: float | None = None) -> dict:
-        """Run a request of any accepted size, `chunk_examples` at a time (through the batcher when
-        batching is on), so memory follows the chunk, not the request. Blocks; `deadline` is a
-        time.monotonic() value past which the rest is not computed (DeadlineExceeded)."""
+    def infer(self, signature: str, inputs: dict[str, np.ndarray], *, deadline: float | None = None,
+              work: Work | None = None, stats: WorkStats | None = None) -> dict:
+        """Run a request of any accepted size, a chunk at a time (through the batcher when batching
+        is on), so memory follows the chunk, not the request: at most `chunk_examples` examples, and
+        encoded images cut by their decoded size (serving/work.py). Blocks; before every chunk
+        `work` (or `deadline`, a time.monotonic() value) is checked, so a request past its deadline
+        or cancelled stops computing there (DeadlineExceeded). `stats.chunks` counts chunks run."""
+        work = work if work is not None else Work(deadline)
         sizes = {a.shape[0] for a in inputs.values() if a.ndim}
         n = sizes.pop() if len(sizes) == 1 else 0
-        if n <= self.chunk_examples:
-            return self._infer_chunk(signature, inputs, deadline)
-        parts = []
-        for start in range(0, n, self.chunk_examples):
-            _check_deadline(deadline)
-            parts.append(self._infer_chunk(signature, {k: v[start:start + self.chunk_examples]
-                                                       for k, v in inputs.items()}, deadline))
+        if n <= 1:
+            return self._infer_chunk(signature, inputs, work, stats)
+        bounds = chunk_bounds(n, self.chunk_examples, example_costs(inputs))
+        if len(bounds) == 1:
+            return self._infer_chunk(signature, inputs, work, stats)
+        parts = [self._infer_chunk(signature, {k: v[start:stop] for k, v in inputs.items()}, work, stats)
+                 for start, stop in bounds]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
-    def _infer_chunk(self, signature, inputs, deadline):
+    def _infer_chunk(self, signature, inputs, work: Work, stats: WorkStats | None):
+        work.check()
+        if stats is not None:
+            stats.add("chunks")
         if self.batchable(inputs):
             future = self.batcher.submit(signature, inputs)
             if future is not None:
                 try:
-                    return future.result(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+                    return future.result(timeout=work.remaining())
                 except FutureTimeout:
                     raise DeadlineExceeded("Deadline exceeded while waiting for the batch") from None
         return self.call(signature, inputs)
@@ -231,12 +236,6 @@ class Servable:
     def close(self) -> None:
         if self.batcher:
             self.batcher.close()
-
-
-def _check_deadline(deadline: float | None) -> None:
-    if deadline is not None and time.monotonic() > deadline:
-        raise DeadlineExceeded("Deadline exceeded: the request took longer than the server's timeout "
-                               "(--rest_api_timeout_in_ms) or the client's deadline")
 
 
 @dataclass

@@ -1,0 +1,135 @@
+"""Every request's work is bounded and cancellable (issue 25): a request past its deadline stops
+computing at the next chunk, its heavy-request slot is held until the worker really stops, `:explain`
+goes through the same limits, slots and timeout as `:predict`, and no JSON body is parsed on the
+event loop (a status GET is answered while a large body is parsed). In-process app, no socket."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from conftest import png_bytes
+
+httpx = pytest.importorskip("httpx")
+pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+
+SENTENCES = 2000
+
+
+def make_app(model_base, name, **config):
+    from cnnapp.serving import ServerConfig, create_app, discover_models
+    return create_app(ServerConfig(models=discover_models(model_base, name), poll_seconds=0, **config))
+
+
+def client_for(serving):
+    from starlette.testclient import TestClient
+    return TestClient(serving.app, base_url="http://localhost")
+
+
+def with_timeout(serving, ms: int) -> None:
+    serving.config = dataclasses.replace(serving.config, request_timeout_ms=ms)
+
+
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    """A decompression bomb: a 6000x6000 PNG of zeros, ~36 MB of pixels in ~40 KB."""
+    return png_bytes(np.zeros((6000, 6000, 1), np.uint8))
+
+
+def test_a_timed_out_request_stops_computing_and_holds_its_slot_until_then(model_base):
+    from cnnapp.serving.app import HEAVY_CONCURRENCY
+    serving = make_app(model_base, "tiny_text", chunk_examples=1)      # one signature call per sentence
+    client = client_for(serving)
+    body = json.dumps({"instances": ["a good film"] * SENTENCES})
+    before = serving.work.chunks
+    with_timeout(serving, 200)
+    r = client.post("/v1/models/tiny_text:predict", content=body)
+    assert r.status_code == 504 and "rest_api_timeout_in_ms" in r.json()["error"], r.text
+    # Read the free slots first: a slot is only freed after its worker stopped running.
+    free, running = serving.slots.free(), serving.work.running
+    assert not (free == HEAVY_CONCURRENCY and running), (free, running)
+    assert serving.work.wait_idle(60), "the timed-out worker never stopped"
+    assert serving.work.chunks - before < SENTENCES, "the timed-out request was computed to its end"
+    assert serving.slots.free() == HEAVY_CONCURRENCY
+    with_timeout(serving, 0)                        # no limit: the same request runs through
+    before = serving.work.chunks
+    r = client.post("/v1/models/tiny_text:predict", content=body)
+    assert r.status_code == 200 and len(r.json()["predictions"]) == SENTENCES, r.text[:200]
+    assert serving.work.chunks - before == SENTENCES
+    assert serving.slots.free() == HEAVY_CONCURRENCY
+    serving.close()
+
+
+def test_a_request_of_bombs_is_cut_one_image_at_a_time_and_stops_between_them(model_base, bomb):
+    from cnnapp.serving.work import chunk_bounds, example_costs, image_pixels
+    assert image_pixels(bomb) == 6000 * 6000
+    small = png_bytes(np.zeros((8, 8, 1), np.uint8))
+    images = np.array([small] * 100 + [bomb] * 3 + [small] * 10, dtype=object)
+    bounds = chunk_bounds(len(images), 256, example_costs({"image_bytes": images}))
+    assert bounds == [(0, 100), (100, 101), (101, 102), (102, 103), (103, 113)]
+    assert chunk_bounds(10, 4) == [(0, 4), (4, 8), (8, 10)]
+
+    serving = make_app(model_base, "tiny_image")
+    client = client_for(serving)
+    body = {"instances": [{"b64": base64.b64encode(bomb).decode()}] * 16}
+    before = serving.work.chunks
+    with_timeout(serving, 100)
+    assert client.post("/v1/models/tiny_image:predict", json=body).status_code == 504
+    assert serving.work.wait_idle(60)
+    assert serving.work.chunks - before < 16
+    serving.close()
+
+
+def test_slots_are_shared_by_event_loops_and_passed_on_by_a_cancelled_waiter():
+    from cnnapp.serving.work import Slots
+    slots = Slots(1)
+
+    async def hold_then_queue():
+        await slots.acquire()
+        waiter = asyncio.ensure_future(slots.acquire())
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        waiter.cancel()                         # gave up (its request timed out)
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        second = asyncio.ensure_future(slots.acquire())
+        await asyncio.sleep(0)
+        threading.Thread(target=slots.release).start()      # a worker thread frees the slot
+        await asyncio.wait_for(second, 30)
+        assert slots.free() == 0
+
+    asyncio.run(hold_then_queue())
+    slots.release()
+    assert slots.free() == 1
+    asyncio.run(slots.acquire())            # another loop takes it
+    assert slots.free() == 0
+
+
+def test_explain_goes_through_the_same_limits_slots_and_timeout(model_base, bomb):
+    from cnnapp.serving.app import HEAVY_CONCURRENCY
+    from cnnapp.serving.explain import MAX_INSTANCES
+    serving = make_app(model_base, "tiny_image", max_body_bytes=2_000_000)
+    client = client_for(serving)
+    one = {"b64": base64.b64encode(bomb).decode()}
+    r = client.post("/v1/models/tiny_image:explain", json={"instances": [one] * (MAX_INSTANCES + 1)})
+    assert r.status_code == 400 and "at most 16 instances" in r.json()["error"], r.text
+    r = client.post("/v1/models/tiny_image:explain", json={"instances": [one] * 60})
+    assert r.status_code == 413 and "--max_body" in r.json()["error"], r.text
+    before = serving.work.chunks
+    with_timeout(serving, 100)
+    r = client.post("/v1/models/tiny_image:explain", json={"instances": [one] * MAX_INSTANCES})
+    assert r.status_code == 504 and "rest_api_timeout_in_ms" in r.json()["error"], r.text
+    assert serving.work.wait_idle(60)
+    assert serving.work.chunks - before < MAX_INSTANCES
+    assert serving.slots.free() == HEAVY_CONCURRENCY
+    with_timeout(serving, 0)
+    small = {"b64": base64.b64encode(png_bytes(np.zeros((8, 8, 1), np.uint8))).decode()}
+    r = client.post("/v1/models/tiny_image:explain", json={"instances": [small] * 2})
+    assert r.status_code == 200 and len(r.json()["explanations"]) == 2, r.text[:300]
+    serving.close()
