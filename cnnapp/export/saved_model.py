@@ -14,7 +14,8 @@ signature. `assets.extra/cnnapp.json` (ignored by TF Serving) records the kind, 
 facts, the layer table `cnnapp summary` prints (`layers`) and what the explain outputs are (`explain`),
 so a server reads them without Keras. `assets.extra/tf_serving_warmup_requests` holds one real
 request per signature in TF Serving's warm-up format (TFRecords of PredictionLog), which TF Serving
-and `cnnapp serve` replay before a version is AVAILABLE.
+and `cnnapp serve` replay before a version is AVAILABLE. `assets.extra/litert/` holds the same
+network as a LiteRT model for `cnnapp predict` without TensorFlow (cnnapp.export.litert).
 """
 
 from __future__ import annotations
@@ -39,12 +40,18 @@ log = logging.getLogger(__name__)
 STARTED = time.time()   # exports left half-written before this process started are stale
 
 
-def _outputs(model, inputs, class_names, tta=None):
+def _scores(model, inputs, tta=None):
+    """float32 [N, C] probabilities of the model input, averaged over the test-time augmentation views."""
     views = tta(inputs) if tta else [inputs]
     scores = model(views[0], training=False) if len(views) == 1 else \
         tf.add_n([tf.cast(model(v, training=False), tf.float32) for v in views]) / len(views)
+    return tf.cast(scores, tf.float32)
+
+
+def _outputs(model, inputs, class_names, tta=None):
+    scores = _scores(model, inputs, tta)
     classes = tf.tile(tf.constant(class_names)[tf.newaxis, :], [tf.shape(scores)[0], 1])
-    return {"scores": tf.cast(scores, tf.float32), "classes": classes}
+    return {"scores": scores, "classes": classes}
 
 
 def layer_table(model: keras.Model) -> list[dict]:
@@ -132,8 +139,9 @@ def write_warmup_requests(export_dir: Path, *, name: str, metadata: dict) -> int
 
 
 def write_version(archive: keras.export.ExportArchive, *, export_base, name: str, version: int | None,
-                  metadata: dict) -> Path:
-    """Write `archive` as the next (or given) version of `name`, atomically; return its folder."""
+                  metadata: dict, extra: Callable[[Path], None] | None = None) -> Path:
+    """Write `archive` as the next (or given) version of `name`, atomically; return its folder.
+    `extra(folder)` writes more files into the version before it is renamed into place (the LiteRT model)."""
     model_dir = Path(export_base) / layout.check_model_name(name)
     model_dir.mkdir(parents=True, exist_ok=True)
     for stale in layout.stale_tmp_dirs(model_dir, older_than=STARTED):   # left by a killed export
@@ -150,6 +158,8 @@ def write_version(archive: keras.export.ExportArchive, *, export_base, name: str
         archive.write_out(str(tmp), verbose=False)
         layout.write_metadata(tmp, {**metadata, "version": version})
         write_warmup_requests(tmp, name=name, metadata=metadata)
+        if extra is not None:
+            extra(tmp)
         sync_tree(tmp)   # on disk before it is renamed into place: never a version with empty files
         os.chmod(tmp, 0o755)
         os.rename(tmp, final)   # atomic on one filesystem; fails rather than replacing a version
@@ -162,12 +172,13 @@ def write_version(archive: keras.export.ExportArchive, *, export_base, name: str
 
 def export_classifier(model: keras.Model, *, endpoints: dict[str, tuple[tf.TensorSpec, Callable] | Explainer],
                       track: tuple = (), class_names, export_base, name: str, version: int | None = None,
-                      metadata: dict | None = None, tta=None) -> Path:
+                      metadata: dict | None = None, tta=None, litert: str = "float") -> Path:
     """Export `model` with one signature per endpoint `{name: (raw input spec, raw -> model input)}`.
 
     `track` lists the preprocessing layers the endpoints call (their variables and assets, e.g. a
     vocabulary, are saved with the graph). `tta(model_input) -> [views]` averages the scores over
-    test-time augmentation views inside the graph, as the run's evaluation did.
+    test-time augmentation views inside the graph, as the run's evaluation did. `litert` ('float', 'int8'
+    or 'none') is the LiteRT model written beside it (cnnapp.export.litert).
     """
     class_names = [str(c) for c in class_names]
     archive = keras.export.ExportArchive()
@@ -187,4 +198,10 @@ def export_classifier(model: keras.Model, *, endpoints: dict[str, tuple[tf.Tenso
         archive.add_endpoint(signature, endpoint(to_model_input), input_signature=[spec])
     meta = {"class_names": class_names, "layers": layer_table(model), "explain": explain or None,
             **(metadata or {})}
-    return write_version(archive, export_base=export_base, name=name, version=version, metadata=meta)
+    from cnnapp.export.litert import write_litert
+
+    def write_extra(folder: Path) -> None:
+        write_litert(folder, model=model, scores_fn=lambda x: _scores(model, x, tta), class_names=class_names,
+                     metadata=meta, track=track, quantize=litert)
+    return write_version(archive, export_base=export_base, name=name, version=version, metadata=meta,
+                         extra=write_extra)

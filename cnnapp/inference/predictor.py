@@ -7,7 +7,6 @@ both: `image_bytes` (tf.string) takes encoded images, `sentences` (tf.string) ta
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import tensorflow as tf
 
 from cnnapp import layout
 from cnnapp.errors import CnnappError, tf_error_reason
+from cnnapp.inference.prediction import Prediction  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 INPUT_KINDS = {"image_bytes": "image", "sentences": "text"}
@@ -23,18 +23,6 @@ INPUT_KINDS = {"image_bytes": "image", "sentences": "text"}
 def resolve_model_dir(path: str | Path, arg: str = "MODEL") -> Path:
     """A version folder (holds saved_model.pb) as it is; a model folder -> its highest version."""
     return layout.resolve_version_dir(path, arg=arg)
-
-
-@dataclass
-class Prediction:
-    input: str
-    classes: list[str] | None = None
-    scores: list[float] | None = None
-    error: str | None = None
-
-    def top(self, k: int) -> list[tuple[str, float]]:
-        order = np.argsort(self.scores)[::-1][:k]
-        return [(self.classes[i], float(self.scores[i])) for i in order]
 
 
 class Predictor:
