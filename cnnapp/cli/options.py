@@ -245,6 +245,9 @@ def train_options(kind: str):
                      help="Runs go to RUN_DIR/<name>/ (config, history, metrics, plots, checkpoints)."),
         click.option("--export-base", default=DEFAULTS.export_base, show_default=True, type=click.Path(file_okay=False)),
         click.option("--export/--no-export", default=DEFAULTS.export, show_default=True),
+        click.option("--litert", type=click.Choice(["float", "int8", "none"]), default=DEFAULTS.litert, show_default=True,
+                     help="The LiteRT model written beside the SavedModel (assets.extra/litert/), which `predict` runs "
+                          "without TensorFlow: float, int8 (dynamic-range weights, ~1/4 the size) or none."),
         click.option("--fresh", is_flag=True, default=DEFAULTS.fresh,
                      help="Discard the backup an interrupted run of this --name left and start over "
                           "(by default the same command resumes it; other settings are refused)."),
@@ -262,7 +265,7 @@ TRAIN_FIELDS = ("name", "epochs", "batch_size", "learning_rate", "optimizer", "l
                 "class_weight",
                 "accuracy_levels", "steps_per_execution", "ema", "ensemble",
                 "cv", "repeats", "export_fold", "seed", "deterministic", "patience", "restore_best", "strategy", "precision",
-                "jit", "run_dir", "export_base", "export", "fresh", "cache", "memory_budget")
+                "jit", "run_dir", "export_base", "export", "litert", "fresh", "cache", "memory_budget")
 
 
 def train_config(kw: dict, *, cluster: dict | None = None, dump_weights_dir: str | None = None) -> TrainConfig:

@@ -46,7 +46,8 @@ def load_preprocessor(folder: Path) -> keras.Model:
 
 
 def export_model(task, model: keras.Model, prepared: Prepared, *, class_names, export_base, name: str,
-                 version: int | None = None, metadata: dict | None = None, tta: str | None = None) -> Path:
+                 version: int | None = None, metadata: dict | None = None, tta: str | None = None,
+                 litert: str = "float") -> Path:
     """Export `model` with the task's raw-input signatures (through the one export function); `tta`
     names the test-time augmentation the run was evaluated with ('flip'), done inside the graph."""
     from cnnapp.export import export_classifier
@@ -56,4 +57,4 @@ def export_model(task, model: keras.Model, prepared: Prepared, *, class_names, e
                              track=prepared.track,
                              class_names=class_names, export_base=export_base, name=name, version=version,
                              metadata={**task.export_metadata(prepared, model), "tta": tta or "none",
-                                       **(metadata or {})}, tta=views)
+                                       **(metadata or {})}, tta=views, litert=litert)

@@ -201,7 +201,7 @@ def _run(task, data: RawData, *, train: TrainConfig, spec, model: ModelChoice, s
 def _export(task, result, prepared, data, train: TrainConfig, spec, what: str, name: str) -> Path:
     return export_model(
         task, result.model, prepared, class_names=data.class_names, export_base=train.export_base, name=name,
-        tta=task.tta(data, train.tta),
+        tta=task.tta(data, train.tta), litert=train.litert,
         metadata={"model": spec.name, "run_dir": str(result.run_dir), "trained_on": what,
                   "ensemble": train.ensemble, "metrics": headline(result.metrics)})
 
