@@ -68,5 +68,10 @@ bench-explain: $(STAMP)
 bench-data: $(STAMP)
 	$(PY) benchmarks/bench_data.py
 
+## A live `cnnapp serve` under >= 2,000 hostile REST and >= 500 hostile gRPC calls, good ones checked between them:
+## 5xx, wrong answers, peak RSS and the worst status GET against issue 25's targets (exit 1 when one is missed).
+fuzz: $(STAMP)
+	$(PY) benchmarks/fuzz_serve.py
+
 clean:
 	rm -rf $(VENV) runs build *.egg-info
