@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED = 1
 
-.PHONY: demo readme test test-slow bench bench-image bench-text bench-serve bench-scale bench-explain bench-data venv clean
+.PHONY: demo readme test test-slow bench bench-image bench-text bench-serve bench-scale bench-explain bench-data fuzz venv clean
 
 venv: $(STAMP)
 
