@@ -26,6 +26,11 @@ Sentences, input `sentences` string [N]:
     activation float32 [N, F]             that window's activation (the pooled feature)
     contribution float32 [N, F, C]        activation x the filter's weight in the logits layer
 
+The n-gram family (cnnapp.models.nbsvm) answers the same outputs, F being the sentence's n-grams
+(the vectorizer's positions: its unigrams, then its bigrams, ...): `tokens` are its words, each
+n-gram has its width and first word, `activation` is 1 where it counts (its first occurrence, known
+in training) and `contribution` is what it adds to each class's logit (NB ratio x learned weight).
+
 `explain_metadata` says which layer each output comes from (the metadata file keeps it).
 """
 
@@ -141,7 +146,10 @@ def _heatmap(cam, height: int, width: int):
 
 
 def text_explainer(model: keras.Model, vectorizer, class_names) -> Explainer:
-    """The explain function of a sentence CNN; `vectorizer` is its adapted TextVectorization layer."""
+    """The explain function of a sentence CNN (or of the n-gram family: `ngram_explainer`); `vectorizer` is
+    its adapted TextVectorization layer."""
+    if roles.ngram_contribution(model) is not None:
+        return ngram_explainer(model, vectorizer, class_names)
     branches = roles.text_branches(model)
     if not branches:
         raise ValueError(f"model {model.name} has no max-over-time pooling to explain")
@@ -182,4 +190,48 @@ def text_explainer(model: keras.Model, vectorizer, class_names) -> Explainer:
 
     metadata = {"signature": SIGNATURE, "inputs": ["sentences"], "edge_padding": lead, "logits_layer": logits.name,
                 "branches": [{"width": w, "layer": pool.name, "filters": c} for (w, pool), c in zip(branches, counts)]}
+    return Explainer([tf.TensorSpec([None], tf.string, name="sentences")], explain, metadata)
+
+
+def ngram_explainer(model: keras.Model, vectorizer, class_names) -> Explainer:
+    """The explain function of the n-gram family: each position of the vectorised sentence is one n-gram
+    (all unigrams first, then all bigrams, ...), with its contribution to every class's logit."""
+    layer = roles.ngram_contribution(model)
+    probe = keras.Model(model.inputs, [layer.output, model.outputs[0]], name=f"{model.name}_explain")
+    widest = vectorizer.get_config().get("ngrams") or 1
+    widest = max(widest) if isinstance(widest, (tuple, list)) else int(widest)
+    names = tf.constant([str(c) for c in class_names])
+    vocabulary = tf.constant([str(t) for t in vectorizer.get_vocabulary()])
+
+    def explain(sentences):
+        ngram_ids = tf.cast(vectorizer(sentences), tf.int64)                       # [N, L]
+        contribution, scores = probe(ngram_ids, training=False)
+        contribution = tf.cast(contribution, tf.float32)                           # [N, L, C]
+        # A sentence of n words has k n - k (k - 1) / 2 n-grams of widths 1..k (n >= k; the formula below
+        # also holds for shorter ones), so n follows from the count (exact unless the sentence was cut).
+        count = tf.math.count_nonzero(ngram_ids, axis=1, keepdims=True, dtype=tf.int32)
+        words = (count + widest * (widest - 1) // 2) // widest                    # [N, 1]
+        position = tf.range(tf.shape(ngram_ids)[1], dtype=tf.int32)[tf.newaxis]   # [1, L]
+        width, start, offset = tf.ones_like(ngram_ids, tf.int32), position + 0 * words, tf.zeros_like(words)
+        for w in range(1, widest + 1):       # the block of width-w n-grams follows those of width w - 1
+            size = tf.maximum(words - w + 1, 0)
+            inside = (position >= offset) & (position < offset + size)
+            width, start = tf.where(inside, w, width), tf.where(inside, position - offset, start)
+            offset += size
+        is_word = position < words
+        token_ids = tf.where(is_word, ngram_ids, tf.zeros_like(ngram_ids))
+        n = tf.shape(scores)[0]
+        return {
+            "scores": tf.cast(scores, tf.float32),
+            "classes": tf.tile(names[tf.newaxis, :], [n, 1]),
+            "token_ids": token_ids,
+            "tokens": tf.where(is_word, tf.gather(vocabulary, ngram_ids), ""),
+            "ngram_width": width,
+            "ngram_start": start,
+            "activation": tf.cast(tf.reduce_any(tf.not_equal(contribution, 0.0), axis=-1), tf.float32),
+            "contribution": contribution,
+        }
+
+    metadata = {"signature": SIGNATURE, "inputs": ["sentences"], "family": "ngrams", "ngrams": widest,
+                "contribution_layer": layer.name}
     return Explainer([tf.TensorSpec([None], tf.string, name="sentences")], explain, metadata)

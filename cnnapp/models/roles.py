@@ -77,6 +77,12 @@ def logits_layer(model: keras.Model):
     return layer
 
 
+def ngram_contribution(model: keras.Model):
+    """The layer of the n-gram family (cnnapp.models.nbsvm) whose output is each n-gram's addition to each
+    class's logit [N, L, C], or None for other models."""
+    return next((layer for layer in _layers_in_order(model) if type(layer).__name__ == "NBContribution"), None)
+
+
 def text_branches(model: keras.Model) -> list[tuple[int, keras.layers.Layer]]:
     """[(region width, pooling layer)] in concatenation order, for sentence models."""
     out = []

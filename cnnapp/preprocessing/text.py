@@ -68,22 +68,31 @@ def token_counts(sentences, standardize: str = "kim") -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
-def default_sequence_length(sentences, *, min_length: int, standardize: str = "kim") -> int:
-    """The longest training sentence (capped at 400 tokens), at least the widest filter."""
+def ngram_count(tokens: int, ngrams: int | None) -> int:
+    """How many n-grams of widths 1..`ngrams` a sentence of `tokens` tokens has (None: the tokens)."""
+    return sum(max(0, tokens - width + 1) for width in range(1, (ngrams or 1) + 1))
+
+
+def default_sequence_length(sentences, *, min_length: int, standardize: str = "kim", ngrams: int | None = None) -> int:
+    """The longest training sentence (capped at 400 tokens), at least the widest filter; with `ngrams`, the
+    number of n-grams of widths 1..ngrams of that many tokens (all its unigrams, then all its bigrams, ...)."""
     counts = token_counts(sentences, standardize)
     longest = int(counts.max()) if len(counts) else 0
-    return max(min_length, min(longest, MAX_DEFAULT_LENGTH))
+    return max(min_length, ngram_count(min(longest, MAX_DEFAULT_LENGTH), ngrams))
 
 
 def make_vectorizer(train_sentences, *, max_tokens: int | None, sequence_length: int,
-                    standardize: str = "kim", vocabulary=None) -> keras.layers.TextVectorization:
+                    standardize: str = "kim", vocabulary=None, ngrams: int | None = None) -> keras.layers.TextVectorization:
     """A TextVectorization adapted on `train_sentences` (or given a fixed `vocabulary`).
 
     Sentences shorter than `sequence_length` are padded with 0, longer ones truncated, so a
-    one-word sentence and the empty string both map to a valid [sequence_length] row.
+    one-word sentence and the empty string both map to a valid [sequence_length] row. With
+    `ngrams` (the n-gram family) the ids are those of the sentence's n-grams of widths 1..ngrams:
+    all its unigrams, then all its bigrams, ...
     """
     vectorizer = keras.layers.TextVectorization(
         max_tokens=max_tokens, standardize=_standardize_arg(standardize), split="whitespace",
+        ngrams=ngrams if ngrams and ngrams > 1 else None,
         output_mode="int", output_sequence_length=sequence_length, name="vectorizer")
     if vocabulary is not None:
         vectorizer.set_vocabulary(vocabulary)
@@ -103,18 +112,19 @@ def make_vectorizer(train_sentences, *, max_tokens: int | None, sequence_length:
 
 
 def adapted_vectorizer(train_sentences, *, max_tokens: int | None, sequence_length: int | None, min_length: int,
-                       standardize: str = "kim") -> keras.layers.TextVectorization:
+                       standardize: str = "kim", ngrams: int | None = None) -> keras.layers.TextVectorization:
     """`make_vectorizer` with the data-driven sequence length when `sequence_length` is None: the length pass
     runs in a second thread while the vocabulary is adapted (both are TensorFlow ops that release the GIL,
     so two cores take both passes at once; a million sentences took 23 s one after the other)."""
     if sequence_length is not None:
         return make_vectorizer(train_sentences, max_tokens=max_tokens, sequence_length=sequence_length,
-                               standardize=standardize)
+                               standardize=standardize, ngrams=ngrams)
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(1, thread_name_prefix="cnnapp-lengths") as pool:
-        length = pool.submit(default_sequence_length, train_sentences, min_length=min_length, standardize=standardize)
+        length = pool.submit(default_sequence_length, train_sentences, min_length=min_length, standardize=standardize,
+                             ngrams=ngrams)
         adapted = make_vectorizer(train_sentences, max_tokens=max_tokens, sequence_length=min_length,
-                                  standardize=standardize)
+                                  standardize=standardize, ngrams=ngrams)
         sequence_length = length.result()
     return make_vectorizer(None, max_tokens=max_tokens, sequence_length=sequence_length, standardize=standardize,
-                           vocabulary=adapted.get_vocabulary())
+                           vocabulary=adapted.get_vocabulary(), ngrams=ngrams)

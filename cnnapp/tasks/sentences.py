@@ -50,12 +50,20 @@ class SentenceTask:
     def prepare(self, data: RawData, splits: Splits, *, model_options: dict, seed: int) -> Prepared:
         """`model_options` are the model's resolved keyword options (its defaults and the user's)."""
         widest = max(model_options.get("region_sizes") or (1,))
-        vectorizer = adapted_vectorizer(splits.x_train, max_tokens=self.max_tokens, sequence_length=self.sequence_length,
-                                        min_length=widest, standardize=self.standardize)
+        # The n-gram family (cnnapp.models.nbsvm) reads n-grams, its own vocabulary cap, and NB ratios.
+        ngrams = model_options.get("ngrams")
+        vectorizer = adapted_vectorizer(splits.x_train, sequence_length=self.sequence_length, min_length=widest,
+                                        max_tokens=model_options.get("max_ngrams") if ngrams else self.max_tokens,
+                                        standardize=self.standardize, ngrams=ngrams)
         sequence_length = int(vectorizer.get_config()["output_sequence_length"])
         vocab_size = vectorizer.vocabulary_size()
-        log.info("vocabulary %d tokens, sequence length %d", vocab_size, sequence_length)
-        matrix, coverage = self._embedding_matrix(vectorizer, splits, model_options.get("embedding_mode", "rand"), seed)
+        log.info("vocabulary %d %s, sequence length %d", vocab_size, "n-grams" if ngrams else "tokens", sequence_length)
+        if "nb_alpha" in model_options:
+            matrix, coverage = nb_ratios(vectorizer, splits.x_train, splits.y_train, num_classes=splits.num_classes,
+                                         alpha=model_options["nb_alpha"]), None
+        else:
+            matrix, coverage = self._embedding_matrix(vectorizer, splits, model_options.get("embedding_mode", "rand"),
+                                                      seed)
         return text_prepared(vectorizer, num_classes=splits.num_classes, embedding_matrix=matrix, coverage=coverage)
 
     def _embedding_matrix(self, vectorizer, splits: Splits, mode: str, seed: int):
@@ -91,7 +99,8 @@ class SentenceTask:
     def export_metadata(self, prepared: Prepared, model) -> dict:
         return {"kind": "text", "input": "sentences", "standardize": self.standardize,
                 "sequence_length": prepared.info["sequence_length"],
-                "vocabulary_size": prepared.info["vocabulary_size"]}
+                "vocabulary_size": prepared.info["vocabulary_size"],
+                **({"ngrams": prepared.info["ngrams"]} if prepared.info.get("ngrams") else {})}
 
 
 def training_token_counts(vectorizer, sentences) -> dict[str, int]:
@@ -105,10 +114,40 @@ def training_token_counts(vectorizer, sentences) -> dict[str, int]:
     return {vocabulary[i]: int(c) for i, c in enumerate(counts) if c and i > 0}
 
 
+def nb_ratios(vectorizer, sentences, labels, *, num_classes: int, alpha: float = 1.0) -> np.ndarray:
+    """Naive-Bayes log-count ratios [vocabulary, classes] of binarized n-grams (Wang & Manning 2012), one-vs-rest:
+    r[f, c] = log((p / |p|_1) / (q / |q|_1)) with p = alpha + the sentences of class c holding n-gram f and
+    q = alpha + those of the other classes. Read from `sentences` (the training part) chunk by chunk;
+    padding and the out-of-vocabulary id get 0."""
+    from cnnapp.preprocessing.text import sentence_batches
+    vocab = vectorizer.vocabulary_size()
+    labels = np.asarray(labels, dtype=np.int64)
+    counts = np.zeros(num_classes * vocab, dtype=np.int64)
+    start = 0
+    for chunk in sentence_batches(sentences, 8192):
+        ids = np.sort(vectorizer(chunk).numpy(), axis=1)
+        y = labels[start:start + len(ids)]
+        start += len(ids)
+        first = np.ones(ids.shape, dtype=bool)
+        first[:, 1:] = ids[:, 1:] != ids[:, :-1]
+        keep = first & (ids >= 2)
+        counts += np.bincount((y[:, None] * vocab + ids)[keep], minlength=num_classes * vocab)
+    counts = counts.reshape(num_classes, vocab).astype(np.float64)
+    counts[:, :2] = 0.0
+    p = counts + alpha
+    q = counts.sum(axis=0, keepdims=True) - counts + alpha
+    p[:, :2] = q[:, :2] = 1.0
+    ratios = np.log(p / p[:, 2:].sum(axis=1, keepdims=True)) - np.log(q / q[:, 2:].sum(axis=1, keepdims=True))
+    ratios[:, :2] = 0.0
+    return ratios.T.astype(np.float32)
+
+
 def text_prepared(vectorizer, *, num_classes: int, embedding_matrix=None, coverage: dict | None = None) -> Prepared:
     """The preprocessing of a sentence model: its adapted vectorizer, and the model's data-given arguments."""
     sequence_length = int(vectorizer.get_config()["output_sequence_length"])
     info = {"sequence_length": sequence_length, "vocabulary_size": int(vectorizer.vocabulary_size())}
+    if vectorizer.get_config().get("ngrams"):
+        info["ngrams"] = vectorizer.get_config()["ngrams"]
     if coverage is not None:
         info["embedding_coverage"] = coverage
     return Prepared(preprocessor=vectorizer, raw_input="sentences", preprocess=vectorizer, track=(vectorizer,),
