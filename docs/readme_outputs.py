@@ -12,7 +12,7 @@ folder, so exports are version 1 as on a fresh clone, with the virtual environme
 `../shared` beside it pointing at this repository's `../shared`. The demo (`make demo`'s commands,
 SETUP below) runs there first; a marker naming one of those commands gets the output it printed then.
 A command ending in `&` (a server) runs in the background until the end; the next command waits
-until its REST port answers.
+until its REST port answers. TensorFlow's own start-up lines (saved_model_cli prints them) are left out.
 
     python docs/readme_outputs.py [--readme README.md] [--keep DIR]
 """
@@ -37,6 +37,10 @@ SETUP = ["cnnapp train-image --name digits",
          "python -m cnnapp.data.image.digits --write-samples samples",
          "cnnapp train-text --name demo-sentences"]
 MARKER = re.compile(r"^<!-- output(?::\s*(?P<command>.*?))?\s*-->$")
+# TensorFlow's C++ start-up lines, printed before it reads any log level (saved_model_cli prints them;
+# cnnapp filters them itself, see cnnapp/quiet.py): left out of the README.
+TF_STARTUP = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\).*|I0000 .*cpu_feature_guard.*"
+                        r"|To enable the following instructions: .*|.*oneDNN custom operations are on.*)\n", re.M)
 ABRIDGE = re.compile(r"^(?P<command>.*?)\s*\|\s*abridge\s+(?P<head>\d+)\s+(?P<tail>\d+)$")
 
 
@@ -59,7 +63,7 @@ class Runner:
             return self._background(command.rstrip()[:-1])
         done = subprocess.run(["bash", "-c", command], cwd=self.work, env=self.env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        return done.stdout
+        return TF_STARTUP.sub("", done.stdout)
 
     def _background(self, command: str) -> str:
         server = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=self.work, env=self.env,
