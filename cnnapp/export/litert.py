@@ -36,17 +36,21 @@ QUANTIZATIONS = ("float", "int8", "none")   # `--litert`: what to write (none: n
 FORMAT = 1                                  # meta.json's layout version
 
 
-def runtime_meta(*, kind: str, metadata: dict, track=()) -> tuple[dict, list[str] | None]:
-    """(meta.json's preprocessing facts, the vocabulary or None), from the export's metadata and the
-    vectorizer it tracks; a ValueError says why this export has no LiteRT equivalent."""
+def runtime_meta(*, kind: str, metadata: dict, preprocessor) -> tuple[dict, list[str] | None]:
+    """(meta.json's preprocessing facts, the vocabulary or None), from the layer the raw-input signature
+    runs (an ImageDecoder or a TextVectorization) and the export's metadata; a ValueError says why this
+    export has no LiteRT equivalent."""
+    config = preprocessor.get_config() if hasattr(preprocessor, "get_config") else {}
     if kind == "image":
-        height, width = metadata["image_size"]
-        return {"input": "pixels", "image_size": [int(height), int(width)], "channels": int(metadata["channels"]),
-                "resize": {"method": "bilinear", "antialias": True, "skip_at_size": True}, "scale": [0.0, 255.0]}, None
-    vectorizers = [obj for obj in track if isinstance(obj, keras.layers.TextVectorization)]
-    if len(vectorizers) != 1:
-        raise ValueError("no TextVectorization layer to read the vocabulary from")
-    config = vectorizers[0].get_config()
+        if not {"height", "width", "channels"} <= set(config):
+            raise ValueError(f"the image preprocessing {type(preprocessor).__name__} is not an ImageDecoder")
+        resample = config.get("resample", "bilinear")   # decoders saved before `resample` resize bilinearly
+        if resample not in ("bilinear", "area"):
+            raise ValueError(f"resample={resample!r} is not reproduced outside TensorFlow")
+        return {"input": "pixels", "image_size": [int(config["height"]), int(config["width"])],
+                "channels": int(config["channels"]), "resample": resample, "scale": [0.0, 255.0]}, None
+    if not isinstance(preprocessor, keras.layers.TextVectorization):
+        raise ValueError(f"the text preprocessing {type(preprocessor).__name__} is not a TextVectorization")
     if config.get("split") != "whitespace" or config.get("output_mode") != "int":
         raise ValueError(f"split={config.get('split')!r}, output_mode={config.get('output_mode')!r}: only "
                          f"whitespace/int is reproduced outside TensorFlow")
@@ -56,7 +60,7 @@ def runtime_meta(*, kind: str, metadata: dict, track=()) -> tuple[dict, list[str
     standardize = metadata.get("standardize", "none")
     if standardize not in STANDARDIZE:      # cnnapp.inference.tokens reproduces each of them
         raise ValueError(f"standardize={standardize!r} is not reproduced outside TensorFlow")
-    vocabulary = [str(t) for t in vectorizers[0].get_vocabulary()]
+    vocabulary = [str(t) for t in preprocessor.get_vocabulary()]
     if any("\n" in t for t in vocabulary):
         raise ValueError("a vocabulary token holds a line break")
     return {"input": "token_ids", "sequence_length": int(config["output_sequence_length"]),
@@ -85,10 +89,12 @@ def convert(scores_fn, input_spec: tf.TensorSpec, *, quantize: str = "float") ->
             logger.setLevel(level)
 
 
-def write_litert(version_dir: Path, *, model: keras.Model, scores_fn, class_names, metadata: dict, track=(),
+def write_litert(version_dir: Path, *, model: keras.Model, scores_fn, class_names, metadata: dict, preprocessor,
                  quantize: str = "float") -> Path | None:
-    """Write `assets.extra/litert/` into a (temporary) version folder; None when `quantize` is 'none' or the
-    model has no LiteRT equivalent (logged: the SavedModel is still exported and predict falls back to it)."""
+    """Write `assets.extra/litert/` into a (temporary) version folder: `scores_fn(model input)` converted, and
+    what `preprocessor` (the layer the raw-input signature runs) does, for a runtime to redo. None when
+    `quantize` is 'none' or the model has no LiteRT equivalent (logged: the SavedModel is still exported
+    and predict uses it)."""
     if quantize == "none":
         return None
     if quantize not in QUANTIZATIONS:
@@ -96,7 +102,7 @@ def write_litert(version_dir: Path, *, model: keras.Model, scores_fn, class_name
         raise CnnappError(f"--litert: choose from {', '.join(QUANTIZATIONS)}. Received: {quantize}")
     kind = metadata.get("kind")
     try:
-        facts, vocabulary = runtime_meta(kind=kind, metadata=metadata, track=track)
+        facts, vocabulary = runtime_meta(kind=kind, metadata=metadata, preprocessor=preprocessor)
         spec = model.inputs[0]
         input_spec = tf.TensorSpec([None, *spec.shape[1:]], spec.dtype, name=facts["input"])
         flatbuffer = convert(scores_fn, input_spec, quantize=quantize)

@@ -200,8 +200,10 @@ def export_classifier(model: keras.Model, *, endpoints: dict[str, tuple[tf.Tenso
             **(metadata or {})}
     from cnnapp.export.litert import write_litert
 
+    raw = endpoints.get("serving_default")   # (raw input spec, the preprocessing layer it runs)
+
     def write_extra(folder: Path) -> None:
         write_litert(folder, model=model, scores_fn=lambda x: _scores(model, x, tta), class_names=class_names,
-                     metadata=meta, track=track, quantize=litert)
+                     metadata=meta, preprocessor=raw[1] if isinstance(raw, tuple) else None, quantize=litert)
     return write_version(archive, export_base=export_base, name=name, version=version, metadata=meta,
                          extra=write_extra)

@@ -106,7 +106,8 @@ class LiteRTPredictor:
         inputs, slots = [], []
         for value, label in zip(values, labels):
             try:
-                inputs.append(decode(value, height=height, width=width, channels=self.meta["channels"]))
+                inputs.append(decode(value, height=height, width=width, channels=self.meta["channels"],
+                                     resample=self.meta.get("resample", "bilinear")))
                 slots.append(None)
             except DecodeError as e:
                 slots.append(Prediction(label, error=f"cannot decode input ({e})"))

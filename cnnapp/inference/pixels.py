@@ -10,9 +10,13 @@ its graph (cnnapp.preprocessing.image.ImageDecoder); tests/test_litert.py compar
   luma plane, as their own decoders do; GIF, BMP, WebP and CMYK JPEG in colour, then
   `tf.image.rgb_to_grayscale`'s weights rounded back to uint8; 16-bit PNGs keep their high byte;
   an animated GIF its first frame;
-- an image already at the model's size is used as it is; any other size is resized as
-  `tf.image.resize(method="bilinear", antialias=True)` does (TensorFlow's ScaleAndTranslate with a
-  triangle kernel widened by the scale when shrinking, half-pixel centres), then clipped to 0..255.
+- an image already at the model's size is used as it is; any other size is resized by the decoder's
+  `resample`: "bilinear" as `tf.image.resize(method="bilinear", antialias=True)` does (TensorFlow's
+  ScaleAndTranslate with a triangle kernel widened by the scale when shrinking, half-pixel centres);
+  "area" first decodes a 1- or 3-component JPEG at least 2, 4 or 8 times the size in both sides
+  scaled down by that ratio in the DCT (libjpeg's scaled decode, as `decode_jpeg(ratio=...)`), then
+  shrinks an image at least the size in both sides as `tf.image.resize(method="area")` (ResizeArea:
+  box averages with fractional edges) and enlarges the others bilinearly; then clipped to 0..255.
 """
 
 from __future__ import annotations
@@ -57,11 +61,21 @@ def _rgb(image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
-def _jpeg(data: bytes, channels: int) -> np.ndarray:
-    """uint8 [H, W, channels] as tf.io.decode_jpeg (INTEGER_FAST, fancy upscaling) and ImageDecoder decode it."""
+def _jpeg(data: bytes, channels: int, *, target: tuple[int, int] | None = None) -> np.ndarray:
+    """uint8 [H, W, channels] as tf.io.decode_jpeg (INTEGER_FAST, fancy upscaling) and ImageDecoder decode it;
+    with `target` (resample "area"), scaled down in the DCT by 2, 4 or 8 where the file is that many times
+    the target size in both sides."""
     import simplejpeg
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        times = min(height // target[0], width // target[1]) if target else 1
+        ratio = 8 if times >= 8 else 4 if times >= 4 else 2 if times >= 2 else 1
+        if ratio > 1 and colorspace not in ("CMYK", "YCCK"):
+            # decode_jpeg(ratio=r) is libjpeg's scale 1/r: sides ceil(side / r)
+            pixels = simplejpeg.decode_jpeg(data, colorspace="RGB" if channels == 3 else "GRAY", fastdct=True,
+                                            fastupsample=False, min_height=-(-height // ratio),
+                                            min_width=-(-width // ratio), min_factor=ratio, strict=False)
+            return pixels.reshape(pixels.shape[0], pixels.shape[1], channels)
         if colorspace in ("CMYK", "YCCK"):   # TensorFlow's CMYK -> RGB: c * k // 255 (Adobe's inverted CMYK)
             cmyk = simplejpeg.decode_jpeg(data, colorspace="CMYK", fastdct=True, fastupsample=False,
                                           strict=False).astype(np.uint16)
@@ -117,21 +131,40 @@ def _resize_weights(in_size: int, out_size: int) -> np.ndarray:
     return weights
 
 
-def resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
-    """float32 [H, W, C] -> [height, width, C]: tf.image.resize(bilinear, antialias=True), clipped to 0..255."""
-    rows = _resize_weights(pixels.shape[0], height)
-    cols = _resize_weights(pixels.shape[1], width)
+def _area_weights(in_size: int, out_size: int) -> np.ndarray:
+    """[out, in] weights of TensorFlow's ResizeArea (align_corners false): each output cell averages the
+    input cells its box [y * scale, (y + 1) * scale) covers, edge cells by the part covered (float32 steps)."""
+    scale = np.float32(in_size) / np.float32(out_size)
+    weights = np.zeros((out_size, in_size), dtype=np.float64)
+    for y in range(out_size):
+        start, end = np.float32(y) * scale, np.float32(y + 1) * scale
+        for i in range(int(np.floor(start)), int(np.ceil(end))):
+            covered = np.float32(min(np.float32(i + 1), end) - max(np.float32(i), start))
+            weights[y, min(i, in_size - 1)] += covered
+    return weights / np.float64(scale)
+
+
+def resize(pixels: np.ndarray, height: int, width: int, *, resample: str = "bilinear") -> np.ndarray:
+    """float32 [H, W, C] -> [height, width, C] as ImageDecoder resizes, clipped to 0..255: "bilinear" is
+    tf.image.resize(bilinear, antialias=True); "area" is tf.image.resize(area) for an image at least the
+    size in both sides, else the bilinear one."""
+    area = resample == "area" and pixels.shape[0] >= height and pixels.shape[1] >= width
+    weights = _area_weights if area else _resize_weights
+    rows = weights(pixels.shape[0], height)
+    cols = weights(pixels.shape[1], width)
     out = np.einsum("yh,hwc->ywc", rows, pixels.astype(np.float32), optimize=True)
     out = np.einsum("xw,ywc->yxc", cols, out, optimize=True)
     return np.clip(out, 0.0, 255.0).astype(np.float32)
 
 
-def decode(data: bytes, *, height: int, width: int, channels: int) -> np.ndarray:
+def decode(data: bytes, *, height: int, width: int, channels: int, resample: str = "bilinear") -> np.ndarray:
     """Encoded bytes -> float32 [height, width, channels] in 0..255; DecodeError with the reason."""
+    if resample not in ("bilinear", "area"):
+        raise ValueError(f"resample must be bilinear or area. Received: {resample!r}")
     image = _open(data)
     try:
         if image.format == "JPEG":
-            pixels = _jpeg(data, channels)
+            pixels = _jpeg(data, channels, target=(height, width) if resample == "area" else None)
         else:
             image.seek(0)    # an animated GIF: its first frame
             pixels = _gray(image) if channels == 1 else _rgb(image)
@@ -141,4 +174,4 @@ def decode(data: bytes, *, height: int, width: int, channels: int) -> np.ndarray
         raise DecodeError(f"cannot decode the image ({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})") from None
     if pixels.shape[0] == height and pixels.shape[1] == width:
         return pixels.astype(np.float32)
-    return resize(pixels, height, width)
+    return resize(pixels, height, width, resample=resample)
