@@ -5,6 +5,11 @@
     python benchmarks/bench_text.py --datasets mr --folds 10 --seeds 1 --modes static,non-static
     python benchmarks/bench_text.py --datasets trec --seeds 3 --ensemble 5   # each seed's row entry: 5 models averaged
     python benchmarks/bench_text.py --report                       # only rewrite docs/bench/text.md
+    python benchmarks/bench_text.py --datasets mr,sst2 --model nbsvm   # the NB-weighted bigram family
+
+`--model preset` (the default) runs each data set's chosen model (MODEL_PRESET): the NB-weighted
+bigram model (cnnapp.models.nbsvm; Wang & Manning 2012) where it beat CNN-rand, the sentence CNN
+elsewhere.
 
 - MR: stratified 10-fold cross-validation (Kim's protocol), mean of the fold accuracies per seed;
 - SST-2, TREC: their fixed test files; dev = the SST-2 dev file, TREC 10% of train (as Kim).
@@ -49,6 +54,13 @@ STANDARDIZE = {"mr": "kim", "sst2": "lower", "sst2-sentences": "lower", "trec": 
 # MR and TREC keep the defaults (their rows).
 PRESETS = {"sst2": {"embedding_dim": 300, "lr_schedule": "onecycle", "epochs": 2, "class_weight": "balanced"}}
 BENCH_DEFAULTS = {"embedding_dim": 128, "lr_schedule": None, "epochs": 10, "class_weight": "none"}
+# The n-gram family's recipe: it starts as naive Bayes on binarized uni+bigrams (its NB ratios from the training
+# part), so a few epochs of Adam at batch 128 with early stopping on the dev split is all it takes.
+NBSVM_DEFAULTS = {"epochs": 3, "batch_size": 128, "patience": 2, "class_weight": "none"}
+NBSVM_PRESETS: dict = {}
+# Each data set's chosen model for `--model preset` (what `make bench-text` runs): where NBSVM won on the data's
+# own protocol (docs/bench/text.md).
+MODEL_PRESET = {"mr": "nbsvm", "sst2": "text_cnn", "sst2-sentences": "text_cnn", "trec": "text_cnn"}
 # name: (files, encoding, protocol, Kim's CNN-rand / static / non-static accuracy %)
 DATASETS = {
     "mr": (dict(data=(str(TEXT / "mr" / "rt-polarity.pos"), str(TEXT / "mr" / "rt-polarity.neg"))), "latin-1", "cv",
@@ -68,6 +80,9 @@ DATASETS = {
 
 
 def run_dataset(name: str, mode: str, args) -> dict:
+    model_name = MODEL_PRESET[name] if args.model == "preset" else args.model
+    if model_name == "nbsvm":
+        return run_nbsvm(name, args)
     import numpy as np
     from cnnapp.config import TrainConfig
     from cnnapp.data.text import TextRequest
@@ -146,8 +161,102 @@ def run_dataset(name: str, mode: str, args) -> dict:
     return out
 
 
+def run_nbsvm(name: str, args) -> dict:
+    """The n-gram family on one data set, the same protocol as the CNN rows (export off)."""
+    from cnnapp.config import TrainConfig
+    from cnnapp.data.text import TextRequest
+    from cnnapp.models import get_model
+    from cnnapp.tasks.sentences import SentenceTask
+    from cnnapp.training.run import Fitter, cross_validate
+
+    files, encoding, protocol, kim = DATASETS[name]
+    standardize_rule = args.standardize or STANDARDIZE[name]
+    preset = {**NBSVM_DEFAULTS, **NBSVM_PRESETS.get(name, {})}
+    epochs = args.epochs or preset["epochs"]
+    batch_size = args.batch_size if args.batch_size != 50 else preset["batch_size"]
+    patience = args.patience if args.patience != 3 else preset["patience"]
+    class_weight = args.class_weight or preset["class_weight"]
+    class_weight = None if class_weight == "none" else class_weight
+    task = SentenceTask(TextRequest(encoding=encoding, **files), standardize=standardize_rule)
+    data, _ = task.load()
+    spec = get_model("nbsvm", kind="text")
+    options = {k: v for k, v in (("ngrams", args.ngrams), ("l2", args.l2), ("dropout", args.dropout)) if v is not None}
+    fit = Fitter(task, spec, options, strategy=None)
+    label = f"{name}-nbsvm" + (f"-{args.tag}" if args.tag else "")
+    run_root = Path(args.run_dir) / label
+    out = {"dataset": name, "mode": "nbsvm", "model": "nbsvm", "protocol": protocol, "kim": NBSVM_PAPER.get(name, kim["rand"]),
+           "kim_row": "NBSVM-bi (Wang & Manning 2012, Kim's Table 2)" if name in NBSVM_PAPER else "CNN-rand", "runs": [],
+           "settings": {"optimizer": args.optimizer, "learning_rate": args.learning_rate, "batch_size": batch_size,
+                        "lr_schedule": args.lr_schedule, "class_weight": class_weight, "epochs": epochs,
+                        "patience": patience, "standardize": standardize_rule,
+                        "model_options": {**spec.options(), **options}, "ensemble": 1},
+           "command": "python benchmarks/bench_text.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+           "embeddings": None}
+    path = RESULTS / f"text-{label}.json"
+    for seed in range(args.seed, args.seed + args.seeds):
+        train_cfg = TrainConfig(name=label, epochs=epochs, batch_size=batch_size, optimizer=args.optimizer,
+                                learning_rate=args.learning_rate, seed=seed, lr_schedule=args.lr_schedule,
+                                class_weight=class_weight, patience=patience, run_dir=str(run_root), export=False,
+                                verbose=0)
+        start = time.perf_counter()
+        if protocol == "cv":
+            summary, _ = cross_validate(data, fit, train=dataclasses.replace(train_cfg, cv=args.folds),
+                                        run_dir=run_root / f"seed{seed}", run_config={"benchmark": "bench_text"})
+            acc, extra = summary["mean"], {"fold_min": summary["fold_min"], "fold_max": summary["fold_max"],
+                                           "epochs_run": [f["epochs_run"] for f in summary["folds"]]}
+        else:
+            result, prepared = fit(data.to_splits(seed=seed), data, train_cfg, run_root / f"seed{seed}",
+                                   {"benchmark": "bench_text"})
+            acc = result.metrics["test"]["accuracy"]
+            extra = {"epochs_run": result.metrics["epochs_run"], "best_val_accuracy": result.metrics["best_val_accuracy"],
+                     "vocabulary_size": prepared.info["vocabulary_size"]}
+        out["runs"].append({"seed": seed, "accuracy": round(100 * acc, 2),
+                            "wall_seconds": round(time.perf_counter() - start, 1), **extra})
+        accs = [r["accuracy"] for r in out["runs"]]
+        out.update(mean=round(sum(accs) / len(accs), 2), min=min(accs), max=max(accs),
+                   wall_seconds=round(sum(r["wall_seconds"] for r in out["runs"]), 1),
+                   load_average=[round(v, 2) for v in os.getloadavg()])
+        if protocol == "cv":
+            out["folds"] = args.folds
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=2) + "\n")
+        logging.info("%s nbsvm seed %d: %.2f%% (so far mean %.2f, min %.2f, max %.2f)", name, seed, 100 * acc,
+                     out["mean"], out["min"], out["max"])
+    return out
+
+
+# NBSVM-bi in Kim (2014)'s Table 2 (from Wang & Manning 2012); it lists no SST-2 or TREC number for it.
+NBSVM_PAPER = {"mr": 79.4}
+
+
 # Rows of SST-2 say what it trained on (rows from before 2026-12-03 say `sst2`: the sentences).
 DATA_LABEL = {"sst2": "sst2 (phrases)", "sst2-sentences": "sst2 (sentences)"}
+
+
+def nbsvm_row(r: dict, protocol: str) -> str:
+    st, opts = r["settings"], r["settings"]["model_options"]
+    setting = (f"NB-weighted binarized 1..{opts['ngrams']}-grams (alpha {opts['nb_alpha']}), l2 {opts['l2']}, "
+               f"dropout {opts['dropout']}; {st['optimizer']}, batch {st['batch_size']}, {st['epochs']} epochs max, "
+               f"patience {st['patience']}, standardize {st['standardize']}")
+    status = "meets" if r["mean"] >= r["kim"] else "below"
+    return (f"| {DATA_LABEL.get(r['dataset'], r['dataset'])} | nbsvm | {setting} | {protocol} | **{r['mean']:.2f}** "
+            f"({r['min']:.2f}, {r['max']:.2f}) | {len(r['runs'])} | {r['kim']} {r.get('kim_row', '')} ({status}) | - "
+            f"| {r['wall_seconds'] / 60:.1f} min | `{r['command']}` |")
+
+
+def write_per_seed_tables() -> str:
+    """Per-seed accuracy of every results file, as markdown (rewritten with the table)."""
+    out = ["## Per-seed results\n", "Written from `benchmarks/results/text-*.json` (accuracy %; CV rows: the "
+           "mean of the folds of that seed, with the fold min and max).\n"]
+    for path in sorted(RESULTS.glob("text-*.json")):
+        r = json.loads(path.read_text())
+        load = f"; load average at the end {r['load_average']}" if r.get("load_average") else ""
+        out.append(f"\n**{path.stem}** (`{r['command']}`{load})\n\n| seed | accuracy % | detail | wall s |\n|---|---|---|---|")
+        for run in r["runs"]:
+            detail = (f"folds {100 * run['fold_min']:.2f}..{100 * run['fold_max']:.2f}" if "fold_min" in run
+                      else f"dev {100 * run.get('best_val_accuracy', 0):.2f}, epochs {run.get('epochs_run')}")
+            out.append(f"| {run['seed']} | {run['accuracy']:.2f} | {detail} | {run['wall_seconds']} |")
+    return "\n".join(out) + "\n\n"
 
 
 def write_report() -> None:
@@ -157,6 +266,9 @@ def write_report() -> None:
         protocol = f"{r.get('folds', 10)}-fold CV mean" if r["protocol"] == "cv" else "test set"
         status = "meets" if r["mean"] >= r["kim"] else "below"
         st = r["settings"]
+        if r.get("model") == "nbsvm":
+            rows.append(nbsvm_row(r, protocol))
+            continue
         coverage = r["runs"][0].get("embedding_coverage") if r["runs"] else None
         emb = (f"GloVe {coverage['dim']}-d subset ({100 * coverage['token_coverage']:.0f}% of tokens)" if coverage
                else f"emb {st['embedding_dim']}")
@@ -208,13 +320,19 @@ def write_report() -> None:
         "s+N-1, one dev split) averaged into one exported model, N times the training and prediction cost of "
         "Kim's single model; compare it with Kim's row as what it is, not as a single CNN.\n\n"
         "| data | mode | settings | protocol | accuracy % mean (min, max) | seeds | Kim 2014 | seeds averaged | wall | command |\n"
-        "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n" + NOTES_MARKER + notes)
+        "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n" + write_per_seed_tables()
+        + NOTES_MARKER + notes)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", default="mr,sst2,trec")
-    p.add_argument("--modes", default="rand", help="comma list of rand, static, non-static")
+    p.add_argument("--modes", default="rand", help="comma list of rand, static, non-static (text_cnn only)")
+    p.add_argument("--model", choices=["preset", "text_cnn", "nbsvm"], default="preset",
+                   help="preset: each data set's chosen model " + str(MODEL_PRESET))
+    p.add_argument("--ngrams", type=int, default=None, help="nbsvm: n-gram widths 1..N (default: the model's, 2)")
+    p.add_argument("--l2", type=float, default=None, help="nbsvm: L2 on the learned weights (default: the model's)")
+    p.add_argument("--dropout", type=float, default=None, help="nbsvm: n-gram dropout (default: the model's, 0)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--seed", type=int, default=1337, help="first seed")
     p.add_argument("--folds", type=int, default=10, help="MR cross-validation folds")
