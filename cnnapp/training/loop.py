@@ -45,6 +45,51 @@ log = logging.getLogger(__name__)
 CALL_BYTES = 64 * 2**20     # the input batches one graph call (--steps-per-execution steps) may hold
 
 
+class CompiledModel:
+    """One compiled model for the runs of a cross-validation (its folds), each started from the state a
+    fresh build would have: the weights and random-seed state of a model `build_model()` just made
+    (the same seed, so the same numbers), the optimizer's variables as they were before its first step.
+
+    A fresh model per fold made Keras build and trace new train and test functions for each, called
+    only once or twice an epoch (steps_per_execution holds the epoch): after three folds TensorFlow
+    warned that 5 of the last 5 calls retraced. Reused, they are traced once. A model of other shapes (a
+    text fold with another sequence length or vocabulary size) or compiled otherwise is built fresh.
+    """
+
+    def __init__(self):
+        self.release()
+
+    def take(self, fresh: keras.Model, key: tuple) -> keras.Model | None:
+        """The kept model holding `fresh`'s state and a reset optimizer, or None when it cannot be."""
+        if self._model is None or key != self._key or _structure(fresh) != _structure(self._model):
+            return None
+        for target, value in zip(self._model.variables, fresh.variables):
+            target.assign(value)
+        for variable, start in zip(self._model.optimizer.variables, self._optimizer_start):
+            variable.assign(start)
+        return self._model
+
+    def keep(self, model: keras.Model, key: tuple) -> None:
+        """Keep a just-compiled `model`; its optimizer is built now, to record its starting state."""
+        model.optimizer.build(model.trainable_variables)
+        self._model, self._key = model, key
+        self._optimizer_start = [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables]
+
+    def release(self) -> None:
+        """Forget the model (a run that keeps its fold's model: the next fold must not overwrite it)."""
+        self._model, self._key, self._optimizer_start = None, None, None
+
+
+def _structure(model: keras.Model) -> tuple:
+    """What the traced functions depend on: the input and output shapes (a text fold's sequence length)
+    and the variables' shapes (its vocabulary size)."""
+    shapes = lambda tensors: [(tuple(t.shape), str(t.dtype)) for t in tensors]  # noqa: E731
+    try:
+        return type(model), shapes(model.inputs), shapes(model.outputs), shapes(model.variables)
+    except (AttributeError, TypeError, ValueError):    # not a functional model: never taken for another
+        return (id(model),)
+
+
 @dataclass
 class TrainResult:
     model: keras.Model
@@ -64,13 +109,15 @@ def train_classifier(
     run_config: dict,
     augment: Callable | None = None,
     strategy: tf.distribute.Strategy | None = None,
+    reuse: CompiledModel | None = None,
 ) -> TrainResult:
     """Train `build_model()` on `splits` and evaluate it on the held-out split.
 
     `preprocess` maps a batch of raw examples (uint8 pixels, or strings) to model inputs; it is
     the same Keras layer the export bakes in. `run_config` is saved as config.json, with what
     this function resolved (precision, XLA, strategy, batch sizes, split counts) added. `strategy`
-    is the one the CLI made at program start (None: made here from `config`).
+    is the one the CLI made at program start (None: made here from `config`). `reuse`: the compiled
+    model the runs of a cross-validation share (CompiledModel; single-process, single-model runs only).
     """
     if config.ensemble < 1:
         raise CnnappError(f"--ensemble: the number of models must be at least 1. Received: ensemble={config.ensemble}")
@@ -86,7 +133,7 @@ def train_classifier(
     run_dir = Path(run_dir)
     if worker.count == 1:
         return _train(strategy, worker, run_dir, run_dir / "backup", build_model=build_model, splits=splits,
-                      preprocess=preprocess, config=config, run_config=run_config, augment=augment)
+                      preprocess=preprocess, config=config, run_config=run_config, augment=augment, reuse=reuse)
     # Every worker keeps its own backup (a shared one crashes on an HDF5 lock; Keras 3's
     # BackupAndRestore has no chief logic), so a killed job resumes on all of them. Everything
     # else is the chief's: the other workers write to a temporary folder, removed at the end.
@@ -105,7 +152,7 @@ def train_classifier(
 
 
 def _train(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *, build_model, splits,
-           preprocess, config: TrainConfig, run_config: dict, augment) -> TrainResult:
+           preprocess, config: TrainConfig, run_config: dict, augment, reuse: CompiledModel | None = None) -> TrainResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     resuming = claim_backup(backup_dir, resume_fingerprint(splits, preprocess, config, run_config),
                             fresh=config.fresh, name=config.name)
@@ -125,7 +172,7 @@ def _train(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *,
                                                                      cpu_bfloat16=bool(config.cpu_bfloat16))) as precision:
         result = _fit(strategy, worker, run_dir, backup_dir, resuming=resuming, precision=precision,
                       build_model=build_model, splits=splits, preprocess=preprocess, config=config,
-                      run_config=run_config, augment=augment, keep_backup=keep_backup)
+                      run_config=run_config, augment=augment, keep_backup=keep_backup, reuse=reuse)
     if keep_backup:
         mark_finished(backup_dir, config)
     return result
@@ -133,7 +180,7 @@ def _train(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *,
 
 def _fit(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *, resuming: bool, precision: str,
          build_model, splits, preprocess, config: TrainConfig, run_config: dict, augment,
-         keep_backup: bool = False) -> TrainResult:
+         keep_backup: bool = False, reuse: CompiledModel | None = None) -> TrainResult:
     jit = runtime.resolve_jit(config.jit)
     replicas = strategy.num_replicas_in_sync
     fingerprint = check_workers_agree(splits, preprocess, strategy) if worker.count > 1 else None
@@ -163,9 +210,18 @@ def _fit(strategy, worker: runtime.Worker, run_dir: Path, backup_dir: Path, *, r
         per_call = min(config.steps_per_execution, steps_per_epoch,
                        max(1, CALL_BYTES // max(1, global_batch * example_input_bytes(splits, preprocess))))
         per_call = per_call if worker.count == 1 else 1
-        model.compile(optimizer=make_optimizer(config.optimizer, config.learning_rate, config.ema, onecycle_steps=steps),
-                      loss=make_loss(config.label_smoothing or 0.0), metrics=["accuracy"], jit_compile=jit,
-                      steps_per_execution=per_call)
+        compiled_as = (config.optimizer, config.learning_rate, config.ema, steps, config.label_smoothing, jit, per_call,
+                       precision)
+        kept = reuse.take(model, compiled_as) if reuse is not None and worker.count == 1 else None
+        if kept is not None:
+            model = kept
+        else:
+            model.compile(optimizer=make_optimizer(config.optimizer, config.learning_rate, config.ema,
+                                                   onecycle_steps=steps),
+                          loss=make_loss(config.label_smoothing or 0.0), metrics=["accuracy"], jit_compile=jit,
+                          steps_per_execution=per_call)
+            if reuse is not None and worker.count == 1:
+                reuse.keep(model, compiled_as)
 
     weights = class_weights(splits.y_train, len(splits.class_names), config.class_weight)
     resolved = {

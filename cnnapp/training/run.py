@@ -35,7 +35,7 @@ from cnnapp.models import DEFAULT_MODEL, ModelSpec, get_model
 from cnnapp.run_lock import run_folder_lock
 from cnnapp.tasks import Prepared, export_model, save_preprocessor
 from cnnapp.training.evaluation import write_json
-from cnnapp.training.loop import TrainResult, train_classifier
+from cnnapp.training.loop import CompiledModel, TrainResult, train_classifier
 from cnnapp.training.resume import FINISHED_FILE, remove_finished_backups
 from cnnapp.training.input import check_cache
 from cnnapp.training.recipe import check_class_weight
@@ -253,7 +253,7 @@ class Fitter:
         self.task, self.spec, self.options, self.strategy = task, spec, options, strategy
 
     def __call__(self, splits: Splits, data: RawData, train: TrainConfig, run_dir: Path,
-                 run_config: dict) -> tuple[TrainResult, Prepared]:
+                 run_config: dict, reuse: CompiledModel | None = None) -> tuple[TrainResult, Prepared]:
         train = dataclasses.replace(train.for_task(self.task.kind, len(splits.y_train), data.info.get("train")),
                                     tta=self.task.tta(data, train.tta))
         resolved_options = {**self.spec.options(), **self.options}
@@ -261,7 +261,7 @@ class Fitter:
         result = train_classifier(
             build_model=lambda: self.spec.build(prepared.model_args, self.options),
             splits=splits, preprocess=prepared.preprocess, augment=self.task.augmenter(data, train.seed), config=train,
-            run_dir=run_dir, strategy=self.strategy,
+            run_dir=run_dir, strategy=self.strategy, reuse=reuse,
             run_config={**run_config, "model_resolved_options": resolved_options,   # for the resume fingerprint
                         "preprocessing": prepared.info, **to_dict(train)})
         if prepared.info.get("embedding_coverage") is not None:
@@ -291,6 +291,7 @@ def cross_validate(data: RawData, fit: Fitter, *, train: TrainConfig, run_dir: P
         raise CnnappError(f"--cv: the smallest class has {smallest} examples, fewer than the folds. Received: cv={k}")
     fold_cfg = dataclasses.replace(train, export=False, cv=None, repeats=1, export_fold=None)
     accuracies, folds_out, kept = [], [], None
+    compiled = CompiledModel()     # one compiled model for the folds: Keras traces its functions once
     start = time.perf_counter()
     total, done = k * repeats, 0
     for r in range(repeats):
@@ -303,7 +304,7 @@ def cross_validate(data: RawData, fit: Fitter, *, train: TrainConfig, run_dir: P
                      len(splits.y_train), len(splits.y_val), len(splits.y_test), _eta(start, done, total))
             result, prepared = fit(splits, data, dataclasses.replace(fold_cfg, seed=seed),
                                    run_dir / "cv" / f"seed{seed}" / f"fold{f + 1}",
-                                   {**run_config, "cv": {"k": k, "fold": f + 1, "seed": seed}})
+                                   {**run_config, "cv": {"k": k, "fold": f + 1, "seed": seed}}, reuse=compiled)
             done += 1
             acc = float(result.metrics["test"]["accuracy"])
             repeat_acc.append(acc)
@@ -311,8 +312,10 @@ def cross_validate(data: RawData, fit: Fitter, *, train: TrainConfig, run_dir: P
                               "epochs_run": result.metrics["epochs_run"], "run_dir": str(result.run_dir)})
             if train.export_fold and (r, f + 1) == (0, train.export_fold):
                 kept = (result, prepared)
+                compiled.release()     # its model is exported: the next fold gets a model of its own
         accuracies.append(repeat_acc)
-        log.info("cv seed %d: mean accuracy %.4f over %d folds", seed, float(np.mean(repeat_acc)), k)
+        if repeats > 1:     # one repeat: its mean is the summary's, said once (by the caller)
+            log.info("cv seed %d: mean accuracy %.4f over %d folds", seed, float(np.mean(repeat_acc)), k)
     repeat_means = [float(np.mean(a)) for a in accuracies]
     all_acc = np.asarray(accuracies).ravel()
     summary = {
@@ -333,7 +336,7 @@ def cross_validate(data: RawData, fit: Fitter, *, train: TrainConfig, run_dir: P
     }
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "cv.json", summary)
-    log.info("cv: accuracy mean %.4f (min %.4f, max %.4f over %s); %s/cv.json", summary["mean"], summary["min"],
+    log.debug("cv: accuracy mean %.4f (min %.4f, max %.4f over %s); %s/cv.json", summary["mean"], summary["min"],
              summary["max"], summary["min_max_over"], run_dir)
     return summary, kept
 
