@@ -12,6 +12,9 @@ import keras
 import tensorflow as tf
 
 
+RESAMPLE = ("area", "bilinear")
+
+
 @keras.saving.register_keras_serializable(package="cnnapp")
 class ImageDecoder(keras.layers.Layer):
     """Decode JPEG/PNG/BMP/GIF bytes to float32 pixels of shape [height, width, channels] in 0..255.
@@ -21,20 +24,39 @@ class ImageDecoder(keras.layers.Layer):
 
     Grayscale files are expanded to RGB and RGB files reduced to grayscale as `channels` asks (GIF, BMP,
     WebP and CMYK JPEG through `tf.image.rgb_to_grayscale`, alpha dropped; PNG and other JPEGs by their
-    own decoders); animated GIFs use their first frame; any size is resized (bilinear, no aspect-ratio crop).
+    own decoders); animated GIFs use their first frame; any size is resized, no aspect-ratio crop.
+
+    The resize (`resample`): "area" (the default) shrinks by averaging: a JPEG at least twice the
+    target size in both sides is first decoded scaled down in the DCT by 2, 4 or 8 (libjpeg's own
+    scaled decode, `decode_jpeg(ratio=...)`, never below the target size), then every image at least
+    the target size in both sides is resized by `tf.image.resize(method="area")`; images smaller than
+    the target in a side are resized bilinearly (antialiased). Per 400-photo loop, 128 px, CPU time of one
+    decode thread: 1.45 ms a 320-500 px photo, against 2.81 ms for the full decode and antialiased
+    bilinear resize of "bilinear" (the resize of models saved before "area" existed; their saved configs
+    carry no `resample`, so they keep it) and 1.40 ms for Keras' folder pipeline (decode, bilinear
+    without antialiasing).
     """
 
-    def __init__(self, *, height: int, width: int, channels: int, **kwargs):
+    def __init__(self, *, height: int, width: int, channels: int, resample: str = "area", **kwargs):
         kwargs["trainable"] = False   # nothing to learn; a saved config carries trainable too
         super().__init__(**kwargs)
+        if resample not in RESAMPLE:
+            raise ValueError(f"resample must be one of {RESAMPLE}, not {resample!r}")
         self.height, self.width, self.channels = int(height), int(width), int(channels)
+        self.resample = resample
 
     def decode_one(self, image_bytes):
         if self.channels == 1:
-            image = tf.cond(_needs_rgb_decode(image_bytes), lambda: _decode_to_gray(image_bytes),
-                            lambda: tf.io.decode_image(image_bytes, channels=1, expand_animations=False))
+            native = lambda: tf.cond(  # noqa: E731
+                _needs_rgb_decode(image_bytes), lambda: _decode_to_gray(image_bytes),
+                lambda: tf.io.decode_image(image_bytes, channels=1, expand_animations=False))
         else:
-            image = tf.io.decode_image(image_bytes, channels=self.channels, expand_animations=False)
+            native = lambda: tf.io.decode_image(image_bytes, channels=self.channels, expand_animations=False)  # noqa: E731
+        if self.resample == "area":
+            ratio = self._dct_ratio(image_bytes)
+            image = tf.cond(ratio > 1, lambda: self._decode_jpeg_scaled(image_bytes, ratio), native)
+        else:
+            image = native()
         image.set_shape([None, None, self.channels])
         shape = tf.shape(image)
         # An image already at the target size skips the resize, which is then the identity (checked:
@@ -42,8 +64,33 @@ class ImageDecoder(keras.layers.Layer):
         return tf.cond(
             tf.logical_and(tf.equal(shape[0], self.height), tf.equal(shape[1], self.width)),
             lambda: tf.reshape(tf.cast(image, tf.float32), (self.height, self.width, self.channels)),
-            lambda: tf.clip_by_value(
-                tf.image.resize(image, (self.height, self.width), method="bilinear", antialias=True), 0.0, 255.0))
+            lambda: self._resize(image[None])[0])
+
+    def _dct_ratio(self, image_bytes):
+        """2, 4 or 8 for a 1- or 3-component JPEG at least that many times the target size in both sides
+        (its scaled decode stays at or above the target size); else 1."""
+        head = tf.strings.substr(tf.strings.join([tf.strings.substr(image_bytes, 0, 3), b"\0" * 3]), 0, 3)
+
+        def ratio():
+            shape = tf.io.extract_jpeg_shape(image_bytes)
+            times = tf.minimum(shape[0] // self.height, shape[1] // self.width)
+            r = tf.where(times >= 8, 8, tf.where(times >= 4, 4, tf.where(times >= 2, 2, 1)))
+            return tf.where(tf.equal(shape[2], 4), 1, r)   # CMYK/YCCK JPEGs: their own path (native decode)
+        return tf.cond(head == b"\xff\xd8\xff", ratio, lambda: tf.constant(1))
+
+    def _decode_jpeg_scaled(self, image_bytes, r):
+        scaled = lambda n: lambda: tf.io.decode_jpeg(image_bytes, channels=self.channels, ratio=n)  # noqa: E731
+        return tf.case([(tf.equal(r, 8), scaled(8)), (tf.equal(r, 4), scaled(4))], default=scaled(2))
+
+    def _resize(self, images):
+        """[N, H, W, C] of any size -> [N, height, width, C] float32 in 0..255, by `resample`."""
+        bilinear = lambda: tf.image.resize(images, (self.height, self.width), method="bilinear", antialias=True)  # noqa: E731
+        if self.resample == "bilinear":
+            return tf.clip_by_value(bilinear(), 0.0, 255.0)
+        shape = tf.shape(images)
+        shrink = tf.logical_and(shape[1] >= self.height, shape[2] >= self.width)
+        area = lambda: tf.image.resize(images, (self.height, self.width), method="area")  # noqa: E731
+        return tf.clip_by_value(tf.cond(shrink, area, bilinear), 0.0, 255.0)
 
     def call(self, image_bytes):
         return tf.map_fn(
@@ -55,13 +102,16 @@ class ImageDecoder(keras.layers.Layer):
         images = tf.cast(images, tf.float32)
         if images.shape[1] == self.height and images.shape[2] == self.width:
             return images
-        return tf.clip_by_value(
-            tf.image.resize(images, (self.height, self.width), method="bilinear", antialias=True),
-            0.0, 255.0)
+        return self._resize(images)
 
     def get_config(self):
         return {**super().get_config(), "height": self.height, "width": self.width,
-                "channels": self.channels}
+                "channels": self.channels, "resample": self.resample}
+
+    @classmethod
+    def from_config(cls, config):
+        # Saved before `resample` existed: those models were trained on the antialiased bilinear resize.
+        return cls(**{"resample": "bilinear", **config})
 
 
 def _needs_rgb_decode(image_bytes):

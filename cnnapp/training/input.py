@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 AUTOTUNE = tf.data.AUTOTUNE
 CACHE_MODES = ("memory", "disk", "none")
 MEMORY_FRACTION = 32          # decoded data up to 1/32 of the machine's memory is cached in memory
-SHUFFLE_BUFFER_BYTES = 256 * 2**20   # decoded files are shuffled through at most this much memory
+SHUFFLE_BUFFER_BYTES = 64 * 2**20    # decoded files are shuffled through at most this much memory
 SMALL_PART = 2048           # parts of decoded files up to this size are shuffled whole each epoch
 
 

@@ -169,7 +169,7 @@ def file_reader(decoder, *, skip_bad: bool = False) -> ExampleReader:
         return decoded_pixels(decoder, tf.io.read_file(path))
     return ExampleReader(decode=decode, example_bytes=decoder.height * decoder.width * decoder.channels,
                          key={"image_size": [decoder.height, decoder.width], "channels": decoder.channels,
-                              "decoder": "ImageDecoder bilinear antialias, rounded to uint8"},
+                              "decoder": f"ImageDecoder {decoder.resample}, rounded to uint8"},
                          what="image file", skip_bad=skip_bad)
 
 
