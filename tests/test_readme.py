@@ -272,6 +272,19 @@ def test_the_sst2_recipe_writes_here_and_names_its_classes():
     assert "--run-dir" not in args and "--export-base" not in args, recipe      # runs/ and saved_models/ here
 
 
+def test_output_markers_sit_on_the_blocks_make_readme_fills():
+    lines = README.read_text().split("\n")
+    marked = [i for i, line in enumerate(lines) if line.strip().startswith("<!-- output")]
+    for i in marked:
+        assert lines[i + 1].startswith("```"), f"README.md line {i + 1}: a marker not just above a code block"
+        if lines[i].strip() == "<!-- output -->":
+            assert lines[i + 2].startswith("$ "), f"README.md line {i + 1}: `<!-- output -->` above a block with no `$ `"
+    firsts = {lines[i + 2] for i in marked}
+    for shown in ("$ cnnapp predict saved_models/digits runs/digits-samples/*.png", "$ cnnapp summary image",
+                  "$ cnnapp serve --model-base-path saved_models &"):
+        assert shown in firsts, f"`{shown}`: its output block is not pasted by make readme"
+
+
 # ---------------------------------------------------------------------------------- cheap ones run
 
 @pytest.fixture(scope="module")
