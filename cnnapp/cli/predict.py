@@ -33,7 +33,7 @@ def predict(model, inputs, input_file, top_k, as_text, as_json, runtime, max_inp
     model reads is cut after the words it reads (a note says so).
     """
     from cnnapp.inference import predict_rows
-    if sys.stderr.isatty() and runtime == "savedmodel":   # loading TensorFlow takes seconds: say so on a terminal
+    if sys.stderr.isatty():   # loading the model (TensorFlow for a SavedModel) may take seconds: say so on a terminal
         click.echo(f"loading {model} ...", err=True)
     answer = predict_rows(model, inputs, file=input_file, top_k=top_k, as_text=as_text, runtime=runtime,
                           max_input_bytes=max_input_bytes)
