@@ -373,6 +373,13 @@ def _signature(work, output):
     assert "inputs['image_bytes']" in output and "outputs['scores']" in output, output
 
 
+def _same_tensors_as_readme(work, output):
+    """The abridged explain listing: the README's names and dtypes are the signature's (shapes are the tiny model's)."""
+    shown = re.findall(r"((?:in|out)puts\['\w+'\]) (DT_\w+)", "\n".join(_readme(EXPLAIN_SIGNATURE).output))
+    real = re.findall(r"((?:in|out)puts\['\w+'\]) tensor_info:\s+dtype: (DT_\w+)", output)
+    assert len(shown) > 10 and sorted(shown) == sorted(real), (shown, real)
+
+
 def _same_as_readme(text):
     def compare(work, output):
         shown = [line for line in _readme(text).output if line]
@@ -381,6 +388,7 @@ def _same_as_readme(text):
     return compare
 
 
+EXPLAIN_SIGNATURE = "saved_model_cli show --dir saved_models/digits/1 --tag_set serve --signature_def explain"
 RUNS = {
     "python -m cnnapp.data.image.digits --write-samples samples --count 2": _samples,
     "cnnapp summary image": _same_as_readme("cnnapp summary image"),
@@ -390,6 +398,7 @@ RUNS = {
     'cnnapp predict saved_models/demo-sentences "the soundtrack is a delight ." "her performance is a tedious '
     'mess !" "" --top-k 1 --json': _predict_sentences,
     "saved_model_cli show --dir saved_models/digits/1 --tag_set serve --signature_def serving_default": _signature,
+    EXPLAIN_SIGNATURE: _same_tensors_as_readme,
 }
 
 
