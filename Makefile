@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED = 1
 
-.PHONY: demo readme test test-slow bench bench-image bench-text bench-serve bench-scale bench-explain bench-data fuzz venv clean
+.PHONY: demo readme test test-slow bench bench-image bench-text bench-serve bench-scale bench-explain bench-data bench-predict fuzz venv clean
 
 venv: $(STAMP)
 
@@ -45,7 +45,7 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
-bench: bench-image bench-text bench-serve bench-scale bench-explain bench-data
+bench: bench-image bench-text bench-serve bench-scale bench-explain bench-data bench-predict
 
 ## Full Fashion-MNIST from Debian (needs root for apt-get), cnnapp vs the keras-io peer.
 bench-image: $(STAMP)
@@ -63,6 +63,10 @@ bench-scale: $(STAMP)
 
 bench-explain: $(STAMP)
 	$(PY) benchmarks/bench_explain.py
+
+## Cold `cnnapp predict` with the export's LiteRT model against the SavedModel; LiteRT float/int8 accuracy and size.
+bench-predict: $(STAMP)
+	$(PY) benchmarks/bench_predict.py
 
 ## 25,000 generated photos and 1M generated sentences: cnnapp's data path against Keras' streaming folder pipeline.
 bench-data: $(STAMP)
