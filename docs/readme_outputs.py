@@ -13,6 +13,8 @@ folder, so exports are version 1 as on a fresh clone, with the virtual environme
 SETUP below) runs there first; a marker naming one of those commands gets the output it printed then.
 A command ending in `&` (a server) runs in the background until the end; the next command waits
 until its REST port answers. TensorFlow's own start-up lines (saved_model_cli prints them) are left out.
+A command that fails other than with cnnapp's one-line `Error: ...` (a traceback, a crash) stops the
+run and leaves README.md as it was.
 
     python docs/readme_outputs.py [--readme README.md] [--keep DIR]
 """
@@ -61,9 +63,14 @@ class Runner:
         print(f"$ {command}", file=sys.stderr, flush=True)
         if command.rstrip().endswith("&"):
             return self._background(command.rstrip()[:-1])
-        done = subprocess.run(["bash", "-c", command], cwd=self.work, env=self.env, text=True,
+        done = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=self.work, env=self.env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        return TF_STARTUP.sub("", done.stdout)
+        output = TF_STARTUP.sub("", done.stdout)
+        # A failure is pasted only as cnnapp's one-line error (the README shows some on purpose), never a traceback.
+        if (done.returncode != 0 and not output.startswith("Error: ")) or "Traceback (most recent call last)" in output:
+            raise SystemExit(f"README.md left as it was: `{command}` failed (exit {done.returncode}):\n"
+                             + "\n".join(output.rstrip().split("\n")[-15:]))
+        return output
 
     def _background(self, command: str) -> str:
         server = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=self.work, env=self.env,
