@@ -9,6 +9,7 @@ import asyncio
 import base64
 import dataclasses
 import json
+import sys
 import threading
 
 import numpy as np
@@ -132,4 +133,41 @@ def test_explain_goes_through_the_same_limits_slots_and_timeout(model_base, bomb
     small = {"b64": base64.b64encode(png_bytes(np.zeros((8, 8, 1), np.uint8))).decode()}
     r = client.post("/v1/models/tiny_image:explain", json={"instances": [small] * 2})
     assert r.status_code == 200 and len(r.json()["explanations"]) == 2, r.text[:300]
+    serving.close()
+
+
+@pytest.mark.parametrize("verb", ["predict", "classify", "regress", "explain"])
+def test_status_gets_are_answered_while_a_large_body_is_parsed(model_base, verb):
+    """No JSON is parsed on the event loop, and the worker that parses lets the loop run: status
+    GETs sent while a large body is being parsed keep being answered before that parse ends.
+    json.loads held the GIL for the whole document, wherever it ran: only the GET or two that slip
+    in between its end and the counter's update (one switch interval) were answered in time."""
+    serving = make_app(model_base, "tiny_text")
+    # ~3 MB: 100,000 short objects, the shape that held the GIL for seconds in json.loads.
+    body = json.dumps({"instances": ["a good film"], "padding": [{"k": "v\\u00e9", "n": [1]}] * 100_000})
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        transport = httpx.ASGITransport(app=serving.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost", timeout=120) as client:
+            post = asyncio.ensure_future(client.post(f"/v1/models/tiny_text:{verb}", content=body))
+            assert await loop.run_in_executor(None, serving.work.wait, lambda w: w.parsing > 0, 60)
+            answered_while_parsing = 0
+            for _ in range(5000):
+                status = await client.get("/v1/models/tiny_text")
+                assert status.status_code == 200 and status.json()["model_version_status"][0]["state"] == "AVAILABLE"
+                if serving.work.parsing == 0:     # read the moment the GET is answered
+                    break
+                answered_while_parsing += 1
+            return answered_while_parsing, await post
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.0005)       # the GIL changes hands at most every 0.5 ms
+    try:
+        answered_while_parsing, answer = asyncio.run(scenario())
+    finally:
+        sys.setswitchinterval(interval)
+    assert answered_while_parsing >= 20, f"only {answered_while_parsing} status GETs answered during the parse"
+    assert answer.status_code == (200 if verb == "predict" else 400), answer.text[:300]
+    assert serving.work.parsing == 0
     serving.close()

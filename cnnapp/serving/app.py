@@ -42,7 +42,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from cnnapp.serving.codec import (ServingError, decode_classify, decode_predict, encode_classify,
+from cnnapp.serving.codec import (ServingError, decode_body, decode_classify, decode_predict, encode_classify,
                                   encode_predict, parse_json)
 from cnnapp.serving.config import ServerConfig
 from cnnapp.serving.explain import explain  # cnnapp's :explain extension
@@ -311,9 +311,10 @@ class ServingApp:
 
     def parse(self, body: bytes) -> dict:
         """A request body -> its JSON object, in a worker thread (never on the event loop)."""
+        text = decode_body(body)
         self.work.add("parsing")
         try:
-            return parse_json(body, share_gil=len(body) > INLINE_BODY_BYTES)
+            return parse_json(text, share_gil=len(body) > INLINE_BODY_BYTES)
         finally:
             self.work.add("parsing", -1)
 

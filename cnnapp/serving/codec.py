@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from cnnapp.serving import json_parse
 from cnnapp.serving.errors import NotFound, ServingError  # noqa: F401 - re-exported
 from cnnapp.serving.json_floats import tf_serving_float32
 
@@ -29,26 +30,28 @@ def clip(value, limit: int = 80) -> str:
 _clip = clip
 
 
-def _float(text: str) -> float:
-    return float(text)
-
-
-def _int(text: str) -> int:
-    return int(text)
-
-
-def parse_json(body: bytes, *, share_gil: bool = False) -> dict:
-    """`share_gil`: parse numbers through Python-level hooks. The C scanner holds the GIL for the
-    whole document otherwise (an 11 MB array of pixels: ~2-3 s here, during which the event loop
-    answers nothing); each hook call is a point where another thread can take the GIL. Slower per
-    number for small bodies, so only for the large ones parsed in a worker thread."""
+def decode_body(body: bytes) -> str:
+    """A request body's text (UTF-8, or UTF-16/32 as json.loads detects them); ServingError if it is not text."""
     try:
-        doc = json.loads(body, parse_float=_float, parse_int=_int) if share_gil else json.loads(body)
-    except RecursionError:
+        return body.decode(json.detect_encoding(body), "surrogatepass")
+    except UnicodeDecodeError as e:
+        raise ServingError(f"JSON Parse error: the body is not UTF-8 text ({str(e)[:120]}). "
+                           f"Received: {_clip(body[:80].decode('utf-8', 'replace'))}") from None
+
+
+def parse_json(body: bytes | str, *, share_gil: bool = False) -> dict:
+    """`share_gil`: parse with serving/json_parse.py, which lets other threads run between elements
+    (`json.loads` holds the GIL for the whole document: seconds for a 58 MB body, during which the
+    event loop answers nothing, even when the parse runs in a worker thread). Slower for small
+    bodies, so only for the large ones; the small ones take microseconds either way."""
+    text = decode_body(body) if isinstance(body, (bytes, bytearray)) else body
+    try:
+        doc = json_parse.loads(text) if share_gil else json.loads(text)
+    except (RecursionError, json_parse.NestingTooDeep):
         raise ServingError("JSON Parse error: nesting too deep") from None
-    except (ValueError, UnicodeDecodeError) as e:
+    except ValueError as e:
         # ValueError covers syntax errors and ints past Python's digit limit
-        raise ServingError(f"JSON Parse error: {str(e)[:120]}. Received: {_clip(body[:80].decode('utf-8', 'replace'))}") from None
+        raise ServingError(f"JSON Parse error: {str(e)[:120]}. Received: {_clip(text[:80])}") from None
     if not isinstance(doc, dict):
         raise ServingError(f"JSON Value: {_clip(doc)} is not an object (expected {{\"instances\": ...}} "
                            f"or {{\"inputs\": ...}})")

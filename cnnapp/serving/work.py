@@ -126,18 +126,21 @@ class WorkStats:
         self.chunks = 0
         self.running = 0
         self.parsing = 0
-        self._idle = threading.Condition(self._lock)
+        self._changed = threading.Condition(self._lock)
 
     def add(self, name: str, delta: int = 1) -> None:
-        with self._lock:
+        with self._changed:
             setattr(self, name, getattr(self, name) + delta)
-            if self.running == 0:
-                self._idle.notify_all()
+            self._changed.notify_all()
+
+    def wait(self, predicate, timeout: float) -> bool:
+        """True once `predicate(self)` holds (within `timeout` seconds)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: predicate(self), timeout)
 
     def wait_idle(self, timeout: float) -> bool:
         """True once no worker runs (within `timeout` seconds)."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self.running == 0, timeout)
+        return self.wait(lambda stats: stats.running == 0, timeout)
 
 
 # ---------------------------------------------------------------------------- chunking
