@@ -76,6 +76,8 @@ def test_explain_a_sentence(client):
     assert len(good["token_scores"]) == 3 and abs(sum(good["probabilities"]) - 1) < 1e-5
     for g in good["ngrams"]:
         assert g["ngram"] in "a good film" and g["contribution"] > 0 and g["width"] in (2, 3)
+    assert list(good) == ["sentence", "tokens", "unknown_tokens", "predicted", "predicted_index", "probabilities",
+                          "classes", "top", "ngrams", "token_scores"]               # as README.md lists them
     assert good["unknown_tokens"] == 0
     assert unknown["tokens"] == ["[UNK]", "a", "[UNK]", "film"] and unknown["unknown_tokens"] == 2
 
