@@ -16,7 +16,7 @@ until its REST port answers. TensorFlow's own start-up lines (saved_model_cli pr
 A command that fails other than with cnnapp's one-line `Error: ...` (a traceback, a crash) stops the
 run and leaves README.md as it was.
 
-    python docs/readme_outputs.py [--readme README.md] [--keep DIR]
+    python docs/readme_outputs.py [--readme README.md] [--keep DIR] [--only TEXT [--skip-setup]]
 """
 
 from __future__ import annotations
@@ -117,8 +117,9 @@ def command_text(lines: list[str]) -> str:
     return "\n".join(lines)[2:]
 
 
-def regenerate(text: str, runner: Runner) -> list[tuple[str, str]]:
-    """[(a marked block as the README has it, the block with fresh output)], marker line included."""
+def regenerate(text: str, runner: Runner, only: str | None = None) -> list[tuple[str, str]]:
+    """[(a marked block as the README has it, the block with fresh output)], marker line included;
+    with `only`, just the blocks whose text (marker included) contains it."""
     lines, blocks, i = text.split("\n"), [], 0
     while i < len(lines):
         match = MARKER.match(lines[i].strip())
@@ -129,6 +130,9 @@ def regenerate(text: str, runner: Runner) -> list[tuple[str, str]]:
             raise SystemExit(f"README line {i}: an output marker must sit just above a code block")
         end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
         body = lines[i + 1:end]
+        if only is not None and only not in "\n".join(lines[i - 1:end + 1]):
+            i = end + 1
+            continue
         if match["command"]:
             command, head, tail = match["command"], None, None
             if abridge := ABRIDGE.match(command):
@@ -155,6 +159,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     parser.add_argument("--keep", type=Path, default=None, help="run in this folder and keep it (default: a temporary one)")
+    parser.add_argument("--only", default=None, metavar="TEXT", help="regenerate only the blocks that contain TEXT")
+    parser.add_argument("--skip-setup", action="store_true",
+                        help="with --only, for blocks that need none of the demo's models (the --cv runs)")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="cnnapp-readme-")) if args.keep is None else args.keep.resolve()
     work = scratch / "work"
@@ -163,9 +170,9 @@ def main() -> None:
         (scratch / "shared").symlink_to(ROOT.parent / "shared")
     runner = Runner(work)
     try:
-        for command in SETUP:
+        for command in [] if args.skip_setup else SETUP:
             runner.cache[command] = runner.run(command)
-        blocks = regenerate(args.readme.read_text(), runner)
+        blocks = regenerate(args.readme.read_text(), runner, args.only)
     finally:
         runner.close()
         if args.keep is None:
