@@ -251,8 +251,9 @@ def png_bomb(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
-VERSION_TRICKS = ["1%0a", "1%0d", "1%0d%0a", "1%09", "1%20", "%201", "01", "1%00", "1/", "1%2f", "1.", "1e0",
-                  "0b1", "1_0", "%31", "1%0a:predict"]
+# Not here: "01" and "%31" (TF Serving's (\d+) and SimpleAtoi take "01"; %31 is "1" percent-encoded).
+VERSION_TRICKS = ["1%0a", "1%0d", "1%0d%0a", "1%09", "1%20", "%201", "1%00", "1/", "1%2f", "1.", "1e0",
+                  "0b1", "1_0", "1%0a:predict"]
 BAD_CONTENT_TYPES = ["text/plain", "text/plain;charset=UTF-8", "application/xml", "multipart/form-data; boundary=x",
                      "application/x-www-form-urlencoded", "image/png", "*/*", ""]
 BAD_HOSTS = ["evil.example", "evil.example:8501", "127.0.0.1.nip.io", "localhost.evil.example", "[::2]:1", "x" * 300]
