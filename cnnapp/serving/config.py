@@ -1,4 +1,5 @@
-"""What `cnnapp serve` serves: plain frozen dataclasses, and TF Serving's model_config_list parser.
+"""What `cnnapp serve` serves: plain frozen dataclasses, and TF Serving's config files read into them
+(their text format is parsed by serving/text_proto.py).
 
 A `--model_config_file` in TF Serving's text format works unchanged here, e.g.::
 
@@ -15,12 +16,14 @@ A `--model_config_file` in TF Serving's text format works unchanged here, e.g.::
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from cnnapp import layout
 from cnnapp.errors import CnnappError
+from cnnapp.serving.text_proto import Message, one, parse_text_proto
+
+_one = one      # the name the loaders below use
 
 
 @dataclass(frozen=True)
@@ -181,13 +184,21 @@ def is_multi_model_base(base_path: Path) -> bool:
     return Path(base_path).is_dir() and not _holds_versions(Path(base_path))
 
 
+def read_config_text(path: Path, arg: str) -> str:
+    """A config file's text (UTF-8, as protobuf reads it); CnnappError naming `arg` otherwise."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise CnnappError(f"{arg}: {Path(path).name} is not UTF-8 text ({e.reason} at byte {e.start}). "
+                          f"Received: {path}") from None
+    except OSError as e:
+        raise CnnappError(f"{arg}: cannot read ({e.strerror}). Received: {path}") from None
+
+
 def load_batching_parameters_file(path: str | Path) -> BatchingParameters:
     """TF Serving's --batching_parameters_file (text format, e.g. `max_batch_size { value: 64 }`)."""
     path = Path(path)
-    try:
-        msg = parse_text_proto(path.read_text(), "--batching_parameters_file")
-    except OSError as e:
-        raise CnnappError(f"--batching_parameters_file: cannot read ({e.strerror}). Received: {path}") from None
+    msg = parse_text_proto(read_config_text(path, "--batching_parameters_file"), "--batching_parameters_file")
     known = {"max_batch_size", "batch_timeout_micros", "num_batch_threads", "max_enqueued_batches"}
     ignored = {"allowed_batch_sizes", "pad_variable_length_inputs", "thread_pool_name",
                "enable_large_batch_splitting", "max_execution_batch_size"}
@@ -216,10 +227,7 @@ def load_monitoring_config_file(path: str | Path) -> str | None:
         prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }
     """
     path = Path(path)
-    try:
-        msg = parse_text_proto(path.read_text(), "--monitoring_config_file")
-    except OSError as e:
-        raise CnnappError(f"--monitoring_config_file: cannot read ({e.strerror}). Received: {path}") from None
+    msg = parse_text_proto(read_config_text(path, "--monitoring_config_file"), "--monitoring_config_file")
     unknown = set(msg) - {"prometheus_config"}
     if unknown:
         raise CnnappError(f"--monitoring_config_file: unknown field {sorted(unknown)[0]!r} (known: "
@@ -238,113 +246,126 @@ def load_monitoring_config_file(path: str | Path) -> str | None:
     return route if enable else None
 
 
-# ---------------------------------------------------------------------------- protobuf text format
-
-_TOKEN = re.compile(r"\s*(?:#[^\n]*\n?\s*)*(?:([A-Za-z_][A-Za-z0-9_.]*)|('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")"
-                    r"|(-?\d+(?:\.\d*)?)|([{}:<>\[\],;]))")
-
-
-def _tokens(text: str, arg: str = "--model_config_file"):
-    pos = 0
-    text = text.rstrip()
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if not m or m.end() == pos:
-            raise CnnappError(f"{arg}: cannot parse at offset {pos}. Received: {text[pos:pos + 40]!r}")
-        pos = m.end()
-        ident, string, number, punct = m.groups()
-        if ident is not None:
-            yield "ident", ident
-        elif string is not None:
-            yield "value", string[1:-1].encode().decode("unicode_escape")
-        elif number is not None:
-            yield "value", int(number) if re.fullmatch(r"-?\d+", number) else float(number)
-        elif punct is not None:
-            yield "punct", punct
+# TF Serving's messages (model_server_config.proto, file_system_storage_path_source.proto, logging_config.proto):
+# the fields each takes. Any other field is refused, as TF Serving's text-format parser refuses it.
+_MODEL_SERVER_CONFIG = {"model_config_list", "custom_model_config"}
+_MODEL_CONFIG = {"name", "base_path", "model_type", "model_platform", "model_version_policy", "version_labels",
+                 "logging_config"}
+_REPEATED = {"config", "version_labels", "versions"}
+_POLICIES = {"latest", "all", "specific"}
+ARG = "--model_config_file"
 
 
-def parse_text_proto(text: str, arg: str = "--model_config_file") -> dict:
-    """Protobuf text format -> {field: [values]} (repeated fields are lists; messages are dicts)."""
-    tokens = list(_tokens(text, arg))
-    pos = 0
-
-    def message(close: str | None) -> dict:
-        nonlocal pos
-        out: dict = {}
-        while pos < len(tokens):
-            kind, tok = tokens[pos]
-            if kind == "punct" and tok in ("}", ">"):
-                if close is None:
-                    raise CnnappError(f"{arg}: unexpected {tok!r}. Received: token {pos}")
-                pos += 1
-                return out
-            if kind == "punct" and tok in (",", ";"):
-                pos += 1
-                continue
-            if kind != "ident":
-                raise CnnappError(f"{arg}: expected a field name. Received: {tok!r}")
-            pos += 1
-            if pos < len(tokens) and tokens[pos] == ("punct", ":"):
-                pos += 1
-            if pos >= len(tokens):
-                raise CnnappError(f"{arg}: field {tok!r} has no value. Received: end of file")
-            vkind, value = tokens[pos]
-            if vkind == "punct" and value in ("{", "<"):
-                pos += 1
-                value = message("}" if value == "{" else ">")
-            elif vkind == "ident":          # true / false / an enum name
-                value = {"true": True, "false": False}.get(value, value)
-                pos += 1
-            elif vkind != "value":
-                raise CnnappError(f"{arg}: field {tok!r} has no value. Received: {value!r}")
-            else:
-                pos += 1
-            out.setdefault(tok, []).append(value)
-        if close is not None:
-            raise CnnappError(f"{arg}: a '{{' is never closed. Received: end of file")
-        return out
-
-    return message(None)
+def _where(path: Path, msg: Message, field: str | None = None, index: int = -1) -> str:
+    line = msg.line_of(field, index) if field else msg.line
+    return f"{ARG}: {path.name} line {line}"
 
 
-def _one(msg: dict, key: str, default=None):
-    return msg.get(key, [default])[-1]
+def _check_fields(path: Path, msg, known: set, what: str) -> None:
+    """Refuse a field `what` does not have, or a singular field given twice (one line, its line number)."""
+    if not isinstance(msg, Message):
+        raise CnnappError(f"{ARG}: {path.name}: {what} must be a message {{ ... }}. Received: {str(msg)[:80]!r}")
+    for field, values in msg.items():
+        if field not in known:
+            raise CnnappError(f"{_where(path, msg, field, 0)}: unknown field {field!r} in {what} (it takes "
+                              f"{', '.join(sorted(known))}). Received: {field}")
+        if len(values) > 1 and field not in _REPEATED:
+            raise CnnappError(f"{_where(path, msg, field, 1)}: field {field!r} of {what} is given more than once "
+                              f"(first on line {msg.line_of(field, 0)}). Received: {field}")
+
+
+def _typed(path: Path, msg: Message, field: str, kind, what: str, index: int = -1, default=None):
+    value = msg.get(field, [default])[index]
+    if value is default:
+        return value
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)) or kind is str and not isinstance(value, str):
+        raise CnnappError(f"{_where(path, msg, field, index)}: {what}.{field} needs "
+                          f"{'an integer' if kind is int else 'a quoted string'}. Received: {str(value)[:80]!r}")
+    return value
+
+
+def _policy(path: Path, cfg: Message, name: str) -> VersionPolicy:
+    msg = one(cfg, "model_version_policy")
+    if msg is None:
+        return VersionPolicy()
+    what = f"model {name!r} model_version_policy"
+    _check_fields(path, msg, _POLICIES, what)
+    if len(msg) != 1:
+        raise CnnappError(f"{_where(path, msg)}: {what} takes one of latest, all, specific. Received: {sorted(msg)}")
+    (kind, (body,)), = msg.items()
+    if kind == "all":
+        _check_fields(path, body, set(), f"{what}.all")
+        return VersionPolicy("all")
+    if kind == "latest":
+        _check_fields(path, body, {"num_versions"}, f"{what}.latest")
+        num = _typed(path, body, "num_versions", int, f"{what}.latest", default=1)
+        if num < 1:
+            raise CnnappError(f"{_where(path, body, 'num_versions')}: {what}.latest.num_versions must be at least 1. "
+                              f"Received: {num}")
+        return VersionPolicy("latest", num_versions=num)
+    _check_fields(path, body, {"versions"}, f"{what}.specific")
+    versions = tuple(_typed(path, body, "versions", int, f"{what}.specific", index=i)
+                     for i in range(len(body.get("versions", []))))
+    if not versions:
+        raise CnnappError(f"{_where(path, body)}: {what}.specific lists no versions. Received: specific {{}}")
+    return VersionPolicy("specific", versions=versions)
+
+
+def _labels(path: Path, cfg: Message, name: str, policy: VersionPolicy) -> tuple[tuple[str, int], ...]:
+    labels: dict[str, int] = {}
+    for entry in cfg.get("version_labels", []):
+        what = f"model {name!r} version_labels"
+        _check_fields(path, entry, {"key", "value"}, what)
+        key, version = _typed(path, entry, "key", str, what), _typed(path, entry, "value", int, what)
+        if key is None or version is None:
+            raise CnnappError(f"{_where(path, entry)}: {what} needs a key and a value. Received: {dict(entry)}")
+        if key in labels:
+            raise CnnappError(f"{_where(path, entry)}: {what}: label {key!r} is given twice. Received: {key}")
+        if policy.kind == "specific" and version not in policy.versions:
+            raise CnnappError(f"{_where(path, entry)}: {what}: label {key!r} points at version {version}, which the "
+                              f"policy does not serve. Received: {policy.versions}")
+        labels[key] = version
+    return tuple(labels.items())
 
 
 def load_model_config_file(path: str | Path, relative_to: Path | None = None) -> tuple[ModelConfig, ...]:
+    """TF Serving's --model_config_file (a ModelServerConfig in text format) -> ModelConfigs.
+
+    Read as TF Serving reads it: an unknown field (`model_version_polcy`), a singular field given
+    twice, or two models of one name are refused, in one line naming it and its line; strings are
+    UTF-8 (`base_path: 'modèles'` is kept as written); a relative base_path is relative to the file's
+    folder. Whether a base path holds versions is the server's business (it warns and polls).
+    """
     path = Path(path)
-    try:
-        root = parse_text_proto(path.read_text())
-    except OSError as e:
-        raise CnnappError(f"--model_config_file: cannot read ({e.strerror}). Received: {path}") from None
-    configs = []
+    root = parse_text_proto(read_config_text(path, ARG), f"{ARG}: {path.name}")
+    _check_fields(path, root, _MODEL_SERVER_CONFIG, "ModelServerConfig")
+    if "custom_model_config" in root:
+        raise CnnappError(f"{_where(path, root, 'custom_model_config')}: custom_model_config is not served by "
+                          f"cnnapp; use model_config_list. Received: custom_model_config")
+    configs, lines = [], {}
     for config_list in root.get("model_config_list", []):
+        _check_fields(path, config_list, {"config"}, "model_config_list")
         for cfg in config_list.get("config", []):
-            name = check_model_name(str(_one(cfg, "name", "")), "--model_config_file name")
-            base = _one(cfg, "base_path")
+            _check_fields(path, cfg, _MODEL_CONFIG, "config")
+            name = _typed(path, cfg, "name", str, "config", default="")
+            check_model_name(name, f"{_where(path, cfg, 'name' if 'name' in cfg else None)}: name")
+            if name in lines:
+                raise CnnappError(f"{_where(path, cfg, 'name')}: model name {name!r} is listed twice (first on line "
+                                  f"{lines[name]}); TF Serving refuses that too. Received: {name}")
+            lines[name] = cfg.line_of("name")
+            what = f"model {name!r}"
+            base = _typed(path, cfg, "base_path", str, what)
             if not base:
-                raise CnnappError(f"--model_config_file: model {name!r} has no base_path. Received: {cfg}")
+                raise CnnappError(f"{_where(path, cfg)}: {what} has no base_path. Received: {sorted(cfg)}")
+            platform = _typed(path, cfg, "model_platform", str, what, default="tensorflow")
+            if platform != "tensorflow":
+                raise CnnappError(f"{_where(path, cfg, 'model_platform')}: {what}: model_platform must be "
+                                  f"'tensorflow' (cnnapp serves SavedModels). Received: {platform!r}")
             base = Path(base)
             if not base.is_absolute():
                 base = (relative_to or path.parent) / base
-            policy_msg = _one(cfg, "model_version_policy", {})
-            if "specific" in policy_msg:
-                versions = tuple(int(v) for v in _one(policy_msg, "specific", {}).get("versions", []))
-                if not versions:
-                    raise CnnappError(f"--model_config_file: model {name!r}: specific policy lists no versions. "
-                                      f"Received: {policy_msg}")
-                policy = VersionPolicy("specific", versions=versions)
-            elif "all" in policy_msg:
-                policy = VersionPolicy("all")
-            else:
-                policy = VersionPolicy("latest", num_versions=int(_one(_one(policy_msg, "latest", {}) or {},
-                                                                        "num_versions", 1)))
-            labels = tuple((str(_one(lab, "key")), int(_one(lab, "value"))) for lab in cfg.get("version_labels", []))
-            for label, version in labels:
-                if policy.kind == "specific" and version not in policy.versions:
-                    raise CnnappError(f"--model_config_file: model {name!r}: label {label!r} points at version "
-                                      f"{version}, which the policy does not serve. Received: {policy.versions}")
-            configs.append(ModelConfig(name, base, policy, labels))
+            policy = _policy(path, cfg, name)
+            configs.append(ModelConfig(name, base, policy, _labels(path, cfg, name, policy)))
     if not configs:
-        raise CnnappError(f"--model_config_file: no model_config_list {{ config {{ ... }} }} entries. Received: {path}")
+        raise CnnappError(f"{ARG}: no model_config_list {{ config {{ ... }} }} entries. Received: {path}")
     return tuple(configs)

@@ -276,6 +276,7 @@ class ModelManager:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._config_read_at = time.monotonic()
+        self._no_versions: set[str] = set()      # models warned about (once) for having no versions
 
     def _add_model(self, model: ModelConfig) -> None:
         self._serving[model.name] = {}
@@ -317,6 +318,14 @@ class ModelManager:
             if not serving:
                 raise NotFound(f"Servable not found for request: Latest({name})")
             return serving[max(serving)]
+
+    def states_of(self, name: str) -> list[tuple[int, VersionState]]:
+        """Every version state of a model (empty when none was found yet)."""
+        with self._lock:
+            return sorted(self._states.get(name, {}).items())
+
+    def base_path_of(self, name: str) -> Path:
+        return self._models[name].base_path
 
     def version_states(self, name: str, version: str | int | None = None,
                        label: str | None = None) -> list[tuple[int, VersionState]]:
@@ -378,18 +387,24 @@ class ModelManager:
             log.error("%s not reloaded, the models keep serving: %s", self.config.model_config_file, e)
             return
         with self._lock:
-            for name in [n for n in self._models if n not in models]:
+            for name in list(self._models):
+                moved = name in models and models[name].base_path != self._models[name].base_path
+                if name in models and not moved:
+                    if models[name] != self._models[name]:
+                        log.info("model %s: policy or labels changed in %s", name, self.config.model_config_file)
+                        self._models[name] = models[name]
+                    continue
                 del self._models[name]
                 for servable in self._serving.pop(name).values():
                     servable.close()
                 del self._states[name]
-                log.info("model %s removed from %s: unloaded", name, self.config.model_config_file)
+                self._no_versions.discard(name)
+                log.info("model %s %s in %s: unloaded", name, "moved to another base_path" if moved else "removed",
+                         self.config.model_config_file)
             for name, model in models.items():
                 if name not in self._models:
                     log.info("model %s added to %s", name, self.config.model_config_file)
                     self._add_model(model)
-                else:
-                    self._models[name] = model
 
     @staticmethod
     def _should_load(st: VersionState | None, stamp: tuple, now: float) -> bool:
@@ -402,6 +417,15 @@ class ModelManager:
 
     def _poll_model(self, model: ModelConfig) -> None:
         on_disk = layout.version_dirs(model.base_path)
+        if not on_disk and model.name not in self._no_versions:
+            # TF Serving's warning: the others serve, and the base path is polled for this one.
+            self._no_versions.add(model.name)
+            every = self.config.poll_seconds
+            log.warning("model %s: no versions found under base path %s (yet); %s", model.name, model.base_path,
+                        f"polled every {every:g} s (--file_system_poll_wait_seconds)" if every > 0
+                        else "not polled again (--file_system_poll_wait_seconds 0)")
+        elif on_disk:
+            self._no_versions.discard(model.name)
         aspired = model.policy.aspired(list(on_disk))
         serving = self._serving[model.name]
         for v in aspired:

@@ -130,12 +130,21 @@ def _run(host, port, rest_api_port, rest_socket, log_level, tensorflow_intra_op_
     serving_app = create_app(config)
     loaded = serving_app.manager.available()
     if not any(loaded.values()):
-        reasons = [f"{name} v{v}: {s.error}" for name in serving_app.manager.model_names()
-                   for v, s in serving_app.manager.version_states(name) if s.error]
-        raise CnnappError(f"nothing to serve: no version loaded ({'; '.join(reasons)[:600] or 'no versions'}). "
-                          f"Received: {', '.join(serving_app.manager.model_names())}")
+        serving_app.close()
+        raise CnnappError(f"nothing to serve: no model has a version that loads "
+                          f"({'; '.join(_why_not_served(serving_app.manager))[:600]}). "
+                          f"Received: {', '.join(serving_app.manager.model_names())[:200]}")
     serve(serving_app, host=host, port=port, rest_api_port=rest_api_port, log_level=log_level,
           rest_socket=rest_socket)
+
+
+def _why_not_served(manager) -> list[str]:
+    reasons = []
+    for name in manager.model_names():
+        states = manager.states_of(name)
+        failed = [f"{name} v{v}: {st.error}" for v, st in states if st.error]
+        reasons += failed or [f"{name}: no versions under {manager.base_path_of(name)}"]
+    return reasons
 
 
 def serve(serving_app, *, host: str = "127.0.0.1", port: int = 8500, rest_api_port: int = 8501,
