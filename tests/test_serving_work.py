@@ -171,3 +171,39 @@ def test_status_gets_are_answered_while_a_large_body_is_parsed(model_base, verb)
     assert answer.status_code == (200 if verb == "predict" else 400), answer.text[:300]
     assert serving.work.parsing == 0
     serving.close()
+
+
+@pytest.mark.parametrize("window", [8, 300, 16 * 1024])
+def test_the_gil_sharing_parser_reads_what_json_loads_reads(monkeypatch, window):
+    """Random documents (strings holding commas and brackets, nested lists and objects, numbers),
+    whole and with one character changed: the same value, or the same error at the same place."""
+    import random
+    from cnnapp.serving import json_parse
+    monkeypatch.setattr(json_parse, "WINDOW", window)
+    rng = random.Random(window)
+
+    def value(depth):
+        r = rng.random()
+        if depth > 4 or r < 0.4:
+            return rng.choice([1, -2.5, 1e10, "a", "b,c", "x],y", "q},", "é\n\"", True, None, 0, "", "[1,2]"])
+        if r < 0.7:
+            return [value(depth + 1) for _ in range(rng.randint(0, 12))]
+        return {rng.choice(["k", "a,b", "x}", "z"]) + str(rng.randint(0, 5)): value(depth + 1)
+                for _ in range(rng.randint(0, 8))}
+
+    for _ in range(300):
+        doc = value(0)
+        for text in (json.dumps(doc), json.dumps(doc, indent=1), json.dumps(doc, separators=(",", ":"))):
+            assert json_parse.loads(text) == json.loads(text)
+            k = rng.randrange(len(text))
+            bad = text[:k] + rng.choice([",", "]", "}", '"', "x", ""]) + text[k + 1:]
+            try:
+                expected = json.loads(bad)
+            except ValueError as e:
+                with pytest.raises(ValueError) as got:
+                    json_parse.loads(bad)
+                assert str(got.value) == str(e), bad
+            else:
+                assert json_parse.loads(bad) == expected
+    with pytest.raises(json_parse.NestingTooDeep):
+        json_parse.loads("[" * 100_000)
