@@ -37,6 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 NOTES_MARKER = "<!-- notes: kept when the table is rewritten -->"
+PER_SEED = "## Per-seed results"
 REPORT = ROOT / "docs" / "bench" / "text.md"
 SHARED = ROOT.parent / "shared" / "data"
 if not SHARED.is_dir():
@@ -246,17 +247,24 @@ def nbsvm_row(r: dict, protocol: str) -> str:
 
 def write_per_seed_tables() -> str:
     """Per-seed accuracy of every results file, as markdown (rewritten with the table)."""
-    out = ["## Per-seed results\n", "Written from `benchmarks/results/text-*.json` (accuracy %; CV rows: the "
-           "mean of the folds of that seed, with the fold min and max).\n"]
+    blocks = {}
+    # Blocks already in the report whose results file is gone (results/ is not in git) are kept, as rows are.
+    if REPORT.exists() and PER_SEED in REPORT.read_text():
+        old = REPORT.read_text().partition(PER_SEED)[2].partition(NOTES_MARKER)[0]
+        for block in old.split("\n**")[1:]:
+            blocks[block.split("**", 1)[0]] = "**" + block.strip()
     for path in sorted(RESULTS.glob("text-*.json")):
         r = json.loads(path.read_text())
         load = f"; load average at the end {r['load_average']}" if r.get("load_average") else ""
-        out.append(f"\n**{path.stem}** (`{r['command']}`{load})\n\n| seed | accuracy % | detail | wall s |\n|---|---|---|---|")
+        lines = [f"**{path.stem}** (`{r['command']}`{load})\n\n| seed | accuracy % | detail | wall s |\n|---|---|---|---|"]
         for run in r["runs"]:
             detail = (f"folds {100 * run['fold_min']:.2f}..{100 * run['fold_max']:.2f}" if "fold_min" in run
                       else f"dev {100 * run.get('best_val_accuracy', 0):.2f}, epochs {run.get('epochs_run')}")
-            out.append(f"| {run['seed']} | {run['accuracy']:.2f} | {detail} | {run['wall_seconds']} |")
-    return "\n".join(out) + "\n\n"
+            lines.append(f"| {run['seed']} | {run['accuracy']:.2f} | {detail} | {run['wall_seconds']} |")
+        blocks[path.stem] = "\n".join(lines)
+    return (PER_SEED + "\n\nWritten from `benchmarks/results/text-*.json` (accuracy %; CV rows: the mean of the "
+            "folds of that seed, with the fold min and max; dev: the best dev accuracy of the run).\n\n"
+            + "\n\n".join(blocks[k] for k in sorted(blocks)) + "\n\n")
 
 
 def write_report() -> None:
