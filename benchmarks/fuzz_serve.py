@@ -427,6 +427,7 @@ def main() -> int:
             "rows": rows, "codes": tally.codes, "bad": tally.bad, "wrong": tally.wrong, "accepted": tally.accepted,
             "status_failures": monitor.status_failures, "held": held_counts, "seconds": round(seconds, 1),
             "status_latencies": [round(t, 4) for t in monitor.status_latencies], "worst_status_at": monitor.worst_status_at,
+            "slow_status": monitor.slow,
             "load": [load_before, load_after]}, indent=1))
     return 0 if all(ok for *_, ok in rows) else 1
 
