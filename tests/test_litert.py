@@ -308,3 +308,16 @@ def test_an_undecodable_image_is_an_error_row_in_both_runtimes(model_base, tmp_p
         result = run_cli(["predict", model_base / "tiny_image", bad, "--runtime", runtime], expect_exit=1)
         assert result.stderr.startswith(f"{bad}: error: cannot decode input (") and \
             len(result.stderr.strip().splitlines()) == 1, (runtime, result.stderr)
+
+
+def test_train_text_litert_int8_and_none(tmp_path):
+    """`--litert int8` reaches the export through the one run path; `--litert none` writes no LiteRT folder
+    and predict then answers with the SavedModel."""
+    common = ["train-text", "--model", "text_cnn", "--feature-maps", "4", "--region-sizes", "2", "--embedding-dim",
+              "8", "--epochs", "1", "--run-dir", tmp_path / "runs", "--export-base", tmp_path / "sm"]
+    run_cli([*common, "--name", "q", "--litert", "int8"])
+    meta = json.loads((tmp_path / "sm" / "q" / "1" / LITERT / "meta.json").read_text())
+    assert meta["quantization"] == "int8" and meta["kind"] == "text"
+    run_cli([*common, "--name", "n", "--litert", "none"])
+    assert not (tmp_path / "sm" / "n" / "1" / "assets.extra" / "litert").exists()
+    assert run_cli(["predict", tmp_path / "sm" / "n", "a good film"]).stdout.startswith("a good film: ")
