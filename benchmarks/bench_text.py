@@ -59,6 +59,9 @@ BENCH_DEFAULTS = {"embedding_dim": 128, "lr_schedule": None, "epochs": 10, "clas
 # part), so a few epochs of Adam at batch 128 with early stopping on the dev split is all it takes.
 NBSVM_DEFAULTS = {"epochs": 3, "batch_size": 128, "patience": 2, "class_weight": "none"}
 NBSVM_PRESETS: dict = {}
+# The hybrid (nbsvm_cnn: NB n-grams + CNN-rand averaged in one model) takes the CNN preset's schedule.
+HYBRID_PRESETS = {"sst2": {"epochs": 2, "batch_size": 50, "lr_schedule": "onecycle", "class_weight": "balanced",
+                           "embedding_dim": 300}}
 # Each data set's chosen model for `--model preset` (what `make bench-text` runs): where NBSVM won on the data's
 # own protocol (docs/bench/text.md).
 MODEL_PRESET = {"mr": "nbsvm", "sst2": "text_cnn", "sst2-sentences": "text_cnn", "trec": "text_cnn"}
@@ -82,8 +85,8 @@ DATASETS = {
 
 def run_dataset(name: str, mode: str, args) -> dict:
     model_name = MODEL_PRESET[name] if args.model == "preset" else args.model
-    if model_name == "nbsvm":
-        return run_nbsvm(name, args)
+    if model_name in ("nbsvm", "nbsvm_cnn"):
+        return run_nbsvm(name, args, model_name)
     import numpy as np
     from cnnapp.config import TrainConfig
     from cnnapp.data.text import TextRequest
@@ -162,8 +165,9 @@ def run_dataset(name: str, mode: str, args) -> dict:
     return out
 
 
-def run_nbsvm(name: str, args) -> dict:
-    """The n-gram family on one data set, the same protocol as the CNN rows (export off)."""
+def run_nbsvm(name: str, args, model_name: str = "nbsvm") -> dict:
+    """The n-gram family (or its hybrid with the CNN) on one data set, the same protocol as the CNN rows
+    (export off)."""
     from cnnapp.config import TrainConfig
     from cnnapp.data.text import TextRequest
     from cnnapp.models import get_model
@@ -172,7 +176,7 @@ def run_nbsvm(name: str, args) -> dict:
 
     files, encoding, protocol, kim = DATASETS[name]
     standardize_rule = args.standardize or STANDARDIZE[name]
-    preset = {**NBSVM_DEFAULTS, **NBSVM_PRESETS.get(name, {})}
+    preset = {**NBSVM_DEFAULTS, **(NBSVM_PRESETS if model_name == "nbsvm" else HYBRID_PRESETS).get(name, {})}
     epochs = args.epochs or preset["epochs"]
     batch_size = args.batch_size if args.batch_size != 50 else preset["batch_size"]
     patience = args.patience if args.patience != 3 else preset["patience"]
@@ -180,15 +184,17 @@ def run_nbsvm(name: str, args) -> dict:
     class_weight = None if class_weight == "none" else class_weight
     task = SentenceTask(TextRequest(encoding=encoding, **files), standardize=standardize_rule)
     data, _ = task.load()
-    spec = get_model("nbsvm", kind="text")
-    options = {k: v for k, v in (("ngrams", args.ngrams), ("l2", args.l2), ("dropout", args.dropout)) if v is not None}
+    spec = get_model(model_name, kind="text")
+    options = {k: v for k, v in (("ngrams", args.ngrams), ("l2", args.l2), ("dropout", args.dropout),
+                                 ("embedding_dim", args.embedding_dim or preset.get("embedding_dim")))
+               if v is not None and k in spec.options()}
     fit = Fitter(task, spec, options, strategy=None)
-    label = f"{name}-nbsvm" + (f"-{args.tag}" if args.tag else "")
+    label = f"{name}-{model_name}" + (f"-{args.tag}" if args.tag else "")
     run_root = Path(args.run_dir) / label
-    out = {"dataset": name, "mode": "nbsvm", "model": "nbsvm", "protocol": protocol, "kim": NBSVM_PAPER.get(name, kim["rand"]),
+    out = {"dataset": name, "mode": model_name, "model": model_name, "protocol": protocol, "kim": NBSVM_PAPER.get(name, kim["rand"]),
            "kim_row": "NBSVM-bi (Wang & Manning 2012, Kim's Table 2)" if name in NBSVM_PAPER else "CNN-rand", "runs": [],
            "settings": {"optimizer": args.optimizer, "learning_rate": args.learning_rate, "batch_size": batch_size,
-                        "lr_schedule": args.lr_schedule, "class_weight": class_weight, "epochs": epochs,
+                        "lr_schedule": args.lr_schedule or preset.get("lr_schedule"), "class_weight": class_weight, "epochs": epochs,
                         "patience": patience, "standardize": standardize_rule,
                         "model_options": {**spec.options(), **options}, "ensemble": 1},
            "command": "python benchmarks/bench_text.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
@@ -196,7 +202,8 @@ def run_nbsvm(name: str, args) -> dict:
     path = RESULTS / f"text-{label}.json"
     for seed in range(args.seed, args.seed + args.seeds):
         train_cfg = TrainConfig(name=label, epochs=epochs, batch_size=batch_size, optimizer=args.optimizer,
-                                learning_rate=args.learning_rate, seed=seed, lr_schedule=args.lr_schedule,
+                                learning_rate=args.learning_rate, seed=seed,
+                                lr_schedule=args.lr_schedule or preset.get("lr_schedule"),
                                 class_weight=class_weight, patience=patience, run_dir=str(run_root), export=False,
                                 verbose=0)
         start = time.perf_counter()
@@ -221,7 +228,7 @@ def run_nbsvm(name: str, args) -> dict:
             out["folds"] = args.folds
         RESULTS.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(out, indent=2) + "\n")
-        logging.info("%s nbsvm seed %d: %.2f%% (so far mean %.2f, min %.2f, max %.2f)", name, seed, 100 * acc,
+        logging.info("%s " + model_name + " seed %d: %.2f%% (so far mean %.2f, min %.2f, max %.2f)", name, seed, 100 * acc,
                      out["mean"], out["min"], out["max"])
     return out
 
@@ -236,11 +243,15 @@ DATA_LABEL = {"sst2": "sst2 (phrases)", "sst2-sentences": "sst2 (sentences)"}
 
 def nbsvm_row(r: dict, protocol: str) -> str:
     st, opts = r["settings"], r["settings"]["model_options"]
+    hybrid = (f" + CNN-rand (emb {opts['embedding_dim']}, {opts['feature_maps']} maps of widths "
+              f"{','.join(str(w) for w in opts['region_sizes'])}), probabilities averaged" if "feature_maps" in opts else "")
     setting = (f"NB-weighted binarized 1..{opts['ngrams']}-grams (alpha {opts['nb_alpha']}), l2 {opts['l2']}, "
-               f"dropout {opts['dropout']}; {st['optimizer']}, batch {st['batch_size']}, {st['epochs']} epochs max, "
-               f"patience {st['patience']}, standardize {st['standardize']}")
+               f"dropout {opts['dropout']}{hybrid}; {st['optimizer']}, batch {st['batch_size']}, {st['epochs']} epochs max, "
+               f"patience {st['patience']}, standardize {st['standardize']}"
+               + (f", {st['lr_schedule']} schedule" if st.get("lr_schedule") else "")
+               + (f", {st['class_weight']} class weights" if st.get("class_weight") else ""))
     status = "meets" if r["mean"] >= r["kim"] else "below"
-    return (f"| {DATA_LABEL.get(r['dataset'], r['dataset'])} | nbsvm | {setting} | {protocol} | **{r['mean']:.2f}** "
+    return (f"| {DATA_LABEL.get(r['dataset'], r['dataset'])} | {r['model']} | {setting} | {protocol} | **{r['mean']:.2f}** "
             f"({r['min']:.2f}, {r['max']:.2f}) | {len(r['runs'])} | {r['kim']} {r.get('kim_row', '')} ({status}) | - "
             f"| {r['wall_seconds'] / 60:.1f} min | `{r['command']}` |")
 
@@ -274,7 +285,7 @@ def write_report() -> None:
         protocol = f"{r.get('folds', 10)}-fold CV mean" if r["protocol"] == "cv" else "test set"
         status = "meets" if r["mean"] >= r["kim"] else "below"
         st = r["settings"]
-        if r.get("model") == "nbsvm":
+        if r.get("model") in ("nbsvm", "nbsvm_cnn"):
             rows.append(nbsvm_row(r, protocol))
             continue
         coverage = r["runs"][0].get("embedding_coverage") if r["runs"] else None
@@ -336,7 +347,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", default="mr,sst2,trec")
     p.add_argument("--modes", default="rand", help="comma list of rand, static, non-static (text_cnn only)")
-    p.add_argument("--model", choices=["preset", "text_cnn", "nbsvm"], default="preset",
+    p.add_argument("--model", choices=["preset", "text_cnn", "nbsvm", "nbsvm_cnn"], default="preset",
                    help="preset: each data set's chosen model " + str(MODEL_PRESET))
     p.add_argument("--ngrams", type=int, default=None, help="nbsvm: n-gram widths 1..N (default: the model's, 2)")
     p.add_argument("--l2", type=float, default=None, help="nbsvm: L2 on the learned weights (default: the model's)")
