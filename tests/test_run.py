@@ -82,3 +82,31 @@ def test_flip_tta_is_what_the_run_reports_and_what_the_export_answers(tmp_path):
     assert not np.allclose(served, plain, atol=1e-4)
     result = run_cli(["train-text", "--tta", "flip", "--run-dir", tmp_path], expect_exit=2)
     assert "No such option '--tta'" in result.output
+
+
+def test_a_fold_on_the_shared_compiled_model_trains_as_a_fresh_model_would(tmp_path):
+    """CompiledModel (the folds of --cv share one compiled model): after a run on other data with another
+    seed, a run on the shared model ends with the very weights a freshly built and compiled one does."""
+    import dataclasses
+
+    import numpy as np
+    from cnnapp.config import TrainConfig
+    from cnnapp.models import get_model
+    from cnnapp.tasks.images import ImageTask
+    from cnnapp.training.loop import CompiledModel
+    from cnnapp.training.run import Fitter
+
+    task = ImageTask()
+    data, _ = task.load()
+    fit = Fitter(task, get_model(None, kind="image"), {"filters": [4, 8], "dense_units": [8]}, None)
+    train = TrainConfig(name="r", epochs=2, batch_size=64, export=False, run_dir=str(tmp_path))
+    splits = data.to_splits(seed=1)
+    fresh, _ = fit(splits, data, train, tmp_path / "fresh", {})
+    shared = CompiledModel()
+    other, _ = fit(data.to_splits(seed=2), data, dataclasses.replace(train, seed=7), tmp_path / "other", {},
+                   reuse=shared)
+    again, _ = fit(splits, data, train, tmp_path / "again", {}, reuse=shared)
+    assert again.model is other.model                     # shared, not rebuilt
+    assert again.metrics["test"] == fresh.metrics["test"]
+    for reused, built in zip(again.model.get_weights(), fresh.model.get_weights()):
+        np.testing.assert_array_equal(reused, built)
