@@ -16,7 +16,7 @@ import sys
 import click
 
 from cnnapp import __version__
-from cnnapp.allocator import bound_malloc_arenas
+from cnnapp.cli.allocator import configure_allocators
 from cnnapp.cli import inspect, launch, predict, serve, sweep, train
 from cnnapp.quiet import drop_libjpeg_lines, hide_tensorflow_startup_log
 
@@ -39,7 +39,7 @@ def cli(verbose: bool):
 
 
 def main():
-    bound_malloc_arenas()   # before TensorFlow's thread pools exist (cnnapp.allocator)
+    configure_allocators()   # before TensorFlow and its thread pools exist (cli/allocator.py)
     if not {"-v", "--verbose"} & set(_group_options(sys.argv[1:])):
         # libjpeg prints its warnings ("Corrupt JPEG data: ...") to fd 2 from inside TensorFlow's decoder,
         # past any log level; cnnapp names the files it cannot read itself (cnnapp.quiet).
