@@ -98,7 +98,7 @@ def test_a_model_without_versions_is_one_warning_and_is_polled_for(tmp_path, mod
     models = load(tmp_path, f"model_config_list {{ config {{ name: 'tiny_text' base_path: '{model_base / 'tiny_text'}' }}\n"
                             f"config {{ name: 'later' base_path: '{empty}' }}\n"
                             f"config {{ name: 'typo' base_path: '{tmp_path / 'no_such_folder'}' }} }}")
-    with caplog.at_level(logging.WARNING, logger="cnnapp.serving.models"):
+    with caplog.at_level(logging.WARNING, logger="cnnapp.serving.manager"):
         serving = create_app(ServerConfig(models=models, enable_model_warmup=False))
         serving.manager.poll()                      # a second poll: no second warning
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -1,4 +1,5 @@
-"""The TF-Serving-compatible REST app: a starlette object that tests call in-process.
+"""The TF-Serving-compatible REST app: a starlette object that tests call in-process, a thin
+transport over serving/service.py (models, metrics, workers and limits live there).
 
 Routes (tensorflow/serving g3doc/api/api_rest.md), each also under /versions/{v} and /labels/{l}:
     GET  /v1/models/{name}               version status
@@ -34,7 +35,6 @@ import json
 import logging
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
@@ -42,16 +42,15 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from cnnapp.serving.codec import (ServingError, decode_body, decode_classify, decode_predict, encode_classify,
-                                  encode_predict, parse_json)
+from cnnapp.serving.codec import ServingError, decode_classify, decode_predict, encode_classify, encode_predict
 from cnnapp.serving.config import ServerConfig
+from cnnapp.serving.errors import DeadlineExceeded
 from cnnapp.serving.explain import explain  # cnnapp's :explain extension
 from cnnapp.serving.guard import RequestGuard
-from cnnapp.serving.metrics import UNKNOWN_MODEL, Metrics
-from cnnapp.serving.errors import DeadlineExceeded
-from cnnapp.serving.models import ModelManager, Servable
 from cnnapp.serving.page import page_routes  # the web page at /
-from cnnapp.serving.work import Slots, Work, WorkStats
+from cnnapp.serving.servable import Servable
+from cnnapp.serving.service import HEAVY_CONCURRENCY, INLINE_BODY_BYTES, ServingService  # noqa: F401
+from cnnapp.serving.work import Work
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +60,6 @@ log = logging.getLogger(__name__)
 _PATH = re.compile(r"(?P<name>[^/:]+)(?:/versions/(?P<version>[0-9]+)|/labels/(?P<label>[^/:]+))?"
                    r"(?:(?P<metadata>/metadata)|:(?P<verb>[A-Za-z]+))?/?")
 _INT64_MAX = 2 ** 63 - 1
-# Bodies up to this size are decoded on the event loop (a few examples: tens of microseconds);
-# larger ones go to a worker thread.
-INLINE_BODY_BYTES = 16 * 1024
-# Large bodies processed at once (each may take ~10x its size in Python objects while decoding).
-HEAVY_CONCURRENCY = 2
 _APIS = {"predict": "Predict", "classify": "Classify", "regress": "Regress"}
 _JSON_HEADERS = [(b"content-type", b"application/json"), (b"x-content-type-options", b"nosniff")]
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
@@ -93,10 +87,9 @@ def decode_request(verb: str, servable: Servable, doc: dict, max_instances: int)
     sig = doc.get("signature_name")
     if sig is not None and not isinstance(sig, str):
         raise ServingError(f"'signature_name' must be a string. Received: {json.dumps(sig)[:80]}")
-    sig, specs = servable.signature(sig)
     if verb == "regress":
-        raise ServingError(f"Expected regression signature method_name to be tensorflow/serving/regress; "
-                           f"cnnapp models are classifiers (signature {sig!r}): use :predict or :classify")
+        ServingService.refuse_regress(servable, sig)
+    sig, specs = servable.signature(sig)
     if verb == "classify":
         return sig, decode_classify(doc, specs, max_instances), "classify"
     inputs, form = decode_predict(doc, specs, max_instances)
@@ -116,30 +109,19 @@ def _with_cors(send):
 
 
 class ServingApp:
-    """Holds the model manager and metrics; `.app` is the ASGI app to mount or run."""
+    """TF Serving's REST API over a ServingService; `.app` is the ASGI app to mount or run."""
 
-    def __init__(self, config: ServerConfig, *, load: bool = True):
-        self.config = config
-        self.metrics = Metrics()
-        self.manager = ModelManager(config, metrics=self.metrics)
-        # Own pool (not anyio's): a timed-out request stops waiting at once; its thread stops at the
-        # next chunk boundary.
-        self.executor = ThreadPoolExecutor(max_workers=config.rest_api_num_threads, thread_name_prefix="rest")
+    def __init__(self, config: ServerConfig, *, load: bool = True, service: ServingService | None = None):
+        self.service = service if service is not None else ServingService(config, load=load)
         self.guard = RequestGuard(config.allowed_hosts, allow_cross_origin=config.enable_cors_support)
-        # Heavy requests (large bodies, :explain) at once, REST and gRPC together; a slot is freed by
-        # the worker when it really stops (serving/work.py).
-        self.slots = Slots(HEAVY_CONCURRENCY)
-        self.work = WorkStats()
-        if load:
-            self.manager.poll()
 
         @asynccontextmanager
         async def lifespan(app):
-            self.manager.start_polling()
+            self.service.manager.start_polling()
             try:
                 yield
             finally:
-                await asyncio.get_running_loop().run_in_executor(None, self.manager.stop)
+                await asyncio.get_running_loop().run_in_executor(None, self.service.manager.stop)
 
         # /v1/models/{name}... (every status, metadata and inference request) is answered by raw
         # ASGI below: starlette's Request/Response objects and middleware layers were a third of
@@ -149,11 +131,20 @@ class ServingApp:
             Route("/v1/models", self.list_models, methods=["GET"]),
             Route("/v1/models/", self.list_models, methods=["GET"]),
             *([Route(config.prometheus_path, self.prometheus, methods=["GET"])] if config.prometheus_path else []),
-            *page_routes(self),  # the page, its files and /cnnapp/models (serving/page.py)
+            *page_routes(self.service),  # the page, its files and /cnnapp/models (serving/page.py)
         ], lifespan=lifespan, exception_handlers={404: self.not_found, 405: self.not_allowed})
         self.starlette.router.redirect_slashes = False
         self.starlette.state.serving = self
         self.app = self.asgi        # what uvicorn and tests run
+
+    # What the service owns, under the names callers used before it existed (the page, tests).
+    config = property(lambda self: self.service.config,
+                      lambda self, value: setattr(self.service, "config", value))
+    manager = property(lambda self: self.service.manager)
+    metrics = property(lambda self: self.service.metrics)
+    executor = property(lambda self: self.service.executor)
+    slots = property(lambda self: self.service.slots)
+    work = property(lambda self: self.service.work)
 
     async def __call__(self, scope, receive, send):
         await self.asgi(scope, receive, send)
@@ -210,13 +201,13 @@ class ServingApp:
         return error(f"Malformed request: {request.method} {request.url.path} (method not allowed)", 405)
 
     async def prometheus(self, request: Request) -> Response:
-        return PlainTextResponse(self.metrics.render(), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(self.service.metrics.render(), media_type="text/plain; version=0.0.4")
 
     async def list_models(self, request: Request) -> Response:
         models = []
-        for name in self.manager.model_names():
+        for name in self.service.model_names():
             try:
-                models.append({"name": name, **self.manager.status(name)})
+                models.append({"name": name, **self.service.status(name)})
             except ServingError:
                 models.append({"name": name, "model_version_status": []})
         return _json({"models": models})
@@ -276,15 +267,15 @@ class ServingApp:
                     status, payload = 200, self.metadata(name, version, label)
                 else:
                     api = "GetModelStatus"
-                    status, payload = 200, _dumps(self.manager.status(name, version, label))
+                    status, payload = 200, _dumps(self.service.status(name, version, label))
             else:
                 api = _APIS.get(verb, "Explain")
-                servable = self.manager.resolve(name, version, label)
+                servable = self.service.resolve(name, version, label)
                 body = await read_body()
                 timeout = self.config.request_timeout_ms / 1000 if self.config.request_timeout_ms > 0 else None
                 work = Work.within(timeout)
                 # :explain is cnnapp's extension (serving/explain.py), under the same limits and timeout.
-                job = explain(self, servable, body, work, _dumps) if verb == "explain" else self.run(verb, servable, body, work)
+                job = explain(self.service, servable, body, work, _dumps) if verb == "explain" else self.run(verb, servable, body, work)
                 try:
                     status, payload = 200, await _with_timeout(job, timeout)
                 except asyncio.TimeoutError:
@@ -300,90 +291,43 @@ class ServingApp:
         except Exception as e:  # noqa: BLE001 - a bug answers 500 in TF Serving's shape and is logged
             log.exception("internal error on %s %s", method, url_path)
             status, payload = 500, _dumps({"error": f"Internal error: {type(e).__name__}: {str(e)[:200]}"})
-        self.metrics.request(name if self.manager.knows(name) else UNKNOWN_MODEL, api,
-                             status_label or status, (time.perf_counter() - started) * 1e6)
+        self.service.record(name, api, status_label or status, (time.perf_counter() - started) * 1e6)
         return status, payload
 
     def metadata(self, name, version, label) -> bytes:
-        servable = self.manager.resolve(name, version, label)
+        servable, metadata = self.service.metadata(name, version, label)
         return _dumps({"model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
-                       "metadata": servable.metadata()})
-
-    def parse(self, body: bytes) -> dict:
-        """A request body -> its JSON object, in a worker thread (never on the event loop)."""
-        text = decode_body(body)
-        self.work.add("parsing")
-        try:
-            return parse_json(text, share_gil=len(body) > INLINE_BODY_BYTES)
-        finally:
-            self.work.add("parsing", -1)
-
-    async def run_work(self, fn, *, work: Work, heavy: bool = False):
-        """`fn(work)` in a worker thread. A heavy one first takes a slot, which the worker frees
-        when it stops. If the caller stops waiting (timeout, client gone), `work` is cancelled and
-        the worker stops at its next check instead of running to its end."""
-        loop = asyncio.get_running_loop()
-        if heavy:
-            await self.slots.acquire()
-        self.work.add("running")
-        try:
-            future = loop.run_in_executor(self.executor, self._worker, fn, work, heavy)
-        except BaseException:
-            self._worker_done(heavy)
-            raise
-        future.add_done_callback(_retrieve)     # an answer nobody waits for any more is not an error
-        try:
-            return await asyncio.shield(future)
-        except BaseException:
-            work.cancel("the request timed out or its client left")
-            raise
-
-    def _worker(self, fn, work: Work, heavy: bool):
-        try:
-            work.check()
-            return fn(work)
-        finally:
-            self._worker_done(heavy)
-
-    def _worker_done(self, heavy: bool) -> None:
-        self.work.add("running", -1)
-        if heavy:
-            self.slots.release()
+                       "metadata": metadata})
 
     async def run(self, verb: str, servable: Servable, body: bytes, work: Work) -> bytes:
-        limit = self.config.max_instances_per_request
+        """One :predict/:classify/:regress body -> the answer's bytes. Parsed, decoded, run and
+        encoded in workers (a large body holding a heavy slot); a small request that fits one batch
+        goes to the batcher from the loop."""
+        service, limit = self.service, self.config.max_instances_per_request
+
+        def decode(w):
+            return decode_request(verb, servable, service.parse(body), limit)
+
         if len(body) > INLINE_BODY_BYTES:
-            return await self.run_work(lambda w: self._run_blocking(verb, servable, body, limit, w),
-                                       work=work, heavy=True)
+            def whole(w):
+                sig, inputs, form = decode(w)
+                return encode_reply(service.infer_blocking(servable, sig, inputs, w), form)
+            return await service.run_work(whole, work=work, heavy=True)
 
         def small(w):
-            sig, inputs, form = decode_request(verb, servable, self.parse(body), limit)
-            if servable.batchable(inputs) and len(next(iter(inputs.values()))) <= servable.chunk_examples:
+            sig, inputs, form = decode(w)
+            if service.batch_now(servable, inputs):
                 return sig, inputs, form        # batched: submitted from the loop below
-            return encode_reply(servable.infer(sig, inputs, work=w, stats=self.work), form)
+            return encode_reply(service.infer_blocking(servable, sig, inputs, w), form)
 
-        done = await self.run_work(small, work=work)
+        done = await service.run_work(small, work=work)
         if isinstance(done, bytes):
             return done
         sig, inputs, form = done
-        future = servable.batcher.submit(sig, inputs, loop=asyncio.get_running_loop())
-        if future is not None:
-            return encode_reply(await future, form)
-        return await self.run_work(lambda w: encode_reply(servable.infer(sig, inputs, work=w, stats=self.work), form),
-                                   work=work)
-
-    def _run_blocking(self, verb, servable, body, limit, work) -> bytes:
-        sig, inputs, form = decode_request(verb, servable, self.parse(body), limit)
-        return encode_reply(servable.infer(sig, inputs, work=work, stats=self.work), form)
+        return encode_reply(await service.infer(servable, sig, inputs, work), form)
 
     def close(self) -> None:
-        self.manager.stop()
-        self.executor.shutdown(wait=False, cancel_futures=True)
-
-
-def _retrieve(future) -> None:
-    if not future.cancelled():
-        future.exception()
+        self.service.close()
 
 
 async def _with_timeout(coro, seconds: float | None):

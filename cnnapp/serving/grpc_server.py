@@ -2,11 +2,12 @@
 
 PredictionService: Predict, Classify, Regress (refused: cnnapp models are classifiers),
 GetModelMetadata; ModelService: GetModelStatus. Same models, versions, labels, batching, instance
-cap and chunking as REST (both read the one `ServingApp`), with TF Serving's status codes:
+cap, chunking, deadlines and heavy-request slots as REST: both take the one ServingService
+(serving/service.py) and only translate requests and answers. TF Serving's status codes:
 NOT_FOUND for an unknown model/version/label, INVALID_ARGUMENT for a bad request, UNAVAILABLE when
 the batch queue is full, DEADLINE_EXCEEDED past the client's deadline.
 
->>> server = start_grpc_server(serving_app, "127.0.0.1", 8500); ...; server.stop(grace=2)
+>>> server = start_grpc_server(service, "127.0.0.1", 8500); ...; server.stop(grace=2)
 
 tensorflow-serving-api declares a dependency on full `tensorflow`, which would stack a second
 TensorFlow on tensorflow-cpu: it is installed with `--no-deps` (see the Makefile).
@@ -24,7 +25,6 @@ import numpy as np
 
 from cnnapp.errors import CnnappError
 from cnnapp.serving.codec import InputSpec, NotFound, ServingError, check_instances, clip
-from cnnapp.serving.errors import DeadlineExceeded
 from cnnapp.serving.metrics import UNKNOWN_MODEL
 from cnnapp.serving.models import Servable
 from cnnapp.serving.proto_codec import array_to_tensor_proto, declared_bytes, tensor_to_array
@@ -108,18 +108,17 @@ class _Servicer:
     encoded inline; large ones (over 16 KB) and unbatched signature calls go to the app's worker
     threads, so the loop keeps answering."""
 
-    def __init__(self, serving_app, loop):
+    def __init__(self, service, loop):
         import grpc
         from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
                                              predict_pb2, regression_pb2)
-        self.grpc, self.app, self.loop = grpc, serving_app, loop
-        self.manager, self.config, self.metrics = serving_app.manager, serving_app.config, serving_app.metrics
-        self.executor = serving_app.executor
+        self.grpc, self.service, self.loop = grpc, service, loop
+        self.config = service.config
         self.pb = {"predict": predict_pb2, "classify": classification_pb2, "metadata": get_model_metadata_pb2,
                    "status": get_model_status_pb2, "regress": regression_pb2}
         self.codes = {404: grpc.StatusCode.NOT_FOUND, 408: grpc.StatusCode.DEADLINE_EXCEEDED,
                       413: grpc.StatusCode.RESOURCE_EXHAUSTED, 503: grpc.StatusCode.UNAVAILABLE,
-                      504: grpc.StatusCode.DEADLINE_EXCEEDED}   # models.DeadlineExceeded (REST: 504)
+                      504: grpc.StatusCode.DEADLINE_EXCEEDED}   # errors.DeadlineExceeded (REST: 504)
 
     # ------------------------------------------------------------------ plumbing
     async def _handle(self, api: str, request, context, fn):
@@ -139,28 +138,17 @@ class _Servicer:
             log.exception("internal error in gRPC %s", api)
             await context.abort(code, f"Internal error: {type(e).__name__}: {str(e)[:200]}")
         finally:
-            self.metrics.request(name if self.manager.knows(name) else UNKNOWN_MODEL, api, code.name,
-                                 (time.perf_counter() - started) * 1e6, entrypoint="GRPC")
+            self.service.record(name, api, code.name, (time.perf_counter() - started) * 1e6, entrypoint="GRPC")
 
     async def _offload(self, big: bool, fn, *args):
         """`fn(*args)` inline for a small request, in a worker thread for a large one."""
         if not big:
             return fn(*args)
-        return await self.loop.run_in_executor(self.executor, fn, *args)
+        return await self.loop.run_in_executor(self.service.executor, fn, *args)
 
     async def _infer(self, servable: Servable, sig: str, inputs: dict, context) -> dict:
-        remaining = context.time_remaining()
-        work = Work.within(remaining)
-        n = next((a.shape[0] for a in inputs.values() if a.ndim), 0)
-        if servable.batchable(inputs) and n <= servable.chunk_examples:
-            future = servable.batcher.submit(sig, inputs, loop=self.loop)
-            if future is not None:
-                try:
-                    return await asyncio.wait_for(future, remaining) if remaining is not None else await future
-                except asyncio.TimeoutError:
-                    raise DeadlineExceeded("Deadline exceeded while waiting for the batch") from None
         # Past the deadline, or cancelled by the client, the worker stops at its next chunk.
-        return await self.app.run_work(lambda w: servable.infer(sig, inputs, work=w, stats=self.app.work), work=work)
+        return await self.service.infer(servable, sig, inputs, Work.within(context.time_remaining()))
 
     def _servable(self, spec) -> Servable:
         choice = spec.WhichOneof("version_choice")
@@ -168,9 +156,9 @@ class _Servicer:
         label = spec.version_label if choice == "version_label" else None
         if not spec.name:
             raise ServingError("Missing ModelSpec name")
-        if not self.manager.knows(spec.name):
+        if not self.service.knows(spec.name):
             raise NotFound(f"Servable not found for request: Latest({clip(spec.name)})")
-        return self.manager.resolve(spec.name, version, label)
+        return self.service.resolve(spec.name, version, label)
 
     def _fill_spec(self, out, servable: Servable, signature: str) -> None:
         out.name = servable.name
@@ -233,25 +221,19 @@ class _Servicer:
         return servable, sig, examples_to_inputs(request.input, specs, self.config.max_instances_per_request)
 
     def _classify_response(self, servable, sig, outputs):
-        if "scores" not in outputs or outputs["scores"].ndim != 2:
-            raise ServingError(f"signature {sig!r} has no [batch, classes] 'scores' output to classify with; use Predict")
+        scores, labels = self.service.classifications(outputs, sig)
         response = self.pb["classify"].ClassificationResponse()
         self._fill_spec(response.model_spec, servable, sig)
-        scores, classes = outputs["scores"], outputs.get("classes")
-        for i in range(scores.shape[0]):
+        for row_scores, row_labels in zip(scores, labels):
             row = response.result.classifications.add()
-            for j in range(scores.shape[1]):
-                label = classes[i][j] if classes is not None else str(j).encode()
-                row.classes.add(label=label.decode("utf-8", "replace") if isinstance(label, bytes) else str(label),
-                                score=float(scores[i][j]))
+            for label, score in zip(row_labels, row_scores):
+                row.classes.add(label=label, score=float(score))
         return response
 
     async def Regress(self, request, context):
         async def refuse(request, context):
             servable = self._servable(request.model_spec)
-            sig, _ = servable.signature(request.model_spec.signature_name or None)
-            raise ServingError(f"Expected regression signature method_name to be tensorflow/serving/regress; "
-                               f"cnnapp models are classifiers (signature {sig!r}): use Predict or Classify")
+            self.service.refuse_regress(servable, request.model_spec.signature_name or None)
         return await self._handle("Regress", request, context, refuse)
 
     async def MultiInference(self, request, context):
@@ -284,7 +266,7 @@ class _Servicer:
         if not spec.name:
             raise ServingError("Missing ModelSpec name")
         choice = spec.WhichOneof("version_choice")
-        states = self.manager.version_states(spec.name, spec.version.value if choice == "version" else None,
+        states = self.service.version_states(spec.name, spec.version.value if choice == "version" else None,
                                              spec.version_label if choice == "version_label" else None)
         pb = self.pb["status"]
         response = pb.GetModelStatusResponse()
@@ -342,7 +324,8 @@ def _handlers(servicer):
     def guarded(method):
         async def handler(request, context):
             if isinstance(request, _Undecodable):
-                servicer.metrics.request(UNKNOWN_MODEL, method.__name__, "INVALID_ARGUMENT", 0, entrypoint="GRPC")
+                servicer.service.metrics.request(UNKNOWN_MODEL, method.__name__, "INVALID_ARGUMENT", 0,
+                                                 entrypoint="GRPC")
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
             return await method(request, context)
         return handler
@@ -370,13 +353,15 @@ class GrpcServer:
         self.thread.join(timeout=grace + 30)
 
 
-def start_grpc_server(serving_app, host: str, port: int) -> GrpcServer:
-    """Bind and start TF Serving's gRPC services for `serving_app` (CnnappError when it cannot bind)."""
+def start_grpc_server(service, host: str, port: int) -> GrpcServer:
+    """Bind and start TF Serving's gRPC services for a ServingService (or a ServingApp: its service);
+    CnnappError when it cannot bind."""
     check_available()
     import grpc
+    service = getattr(service, "service", service)
 
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    limit = serving_app.config.max_body_bytes
+    limit = service.config.max_body_bytes
     started = threading.Event()
     box: dict = {}
 
@@ -384,7 +369,7 @@ def start_grpc_server(serving_app, host: str, port: int) -> GrpcServer:
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
                                           ("grpc.max_send_message_length", -1),
                                           ("grpc.so_reuseport", 0)])
-        server.add_generic_rpc_handlers(tuple(_handlers(_Servicer(serving_app, asyncio.get_running_loop()))))
+        server.add_generic_rpc_handlers(tuple(_handlers(_Servicer(service, asyncio.get_running_loop()))))
         try:
             bound = server.add_insecure_port(address)
         except RuntimeError as e:
