@@ -378,3 +378,38 @@ def test_tensor_content_flag_parses_as_in_tf_serving():
               for args in (["--enable_serialization_as_tensor_content"], ["--enable_serialization_as_tensor_content=false"],
                            ["--enable-serialization-as-tensor-content", "true"], [])]
     assert parsed == [True, False, True, None]          # None: not given (ServerConfig holds the default)
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_both_transports_over_one_service_and_a_grpc_deadline_stops_the_work(model_base):
+    """REST and gRPC take one ServingService (no REST app behind gRPC): the same models and
+    metrics; a gRPC client's deadline cancels the request's work, which stops before its end."""
+    from starlette.testclient import TestClient
+    from cnnapp.serving import ServerConfig, ServingApp, ServingService, discover_models
+    from cnnapp.serving.grpc_server import start_grpc_server
+    from test_serving_live import free_port
+    config = ServerConfig(models=discover_models(model_base, "tiny_text"), poll_seconds=0, chunk_examples=1,
+                          prometheus_path="/metrics")
+    service = ServingService(config)
+    rest = TestClient(ServingApp(config, service=service).app, base_url="http://localhost")
+    port = free_port()
+    server = start_grpc_server(service, "127.0.0.1", port)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        r = stub.Predict(predict_request("tiny_text", [b"a good film"]), timeout=30)
+        grpc_scores = list(r.outputs["scores"].float_val)
+        rest_scores = rest.post("/v1/models/tiny_text:predict", json={"instances": ["a good film"]}).json()
+        np.testing.assert_allclose(grpc_scores, rest_scores["predictions"][0]["scores"], rtol=1e-6)
+        metrics = rest.get("/metrics").text
+        assert 'entrypoint="GRPC"' in metrics and 'entrypoint="REST"' in metrics, metrics[:500]
+        before = service.work.chunks
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Predict(predict_request("tiny_text", [b"a good film"] * 2000), timeout=0.3)
+        assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert service.work.wait_idle(60)
+        assert service.work.chunks - before < 2000, "the work went on past the client's deadline"
+    finally:
+        channel.close()
+        server.stop(grace=1)
+        service.close()
