@@ -17,17 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import threading
 import time
 
-import numpy as np
-
 from cnnapp.errors import CnnappError
-from cnnapp.serving.codec import InputSpec, NotFound, ServingError, check_instances, clip
+from cnnapp.serving.codec import NotFound, ServingError, clip
 from cnnapp.serving.metrics import UNKNOWN_MODEL
-from cnnapp.serving.models import Servable
-from cnnapp.serving.proto_codec import array_to_tensor_proto, declared_bytes, tensor_to_array
+from cnnapp.serving.servable import Servable
+from cnnapp.serving.proto_codec import array_to_tensor_proto, declared_bytes, examples_to_inputs, tensor_to_array
 from cnnapp.serving.work import Work
 
 log = logging.getLogger(__name__)
@@ -46,60 +43,6 @@ def check_available() -> None:
     except ImportError as e:
         raise CnnappError(f"--port: the gRPC API needs grpcio and tensorflow-serving-api ({e}); {INSTALL_HINT}. "
                           f"Received: missing module") from None
-
-
-def _example_values(feature, spec: InputSpec):
-    kind = feature.WhichOneof("kind")
-    if kind is None:
-        raise ServingError(f"feature {spec.name!r} is empty")
-    values = list(getattr(feature, kind).value)
-    if spec.dtype == "string" and kind != "bytes_list":
-        raise ServingError(f"feature {spec.name!r}: {spec.describe()} needs bytes_list. Received: {kind}")
-    if spec.dtype != "string" and kind == "bytes_list":
-        raise ServingError(f"feature {spec.name!r}: {spec.describe()} needs float_list or int64_list. Received: {kind}")
-    per_example = spec.shape[1:] if spec.shape is not None else None
-    if per_example is None or any(d is None for d in per_example):
-        raise ServingError(f"feature {spec.name!r}: {spec.describe()} has no fixed per-example shape to classify with")
-    if len(values) != math.prod(per_example):
-        raise ServingError(f"feature {spec.name!r}: {len(values)} values, {spec.describe()} needs "
-                           f"{math.prod(per_example)} per example")
-    return values[0] if not per_example else np.asarray(values).reshape(per_example).tolist()
-
-
-def examples_to_inputs(input_proto, specs: dict[str, InputSpec], max_instances: int) -> dict[str, np.ndarray]:
-    """tensorflow.serving.Input (tf.Examples, optional context) -> numpy inputs by signature input name."""
-    which = input_proto.WhichOneof("kind")
-    if which == "example_list":
-        examples, context = list(input_proto.example_list.examples), None
-    elif which == "example_list_with_context":
-        examples, context = (list(input_proto.example_list_with_context.examples),
-                             input_proto.example_list_with_context.context)
-    else:
-        raise ServingError("Input is empty: expected example_list or example_list_with_context")
-    if not examples:
-        raise ServingError("Input has no examples")
-    check_instances(len(examples), max_instances, "examples")
-    columns: dict[str, list] = {n: [] for n in specs}
-    for ex in examples:
-        features = dict(context.features.feature) if context is not None else {}
-        features.update(ex.features.feature)
-        if set(features) != set(specs):
-            raise ServingError(f"example features must be exactly the signature's inputs {list(specs)}. "
-                               f"Received: {sorted(features)[:10]}")
-        for n, spec in specs.items():
-            columns[n].append(_example_values(features[n], spec))
-    out = {}
-    for n, spec in specs.items():
-        if spec.dtype == "string":
-            arr = np.empty(len(columns[n]), dtype=object)
-            arr[:] = columns[n]
-            out[n] = arr
-        else:
-            arr = np.asarray(columns[n])
-            if spec.np_dtype.kind == "f" and not np.all(np.abs(arr[np.isfinite(arr)]) <= np.finfo(spec.np_dtype).max):
-                raise ServingError(f"feature {n!r}: a value overflows {spec.dtype}")
-            out[n] = arr.astype(spec.np_dtype)
-    return out
 
 
 class _Servicer:

@@ -11,6 +11,9 @@ Responses: `array_to_tensor_proto` fills the typed fields (`float_val`, `int64_v
 --enable_serialization_as_tensor_content (Tensor::AsProtoTensorContent; strings then in TF's
 string-list encoding: one varint32 length per string, then the bytes).
 
+Classify: `examples_to_inputs` reads a tensorflow.serving.Input (tf.Examples, with an optional
+context) into the signature's inputs.
+
 >>> array_to_tensor_proto(np.array([[0.25, 0.75]], np.float32)).float_val
 [0.25, 0.75]
 """
@@ -225,3 +228,59 @@ def array_to_tensor_proto(array: np.ndarray, *, as_tensor_content: bool = False)
     else:
         getattr(proto, field).extend(flat.tolist())
     return proto
+
+
+# ---------------------------------------------------------------------------- tf.Example (Classify)
+
+def _example_values(feature, spec: InputSpec):
+    kind = feature.WhichOneof("kind")
+    if kind is None:
+        raise ServingError(f"feature {spec.name!r} is empty")
+    values = list(getattr(feature, kind).value)
+    if spec.dtype == "string" and kind != "bytes_list":
+        raise ServingError(f"feature {spec.name!r}: {spec.describe()} needs bytes_list. Received: {kind}")
+    if spec.dtype != "string" and kind == "bytes_list":
+        raise ServingError(f"feature {spec.name!r}: {spec.describe()} needs float_list or int64_list. Received: {kind}")
+    per_example = spec.shape[1:] if spec.shape is not None else None
+    if per_example is None or any(d is None for d in per_example):
+        raise ServingError(f"feature {spec.name!r}: {spec.describe()} has no fixed per-example shape to classify with")
+    if len(values) != math.prod(per_example):
+        raise ServingError(f"feature {spec.name!r}: {len(values)} values, {spec.describe()} needs "
+                           f"{math.prod(per_example)} per example")
+    return values[0] if not per_example else np.asarray(values).reshape(per_example).tolist()
+
+
+def examples_to_inputs(input_proto, specs: dict[str, InputSpec], max_instances: int) -> dict[str, np.ndarray]:
+    """tensorflow.serving.Input (tf.Examples, optional context) -> numpy inputs by signature input name."""
+    which = input_proto.WhichOneof("kind")
+    if which == "example_list":
+        examples, context = list(input_proto.example_list.examples), None
+    elif which == "example_list_with_context":
+        examples, context = (list(input_proto.example_list_with_context.examples),
+                             input_proto.example_list_with_context.context)
+    else:
+        raise ServingError("Input is empty: expected example_list or example_list_with_context")
+    if not examples:
+        raise ServingError("Input has no examples")
+    check_instances(len(examples), max_instances, "examples")
+    columns: dict[str, list] = {n: [] for n in specs}
+    for ex in examples:
+        features = dict(context.features.feature) if context is not None else {}
+        features.update(ex.features.feature)
+        if set(features) != set(specs):
+            raise ServingError(f"example features must be exactly the signature's inputs {list(specs)}. "
+                               f"Received: {sorted(features)[:10]}")
+        for n, spec in specs.items():
+            columns[n].append(_example_values(features[n], spec))
+    out = {}
+    for n, spec in specs.items():
+        if spec.dtype == "string":
+            arr = np.empty(len(columns[n]), dtype=object)
+            arr[:] = columns[n]
+            out[n] = arr
+        else:
+            arr = np.asarray(columns[n])
+            if spec.np_dtype.kind == "f" and not np.all(np.abs(arr[np.isfinite(arr)]) <= np.finfo(spec.np_dtype).max):
+                raise ServingError(f"feature {n!r}: a value overflows {spec.dtype}")
+            out[n] = arr.astype(spec.np_dtype)
+    return out
