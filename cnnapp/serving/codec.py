@@ -265,18 +265,23 @@ def encode_predict(outputs: dict[str, np.ndarray], form: str) -> dict:
     return {"predictions": [{k: cols[k][i] for k in names} for i in range(n)]}
 
 
-def encode_classify(outputs: dict[str, np.ndarray]) -> dict:
-    if "scores" not in outputs:
-        raise ServingError(f"this signature has no 'scores' output to classify with (outputs: {sorted(outputs)}); "
-                           f"use :predict")
-    scores = outputs["scores"]
-    if scores.ndim != 2:
-        raise ServingError(f"'scores' must be [batch, classes] to classify. Received shape {list(scores.shape)}")
+def classifications(outputs: dict[str, np.ndarray], signature: str = "") -> tuple[np.ndarray, list[list[str]]]:
+    """(scores [batch, classes], their labels per row) for Classify (REST and gRPC), or ServingError
+    when the signature has no [batch, classes] `scores` output."""
+    scores = outputs.get("scores")
+    if scores is None or scores.ndim != 2:
+        got = "no 'scores' output" if scores is None else f"'scores' of shape {list(scores.shape)}"
+        raise ServingError(f"signature {signature!r} has {got} (outputs: {sorted(outputs)}); classify needs "
+                           f"[batch, classes] 'scores': use :predict / Predict")
     classes = outputs.get("classes")
+    labels = [[c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c) for c in classes[i]]
+              if classes is not None else [str(j) for j in range(scores.shape[1])]
+              for i in range(scores.shape[0])]
+    return scores, labels
+
+
+def encode_classify(outputs: dict[str, np.ndarray], signature: str = "") -> dict:
+    scores, labels = classifications(outputs, signature)
     rows = tf_serving_float32(scores).tolist() if scores.dtype == np.float32 else scores.tolist()
-    result = []
-    for i in range(scores.shape[0]):
-        labels = ([c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c) for c in classes[i]]
-                  if classes is not None else [str(j) for j in range(scores.shape[1])])
-        result.append([[label, float(s)] for label, s in zip(labels, rows[i])])
-    return {"result": result}
+    return {"result": [[[label, float(s)] for label, s in zip(row_labels, row)]
+                       for row_labels, row in zip(labels, rows)]}

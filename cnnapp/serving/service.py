@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from cnnapp.serving.codec import decode_body, parse_json
+from cnnapp.serving.codec import classifications, decode_body, parse_json
 from cnnapp.serving.config import ServerConfig
 from cnnapp.serving.errors import DeadlineExceeded, ServingError
 from cnnapp.serving.manager import ModelManager
@@ -149,20 +149,8 @@ class ServingService:
         return servable.infer(signature, inputs, work=work, stats=self.work)
 
     # ------------------------------------------------------------------ APIs
-    @staticmethod
-    def classifications(outputs: dict[str, np.ndarray], signature: str = "") -> tuple[np.ndarray, list[list[str]]]:
-        """(scores [batch, classes], their labels per row) for Classify, or ServingError when the
-        signature has no [batch, classes] `scores` output."""
-        scores = outputs.get("scores")
-        if scores is None or scores.ndim != 2:
-            got = "no 'scores'" if scores is None else f"'scores' of shape {list(scores.shape)}"
-            raise ServingError(f"signature {signature!r} has {got} (outputs: {sorted(outputs)}); classify needs "
-                               f"[batch, classes] 'scores': use :predict / Predict")
-        classes = outputs.get("classes")
-        labels = [[c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c) for c in classes[i]]
-                  if classes is not None else [str(j) for j in range(scores.shape[1])]
-                  for i in range(scores.shape[0])]
-        return scores, labels
+    # (scores, labels per row) for Classify, or ServingError without [batch, classes] 'scores'
+    classifications = staticmethod(classifications)
 
     @staticmethod
     def refuse_regress(servable: Servable, signature_name: str | None) -> None:
