@@ -361,3 +361,18 @@ def test_balanced_class_weights_lift_the_rare_class(tmp_path):
     assert "--class-weight" in result.output and "sometimes" in result.output
     run_cli(["train-text", *TINY, "--class-weight", "none", "--name", "off", "--no-export", "--run-dir", tmp_path / "cli"])
     assert json.loads((tmp_path / "cli" / "off" / "config.json").read_text())["resolved"]["class_weights"] is None
+
+
+@pytest.mark.parametrize("standardize, max_tokens", [("kim", None), ("kim", 40), ("kim_sst", 25), ("none", 30)])
+def test_one_pass_vocabulary_is_keras_adapts_and_finds_the_longest_sentence(standardize, max_tokens):
+    """The streaming pass (parallel standardise-split-count, then adapt's ranking) gives exactly the layer
+    Keras' own adapt gives: the same tokens in the same order, ties and the max_tokens cut included,
+    and the longest sentence in tokens."""
+    from cnnapp.data.text.demo import demo_corpus
+    from cnnapp.preprocessing.text import adapted_vectorizer, make_vectorizer, token_counts
+    sentences = demo_corpus()[0][:300] + ["[UNK] appears as a word", "", "Ünïcödé wörds stay"]
+    ours = adapted_vectorizer(sentences, max_tokens=max_tokens, sequence_length=None, min_length=3,
+                              standardize=standardize)
+    keras_adapt = make_vectorizer(sentences, max_tokens=max_tokens, sequence_length=3, standardize=standardize)
+    assert ours.get_vocabulary() == keras_adapt.get_vocabulary()
+    assert ours.get_config()["output_sequence_length"] == max(3, int(token_counts(sentences, standardize).max()))

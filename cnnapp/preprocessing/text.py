@@ -82,7 +82,8 @@ def default_sequence_length(sentences, *, min_length: int, standardize: str = "k
 
 
 def make_vectorizer(train_sentences, *, max_tokens: int | None, sequence_length: int,
-                    standardize: str = "kim", vocabulary=None, ngrams: int | None = None) -> keras.layers.TextVectorization:
+                    standardize: str = "kim", vocabulary=None, ngrams: int | None = None,
+                    adapt: bool = True) -> keras.layers.TextVectorization:
     """A TextVectorization adapted on `train_sentences` (or given a fixed `vocabulary`).
 
     Sentences shorter than `sequence_length` are padded with 0, longer ones truncated, so a
@@ -96,6 +97,8 @@ def make_vectorizer(train_sentences, *, max_tokens: int | None, sequence_length:
         output_mode="int", output_sequence_length=sequence_length, name="vectorizer")
     if vocabulary is not None:
         vectorizer.set_vocabulary(vocabulary)
+    elif not adapt:
+        return vectorizer    # adapted by the caller (adapt_counting_tokens)
     else:
         # One streaming pass over batches of the training sentences (no copy of the whole corpus).
         from cnnapp.progress import Progress
@@ -119,6 +122,12 @@ def adapted_vectorizer(train_sentences, *, max_tokens: int | None, sequence_leng
     if sequence_length is not None:
         return make_vectorizer(train_sentences, max_tokens=max_tokens, sequence_length=sequence_length,
                                standardize=standardize, ngrams=ngrams)
+    if not ngrams or ngrams == 1:
+        vectorizer = make_vectorizer(None, max_tokens=max_tokens, sequence_length=min_length, standardize=standardize,
+                                     vocabulary=None, adapt=False)
+        longest = adapt_counting_tokens(vectorizer, train_sentences)
+        return make_vectorizer(None, max_tokens=max_tokens, sequence_length=max(min_length, min(longest, MAX_DEFAULT_LENGTH)),
+                               standardize=standardize, vocabulary=vectorizer.get_vocabulary())
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(1, thread_name_prefix="cnnapp-lengths") as pool:
         length = pool.submit(default_sequence_length, train_sentences, min_length=min_length, standardize=standardize,
@@ -128,3 +137,51 @@ def adapted_vectorizer(train_sentences, *, max_tokens: int | None, sequence_leng
         sequence_length = length.result()
     return make_vectorizer(None, max_tokens=max_tokens, sequence_length=sequence_length, standardize=standardize,
                            vocabulary=adapted.get_vocabulary(), ngrams=ngrams)
+
+
+def adapt_counting_tokens(vectorizer: keras.layers.TextVectorization, sentences) -> int:
+    """Give `vectorizer` the vocabulary Keras' `adapt` would learn on `sentences`, in one streaming pass
+    that also finds the longest sentence in tokens; returns that length.
+
+    Keras' `adapt` standardises, splits and counts each batch on one thread, and the sequence-length pass
+    standardised and split it again. Here tf.data standardises, splits and counts the tokens of each
+    batch in parallel (the layer's own standardisation and split, through its `_preprocess`), once; the
+    per-batch counts are summed in a hash table, and the vocabulary is ordered as `adapt` orders it (count,
+    then token, both descending; `max_tokens` less the padding and OOV tokens kept), so the layer is the
+    same (tests/test_text.py checks). 810,000 generated sentences: docs/bench/data.md.
+    """
+    from cnnapp.progress import Progress
+    progress = Progress("vocabulary", total=len(sentences), unit="sentences")
+    preprocess = vectorizer._preprocess   # standardise and split, as adapt and the layer's call do
+
+    def count(batch):
+        tokens = preprocess(batch)
+        if isinstance(tokens, tf.RaggedTensor):
+            flat, longest = tokens.flat_values, tf.reduce_max(tf.concat([tokens.row_lengths(), [0]], 0))
+        else:
+            flat, longest = tf.reshape(tokens, [-1]), tf.shape(tokens, out_type=tf.int64)[1]
+        unique, _, counts = tf.unique_with_counts(flat, out_idx=tf.int64)
+        return unique, counts, longest
+
+    batch = 8192
+    ds = tf.data.Dataset.from_generator(lambda: sentence_batches(sentences, batch),
+                                        output_signature=tf.TensorSpec([None], tf.string))
+    ds = ds.map(count, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
+    table = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, default_value=0)
+    longest = 0
+    for i, (unique, counts, length) in enumerate(ds):
+        table.insert(unique, counts + table.lookup(unique))
+        longest = max(longest, int(length))
+        progress.update(min((i + 1) * batch, len(sentences)))
+    tokens, counts = (t.numpy() for t in table.export())
+    keep = (tokens != b"") & (tokens != b"[UNK]")   # adapt drops the padding and OOV tokens before it ranks
+    tokens, counts = tokens[keep], counts[keep]
+    order = np.lexsort((tokens, counts))[::-1]
+    max_tokens = vectorizer.get_config()["max_tokens"]
+    if max_tokens:
+        order = order[:max_tokens - 2]   # index 0 is padding, 1 the OOV token
+    vocabulary = [t.decode("utf-8") for t in tokens[order]]
+    vectorizer.set_vocabulary(["", "[UNK]", *vocabulary])
+    progress.done()
+    vectorizer(tf.constant([""]))
+    return longest
