@@ -409,6 +409,7 @@ def test_both_transports_over_one_service_and_a_grpc_deadline_stops_the_work(mod
         assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert service.work.wait_idle(60)
         assert service.work.chunks - before < 2000, "the work went on past the client's deadline"
+        assert service.slots.free() == service.slots.count       # its heavy-request slot came back
     finally:
         channel.close()
         server.stop(grace=1)

@@ -89,9 +89,10 @@ class _Servicer:
             return fn(*args)
         return await self.loop.run_in_executor(self.service.executor, fn, *args)
 
-    async def _infer(self, servable: Servable, sig: str, inputs: dict, context) -> dict:
-        # Past the deadline, or cancelled by the client, the worker stops at its next chunk.
-        return await self.service.infer(servable, sig, inputs, Work.within(context.time_remaining()))
+    async def _infer(self, servable: Servable, sig: str, inputs: dict, context, big: bool) -> dict:
+        # Past the deadline, or cancelled by the client, the worker stops at its next chunk; a large
+        # request holds one of the heavy-request slots REST's large bodies take too.
+        return await self.service.infer(servable, sig, inputs, Work.within(context.time_remaining()), heavy=big)
 
     def _servable(self, spec) -> Servable:
         choice = spec.WhichOneof("version_choice")
@@ -116,7 +117,7 @@ class _Servicer:
         # The declared shapes count too: one float_val may stand for a shape of millions of values.
         big = request.ByteSize() > INLINE_BYTES or declared_bytes(request.inputs) > INLINE_BYTES
         servable, sig, inputs = await self._offload(big, self._predict_inputs, request)
-        outputs = await self._infer(servable, sig, inputs, context)
+        outputs = await self._infer(servable, sig, inputs, context, big)
         return await self._offload(big or _examples(outputs) > 64, self._predict_response, request, servable, sig,
                                    outputs)
 
@@ -155,7 +156,7 @@ class _Servicer:
     async def _classify(self, request, context):
         big = request.ByteSize() > INLINE_BYTES
         servable, sig, inputs = await self._offload(big, self._classify_inputs, request)
-        outputs = await self._infer(servable, sig, inputs, context)
+        outputs = await self._infer(servable, sig, inputs, context, big)
         return await self._offload(big or _examples(outputs) > 64, self._classify_response, servable, sig, outputs)
 
     def _classify_inputs(self, request):
