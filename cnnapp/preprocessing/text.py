@@ -110,8 +110,17 @@ def make_vectorizer(train_sentences, *, max_tokens: int | None, sequence_length:
                 progress.update(min((i + 1) * 8192, len(train_sentences)))
         vectorizer.adapt(batches())
         progress.done()
+        if ngrams and ngrams > 1:
+            vectorizer.set_vocabulary(unigrams_first(vectorizer.get_vocabulary()))
     vectorizer(tf.constant([""]))  # builds the layer, so it can be tracked for export
     return vectorizer
+
+
+def unigrams_first(vocabulary: list) -> list:
+    """An n-gram vocabulary with its words before its longer n-grams (each group by frequency, as adapted): word
+    ids are then 2..words+1, so a model reading only the words (nbsvm_cnn) needs an embedding row for those only."""
+    special, rest = list(vocabulary[:2]), [str(t) for t in vocabulary[2:]]
+    return special + [t for t in rest if " " not in t] + [t for t in rest if " " in t]
 
 
 def adapted_vectorizer(train_sentences, *, max_tokens: int | None, sequence_length: int | None, min_length: int,
