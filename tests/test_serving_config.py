@@ -26,9 +26,11 @@ def load(tmp_path, text: str):
 
 
 @pytest.mark.parametrize("text,fragments", [
-    ("model_config_list {\n  config {\n    name: 'a'\n    base_path: '/m/a'\n    model_version_polcy { all {} }\n  }\n}\n",
+    ("model_config_list {\n  config {\n    name: 'a'\n    base_path: '/m/a'\n"
+     "    model_version_polcy { all {} }\n  }\n}\n",
      ["models.config line 5", "unknown field 'model_version_polcy'", "model_version_policy"]),
-    ("model_config_list { config { name: 'a' base_path: '/m/a'\n model_version_policy { latest { num_versoins: 2 } } } }",
+    ("model_config_list { config { name: 'a' base_path: '/m/a'\n"
+     " model_version_policy { latest { num_versoins: 2 } } } }",
      ["line 2", "unknown field 'num_versoins'", "latest"]),
     ("model_config_lists { config { name: 'a' base_path: '/m/a' } }",
      ["line 1", "unknown field 'model_config_lists'"]),
@@ -95,7 +97,8 @@ def test_a_model_without_versions_is_one_warning_and_is_polled_for(tmp_path, mod
     from cnnapp.serving import ServerConfig, create_app
     empty = tmp_path / "later"
     empty.mkdir()
-    models = load(tmp_path, f"model_config_list {{ config {{ name: 'tiny_text' base_path: '{model_base / 'tiny_text'}' }}\n"
+    text = model_base / "tiny_text"
+    models = load(tmp_path, f"model_config_list {{ config {{ name: 'tiny_text' base_path: '{text}' }}\n"
                             f"config {{ name: 'later' base_path: '{empty}' }}\n"
                             f"config {{ name: 'typo' base_path: '{tmp_path / 'no_such_folder'}' }} }}")
     with caplog.at_level(logging.WARNING, logger="cnnapp.serving.manager"):

@@ -275,7 +275,8 @@ class ServingApp:
                 timeout = self.config.request_timeout_ms / 1000 if self.config.request_timeout_ms > 0 else None
                 work = Work.within(timeout)
                 # :explain is cnnapp's extension (serving/explain.py), under the same limits and timeout.
-                job = explain(self.service, servable, body, work, _dumps) if verb == "explain" else self.run(verb, servable, body, work)
+                job = (explain(self.service, servable, body, work, _dumps) if verb == "explain"
+                       else self.run(verb, servable, body, work))
                 try:
                     status, payload = 200, await _with_timeout(job, timeout)
                 except asyncio.TimeoutError:

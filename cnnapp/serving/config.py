@@ -278,7 +278,8 @@ def _typed(path: Path, msg: Message, field: str, kind, what: str, index: int = -
     value = msg.get(field, [default])[index]
     if value is default:
         return value
-    if kind is int and (isinstance(value, bool) or not isinstance(value, int)) or kind is str and not isinstance(value, str):
+    wrong_int = kind is int and (isinstance(value, bool) or not isinstance(value, int))
+    if wrong_int or kind is str and not isinstance(value, str):
         raise CnnappError(f"{_where(path, msg, field, index)}: {what}.{field} needs "
                           f"{'an integer' if kind is int else 'a quoted string'}. Received: {str(value)[:80]!r}")
     return value

@@ -108,25 +108,26 @@ def decode_explain(doc: dict, servable) -> tuple[dict[str, np.ndarray], dict]:
     return inputs, options
 
 
-async def explain(serving_app, servable, body: bytes, work, encode=lambda answer: answer):
-    """The `:explain` answer for one request body (passed through `encode` in the worker), or ServingError. Like a large :predict it runs
-    in a worker thread holding a heavy-request slot (serving/work.py), parses its body there, and
-    calls the explain signature one instance at a time, checking `work` (the request's deadline
-    and cancel flag) before each, so a timed-out request stops between images."""
+async def explain(service, servable, body: bytes, work, encode=lambda answer: answer):
+    """The `:explain` answer for one request body (passed through `encode` in the worker), or
+    ServingError. Like a large :predict it runs in a worker of the ServingService holding a
+    heavy-request slot (serving/work.py), parses its body there, and calls the explain signature
+    one instance at a time, checking `work` (the request's deadline and cancel flag) before each,
+    so a timed-out request stops between images."""
     if SIGNATURE not in servable.signatures or not servable.cnnapp.get("explain"):
         raise ServingError(f"{servable.name} version {servable.version} has no '{SIGNATURE}' signature (it was "
                            f"exported before cnnapp could explain, or it is an ensemble): export it again to "
                            f"explain it; :predict works as before")
 
     def job(work):
-        inputs, options = decode_explain(serving_app.parse(body), servable)
+        inputs, options = decode_explain(service.parse(body), servable)
         return encode({"model_spec": {"name": servable.name, "signature_name": SIGNATURE,
                                       "version": str(servable.version)},
                        "explanations": [explain_one(servable, {k: v[i:i + 1] for k, v in inputs.items()}, options,
-                                                    work, serving_app.work)
+                                                    work, service.work)
                                         for i in range(len(next(iter(inputs.values()))))]})
 
-    return await serving_app.run_work(job, work=work, heavy=True)
+    return await service.run_work(job, work=work, heavy=True)
 
 
 def explain_one(servable, inputs: dict[str, np.ndarray], options: dict, work, stats=None) -> dict:
