@@ -25,7 +25,7 @@ from cnnapp.serving.errors import DeadlineExceeded, ServingError
 from cnnapp.serving.manager import ModelManager
 from cnnapp.serving.metrics import UNKNOWN_MODEL, Metrics
 from cnnapp.serving.servable import Servable
-from cnnapp.serving.work import Slots, Work, WorkStats
+from cnnapp.serving.work import Slots, Work, WorkStats, pause_gc, resume_gc
 
 # Bodies larger than this are parsed by serving/json_parse.py (sharing the GIL), and are heavy:
 # they take one of HEAVY_CONCURRENCY slots (each may take ~10x its size in Python objects while
@@ -112,10 +112,14 @@ class ServingService:
             raise
 
     def _worker(self, fn, work: Work, heavy: bool):
+        if heavy:
+            pause_gc()          # millions of short-lived lists: no full collections meanwhile (work.py)
         try:
             work.check()
             return fn(work)
         finally:
+            if heavy:
+                resume_gc()
             self._worker_done(heavy)
 
     def _worker_done(self, heavy: bool) -> None:
