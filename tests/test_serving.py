@@ -589,3 +589,27 @@ def test_malformed_request_body_is_tf_servings(client):
         r = client.request(method, path, content=b'{"instances": ["x"]}')
         assert (r.status_code, r.json()) == (400, {"error": f"Malformed request: {method} {path}"}), r.text
     assert client.get("/v1/models/tiny_text/versions/0001").json()["model_version_status"][0]["version"] == "1"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int32", "uint8"])
+def test_large_numeric_inputs_decode_in_bulk_exactly_as_value_by_value(dtype):
+    """A body of thousands of numbers is checked and converted in bulk (a [1,2000,2000,1] pixel body was 4M
+    Python calls): the same array as the value-by-value path, and the same refusals."""
+    from cnnapp.serving.codec import InputSpec, ServingError, _leaf, to_array
+    spec = InputSpec("x", dtype, (None, 48, 48))
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 200, (2, 48, 48)).tolist() if dtype != "float32" else \
+        (rng.normal(size=(2, 48, 48)) * 100).tolist()
+    bulk = to_array(values, spec)
+    one_by_one = np.asarray([_leaf(v, spec) for row in values for line in row for v in line], spec.np_dtype)
+    assert bulk.dtype == spec.np_dtype and bulk.shape == (2, 48, 48)
+    np.testing.assert_array_equal(bulk.ravel(), one_by_one)
+    for bad, reason in [(True, "expected a number"), ("7", "expected a number"),
+                        (10**40 if dtype != "float32" else 1e300, "out of range" if dtype != "float32" else "overflows")]:
+        values[1][47][47] = bad
+        with pytest.raises(ServingError, match=reason):
+            to_array(values, spec)
+    if dtype != "float32":
+        values[1][47][47] = 2.5
+        with pytest.raises(ServingError, match="expected an integer"):
+            to_array(values, spec)

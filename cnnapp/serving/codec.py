@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
 import math
 
@@ -89,17 +90,42 @@ def _flatten(value, max_depth: int, spec: InputSpec) -> tuple[list[int], list]:
         n = len(level[0])
         if len(shape) >= max_depth:
             raise ServingError(f"input {spec.describe()}: nested deeper than its rank {max_depth}")
-        nxt = []
-        for v in level:
-            if not isinstance(v, list) or len(v) != n:
-                raise ServingError(f"input {spec.describe()}: ragged or mixed list at depth {len(shape)}: "
-                                   f"every list at one depth needs the same length. Received: {_clip(v)}")
-            nxt.extend(v)
+        # Checked in bulk (map and set run in C: a [1,2000,2000,1] body has 4M lists), the culprit then found.
+        if set(map(type, level)) != {list} or set(map(len, level)) != {n}:
+            v = next(v for v in level if not isinstance(v, list) or len(v) != n)
+            raise ServingError(f"input {spec.describe()}: ragged or mixed list at depth {len(shape)}: "
+                               f"every list at one depth needs the same length. Received: {_clip(v)}")
         shape.append(n)
-        level = nxt
+        level = list(itertools.chain.from_iterable(level))
     if any(isinstance(v, list) for v in level):
         raise ServingError(f"input {spec.describe()}: mixes lists and values at depth {len(shape)}")
     return shape, level
+
+
+def _numbers(leaves: list, spec: InputSpec) -> np.ndarray | None:
+    """The leaves of a numeric input as one array, checked in bulk: a [1,2000,2000,1] pixel body is 4M
+    leaves, ~1 us each through `_leaf`. None when the bulk path does not apply (another dtype, or leaves
+    other than plain ints and floats: bools, strings, lists, ints past int64), so `_leaf` says why."""
+    if spec.dtype in ("string", "bool") or len(leaves) < 1024:
+        return None
+    kinds = set(map(type, leaves))
+    if not kinds <= {int, float}:
+        return None
+    try:
+        values = np.asarray(leaves, dtype=np.float64 if float in kinds else np.int64)
+    except OverflowError:
+        return None
+    if spec.np_dtype.kind in "iu":
+        if values.dtype.kind == "f":
+            return None            # an integer input given floats: `_leaf` names the first non-integer
+        info = np.iinfo(spec.np_dtype)
+        if values.min() < info.min or values.max() > info.max:
+            return None
+        return values.astype(spec.np_dtype)
+    finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+    if finite.size and np.abs(finite).max() > float(np.finfo(spec.np_dtype).max):
+        return None
+    return values.astype(spec.np_dtype)
 
 
 def _leaf(value, spec: InputSpec):
@@ -148,6 +174,9 @@ def to_array(value, spec: InputSpec, *, batched: bool = True) -> np.ndarray:
         for i, (want, got) in enumerate(zip(spec.shape, shape)):
             if want is not None and want != got:
                 raise ServingError(f"input {spec.describe()}: dimension {i} must be {want}, got shape {shape}")
+    array = _numbers(leaves, spec)
+    if array is not None:
+        return array.reshape(shape)
     flat = [_leaf(v, spec) for v in leaves]
     if spec.dtype == "string":
         array = np.empty(len(flat), dtype=object)
