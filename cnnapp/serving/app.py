@@ -6,6 +6,8 @@ Routes (tensorflow/serving g3doc/api/api_rest.md), each also under /versions/{v}
     GET  /v1/models/{name}/metadata      signature defs
     POST /v1/models/{name}:predict       {"instances": [...]} or {"inputs": ...}
     POST /v1/models/{name}:classify      {"examples": [{feature: value}]}
+    POST /v1/models/{name}:regress       {"examples": [...]} on a tensorflow/serving/regress signature
+                                         (serialized tf.Examples in, `outputs` -> {"results": [...]})
     GET  /v1/models                      the served models and their versions (cnnapp's extension)
     GET  /monitoring/prometheus/metrics  Prometheus text (ServerConfig.prometheus_path; None: off)
 With `enable_cors_support` (--rest_api_enable_cors_support) every answer carries TF Serving's CORS
@@ -42,7 +44,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from cnnapp.serving.codec import ServingError, decode_classify, decode_predict, encode_classify, encode_predict
+from cnnapp.serving.codec import (ServingError, decode_classify, decode_examples, decode_predict, encode_classify,
+                                  encode_predict, encode_regress)
 from cnnapp.serving.config import ServerConfig
 from cnnapp.serving.errors import DeadlineExceeded
 from cnnapp.serving.explain import explain  # cnnapp's :explain extension
@@ -88,7 +91,8 @@ def decode_request(verb: str, servable: Servable, doc: dict, max_instances: int)
     if sig is not None and not isinstance(sig, str):
         raise ServingError(f"'signature_name' must be a string. Received: {json.dumps(sig)[:80]}")
     if verb == "regress":
-        ServingService.refuse_regress(servable, sig)
+        sig = ServingService.regress_signature(servable, sig)
+        return sig, {"inputs": decode_examples(doc, max_instances)}, "regress"
     sig, specs = servable.signature(sig)
     if verb == "classify":
         return sig, decode_classify(doc, specs, max_instances), "classify"
@@ -97,6 +101,8 @@ def decode_request(verb: str, servable: Servable, doc: dict, max_instances: int)
 
 
 def encode_reply(outputs: dict, form: str) -> bytes:
+    if form == "regress":
+        return _dumps(encode_regress(outputs))
     return _dumps(encode_classify(outputs) if form == "classify" else encode_predict(outputs, form))
 
 

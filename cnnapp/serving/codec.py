@@ -262,6 +262,52 @@ def decode_classify(doc: dict, specs: dict[str, InputSpec], max_instances: int |
     return {n: to_array([r[n] for r in rows], s) for n, s in specs.items()}
 
 
+def _feature(name: str, value, feature) -> None:
+    """One JSON feature value (a value or a list of values) into a tf.train.Feature, as TF Serving
+    fills it (util/json_tensor.cc): strings and {"b64": ...} -> bytes_list, integers -> int64_list,
+    decimals -> float_list (a list with any decimal is all floats)."""
+    values = value if isinstance(value, list) else [value]
+    if not values or any(isinstance(v, (list, bool)) or v is None for v in values):
+        raise ServingError(f"feature {_clip(name, 40)}: expected a number, a string, {{\"b64\": ...}} "
+                           f"or a flat list of them. Received: {_clip(value)}")
+    if all(isinstance(v, (str, dict)) for v in values):
+        spec = InputSpec(name, "string", None)
+        feature.bytes_list.value.extend(_leaf(v, spec) for v in values)
+    elif all(isinstance(v, int) for v in values):
+        feature.int64_list.value.extend(_leaf(v, InputSpec(name, "int64", None)) for v in values)
+    elif all(isinstance(v, (int, float)) for v in values):
+        feature.float_list.value.extend(float(v) for v in values)
+    else:
+        raise ServingError(f"feature {_clip(name, 40)}: mixes strings and numbers. Received: {_clip(value)}")
+
+
+def decode_examples(doc: dict, max_instances: int | None = None) -> np.ndarray:
+    """A :classify/:regress body for a tf.Example signature (method_name tensorflow/serving/regress)
+    -> the serialized tf.Examples, one per example, each with the `context` features (which must
+    not appear in the examples themselves, as TF Serving requires)."""
+    from tensorflow.core.example import example_pb2
+    examples = doc.get("examples")
+    if not isinstance(examples, list) or not examples:
+        raise ServingError(f"'examples' must be a non-empty list of objects. Received: {_clip(examples)}")
+    check_instances(len(examples), max_instances, "examples")
+    context = doc.get("context", {})
+    if not isinstance(context, dict):
+        raise ServingError(f"'context' must be an object. Received: {_clip(context)}")
+    serialized = np.empty(len(examples), dtype=object)
+    for i, ex in enumerate(examples):
+        if not isinstance(ex, dict):
+            raise ServingError(f"each example must be an object of features. Received: {_clip(ex)}")
+        both = sorted(set(ex) & set(context))
+        if both:
+            raise ServingError(f"feature {_clip(both[0], 40)} is in both 'context' and an example; a context "
+                               f"feature must not appear in the examples")
+        proto = example_pb2.Example()
+        for name, value in {**context, **ex}.items():
+            _feature(name, value, proto.features.feature[name])
+        serialized[i] = proto.SerializeToString()
+    return serialized
+
+
 # ---------------------------------------------------------------------------- outputs
 
 def _jsonable(array: np.ndarray, name: str):
@@ -314,3 +360,14 @@ def encode_classify(outputs: dict[str, np.ndarray], signature: str = "") -> dict
     rows = tf_serving_float32(scores).tolist() if scores.dtype == np.float32 else scores.tolist()
     return {"result": [[[label, float(s)] for label, s in zip(row_labels, row)]
                        for row_labels, row in zip(labels, rows)]}
+
+
+def encode_regress(outputs: dict[str, np.ndarray]) -> dict:
+    """TF Serving's :regress answer: one value per example under "results" (json_tensor.cc's
+    kClassifyRegressResponseKey), from the signature's `outputs` tensor ([batch] or [batch, 1])."""
+    values = outputs.get("outputs")
+    if values is None or values.ndim not in (1, 2) or values.ndim == 2 and values.shape[1] != 1:
+        got = "no 'outputs' tensor" if values is None else f"'outputs' of shape {list(values.shape)}"
+        raise ServingError(f"a regression signature needs one value per example in 'outputs'; it has {got}")
+    values = values.reshape(-1)
+    return {"results": tf_serving_float32(values).tolist() if values.dtype == np.float32 else values.tolist()}

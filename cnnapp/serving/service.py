@@ -32,6 +32,7 @@ from cnnapp.serving.work import Slots, Work, WorkStats, pause_gc, resume_gc
 # decoding). Smaller ones take microseconds to parse.
 INLINE_BODY_BYTES = 16 * 1024
 HEAVY_CONCURRENCY = 2
+REGRESS_METHOD = "tensorflow/serving/regress"     # TF Serving's kRegressMethodName
 
 
 def _retrieve(future) -> None:
@@ -155,6 +156,15 @@ class ServingService:
     # ------------------------------------------------------------------ APIs
     # (scores, labels per row) for Classify, or ServingError without [batch, classes] 'scores'
     classifications = staticmethod(classifications)
+
+    @staticmethod
+    def regress_signature(servable: Servable, signature_name: str | None) -> str:
+        """The signature a REST :regress runs: one whose method_name is tensorflow/serving/regress
+        (TF Serving's, taking serialized tf.Examples as `inputs`), else refused as below."""
+        sig, specs = servable.signature(signature_name)
+        if servable.signature_defs[sig].method_name != REGRESS_METHOD or set(specs) != {"inputs"}:
+            ServingService.refuse_regress(servable, sig)
+        return sig
 
     @staticmethod
     def refuse_regress(servable: Servable, signature_name: str | None) -> None:
