@@ -192,14 +192,14 @@ def test_predict_raw_sentences_and_signature_name(client):
 
 def test_classify_returns_label_score_pairs(client):
     r = client.post("/v1/models/tiny_text:classify", json={"examples": [{"sentences": "a good film"}, {"sentences": "bad"}]})
-    result = r.json()["result"]
+    result = r.json()["results"]
     assert len(result) == 2 and [label for label, _ in result[0]] == TEXT_CLASSES
     assert abs(sum(score for _, score in result[0]) - 1) < 1e-4
     image = client.post("/v1/models/tiny_image:classify", json={"examples": [{"image_bytes": {"b64": b64_png()}}]})
-    assert [label for label, _ in image.json()["result"][0]] == IMAGE_CLASSES
+    assert [label for label, _ in image.json()["results"][0]] == IMAGE_CLASSES
     # `context` features are shared by every example, as in TF Serving's classify API.
     ctx = client.post("/v1/models/tiny_text:classify", json={"context": {"sentences": "a good film"}, "examples": [{}]})
-    assert ctx.json()["result"][0] == result[0]
+    assert ctx.json()["results"][0] == result[0]
 
 
 # ---------------------------------------------------------------------------- errors
@@ -557,7 +557,7 @@ def test_predict_and_classify_print_scores_as_tf_serving(client):
     assert max(len(t.replace("0.", "").lstrip("0")) for t in ",".join(printed).split(",")) <= 9
     c = client.post("/v1/models/tiny_text:classify", json={"examples": [{"sentences": "a good film"}]})
     label_scores = re.findall(r'\["(?:negative|positive)",([^\]]*)\]', c.text)
-    assert label_scores == [tf_serving_decimal(s) for _, s in c.json()["result"][0]]
+    assert label_scores == [tf_serving_decimal(s) for _, s in c.json()["results"][0]]
     assert json.loads(r.text) == r.json()
 
 

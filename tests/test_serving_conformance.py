@@ -242,10 +242,11 @@ CLASSIFY_EXAMPLE = {"signature_name": "classify_objects", "examples": [
 
 def test_classify_example_with_b64_image_and_caption(client):
     """## Encoding binary values: the classification request with `image` (b64) and `caption`
-    features; ### Response format: a list of [label, score] pairs per example."""
+    features; ### Response format: a list of [label, score] pairs per example, under "results" as
+    TF Serving writes it (json_tensor.cc's kClassifyRegressResponseKey; the page's "result" is a typo)."""
     assert base64.b64decode("aW1hZ2UgYnl0ZXM=") == b"image bytes"       # 11 bytes; "seaside": 7 (scores: lengths / 4)
     body = ok(post(client, "/v1/models/objects:classify", CLASSIFY_EXAMPLE))
-    assert body == {"result": [[["image", 2.75], ["caption", 1.75]], [["image", 4.75], ["caption", 2.25]]]}
+    assert body == {"results": [[["image", 2.75], ["caption", 1.75]], [["image", 4.75], ["caption", 2.25]]]}
 
 
 def test_classify_context_shared_by_examples(client):
@@ -253,7 +254,7 @@ def test_classify_context_shared_by_examples(client):
     body = {"signature_name": "classify_objects", "context": {"caption": "seaside"},
             "examples": [{"image": {"b64": "aW1hZ2UgYnl0ZXM="}}, {"image": "abc"}]}
     assert ok(post(client, "/v1/models/objects:classify", body)) == \
-        {"result": [[["image", 2.75], ["caption", 1.75]], [["image", 0.75], ["caption", 1.75]]]}
+        {"results": [[["image", 2.75], ["caption", 1.75]], [["image", 0.75], ["caption", 1.75]]]}
 
 
 def test_regress_context_and_conflict(client):

@@ -358,7 +358,8 @@ def classifications(outputs: dict[str, np.ndarray], signature: str = "") -> tupl
 def encode_classify(outputs: dict[str, np.ndarray], signature: str = "") -> dict:
     scores, labels = classifications(outputs, signature)
     rows = tf_serving_float32(scores).tolist() if scores.dtype == np.float32 else scores.tolist()
-    return {"result": [[[label, float(s)] for label, s in zip(row_labels, row)]
+    # "results": TF Serving's kClassifyRegressResponseKey (util/json_tensor.cc; api_rest.md's "result" is a typo)
+    return {"results": [[[label, float(s)] for label, s in zip(row_labels, row)]
                        for row_labels, row in zip(labels, rows)]}
 
 
