@@ -98,8 +98,19 @@ def _export_models(base) -> None:
             classes = tf.tile(tf.constant([["image", "caption"]]), [tf.shape(image)[0], 1])
             return {"scores": lengths / 4.0, "classes": classes}
 
-    m = ImageCaption()
+    m = captioner = ImageCaption()
     _save(m, base / "objects" / "1", {"serving_default": m.classify, "classify_objects": m.classify})
+
+    class ImageCaptionExamples(tf.Module):     # TF Serving's form: a classify signature on serialized tf.Examples
+        @tf.function(input_signature=[spec([None], tf.string, "inputs")])
+        def classify(self, inputs):
+            features = tf.io.parse_example(inputs, {"image": tf.io.FixedLenFeature([], tf.string),
+                                                    "caption": tf.io.FixedLenFeature([], tf.string)})
+            return captioner.classify(features["image"], features["caption"])
+
+    m2 = ImageCaptionExamples()
+    _save(m2, base / "objects_examples" / "1", {"classify_objects": m2.classify},
+          {"classify_objects": "tensorflow/serving/classify"})
 
     class Sensors(tf.Module):
         @tf.function(input_signature=[spec([None, 4], tf.float32, "sensor_readings")])
@@ -247,6 +258,18 @@ def test_classify_example_with_b64_image_and_caption(client):
     assert base64.b64decode("aW1hZ2UgYnl0ZXM=") == b"image bytes"       # 11 bytes; "seaside": 7 (scores: lengths / 4)
     body = ok(post(client, "/v1/models/objects:classify", CLASSIFY_EXAMPLE))
     assert body == {"results": [[["image", 2.75], ["caption", 1.75]], [["image", 4.75], ["caption", 2.25]]]}
+
+
+def test_classify_example_on_a_tf_example_signature(client):
+    """## Encoding binary values: the same classification request against a
+    `tensorflow/serving/classify` signature that takes serialized tf.Examples, as TF Serving's
+    Classify API feeds one; the same answer."""
+    body = ok(post(client, "/v1/models/objects_examples:classify", CLASSIFY_EXAMPLE))
+    assert body == {"results": [[["image", 2.75], ["caption", 1.75]], [["image", 4.75], ["caption", 2.25]]]}
+    context = {"signature_name": "classify_objects", "context": {"caption": "seaside"},
+               "examples": [{"image": {"b64": "aW1hZ2UgYnl0ZXM="}}]}
+    assert ok(post(client, "/v1/models/objects_examples:classify", context)) == \
+        {"results": [[["image", 2.75], ["caption", 1.75]]]}
 
 
 def test_classify_context_shared_by_examples(client):

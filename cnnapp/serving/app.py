@@ -5,7 +5,8 @@ Routes (tensorflow/serving g3doc/api/api_rest.md), each also under /versions/{v}
     GET  /v1/models/{name}               version status
     GET  /v1/models/{name}/metadata      signature defs
     POST /v1/models/{name}:predict       {"instances": [...]} or {"inputs": ...}
-    POST /v1/models/{name}:classify      {"examples": [{feature: value}]}
+    POST /v1/models/{name}:classify      {"examples": [{feature: value}]}: features are the signature's
+                                         inputs, or serialized tf.Examples for a tensorflow/serving/classify one
     POST /v1/models/{name}:regress       {"examples": [...]} on a tensorflow/serving/regress signature
                                          (serialized tf.Examples in, `outputs` -> {"results": [...]})
     GET  /v1/models                      the served models and their versions (cnnapp's extension)
@@ -53,6 +54,7 @@ from cnnapp.serving.guard import RequestGuard
 from cnnapp.serving.page import page_routes  # the web page at /
 from cnnapp.serving.servable import Servable
 from cnnapp.serving.service import HEAVY_CONCURRENCY, INLINE_BODY_BYTES, ServingService  # noqa: F401
+from cnnapp.serving.service import CLASSIFY_METHOD
 from cnnapp.serving.work import Work
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,9 @@ def decode_request(verb: str, servable: Servable, doc: dict, max_instances: int)
         return sig, {"inputs": decode_examples(doc, max_instances)}, "regress"
     sig, specs = servable.signature(sig)
     if verb == "classify":
+        if servable.signature_defs[sig].method_name == CLASSIFY_METHOD and set(specs) == {"inputs"}:
+            # TF Serving's classification signature: serialized tf.Examples in
+            return sig, {"inputs": decode_examples(doc, max_instances)}, "classify"
         return sig, decode_classify(doc, specs, max_instances), "classify"
     inputs, form = decode_predict(doc, specs, max_instances)
     return sig, inputs, form

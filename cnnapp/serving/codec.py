@@ -282,7 +282,7 @@ def _feature(name: str, value, feature) -> None:
 
 
 def decode_examples(doc: dict, max_instances: int | None = None) -> np.ndarray:
-    """A :classify/:regress body for a tf.Example signature (method_name tensorflow/serving/regress)
+    """A :classify/:regress body for a tf.Example signature (method_name tensorflow/serving/classify or regress)
     -> the serialized tf.Examples, one per example, each with the `context` features (which must
     not appear in the examples themselves, as TF Serving requires)."""
     from tensorflow.core.example import example_pb2

@@ -33,6 +33,7 @@ from cnnapp.serving.work import Slots, Work, WorkStats, pause_gc, resume_gc
 INLINE_BODY_BYTES = 16 * 1024
 HEAVY_CONCURRENCY = 2
 REGRESS_METHOD = "tensorflow/serving/regress"     # TF Serving's kRegressMethodName
+CLASSIFY_METHOD = "tensorflow/serving/classify"   # TF Serving's kClassifyMethodName
 
 
 def _retrieve(future) -> None:
