@@ -53,8 +53,7 @@ from cnnapp.serving.explain import explain  # cnnapp's :explain extension
 from cnnapp.serving.guard import RequestGuard
 from cnnapp.serving.page import page_routes  # the web page at /
 from cnnapp.serving.servable import Servable
-from cnnapp.serving.service import HEAVY_CONCURRENCY, INLINE_BODY_BYTES, ServingService  # noqa: F401
-from cnnapp.serving.service import CLASSIFY_METHOD
+from cnnapp.serving.service import CLASSIFY_METHOD, HEAVY_CONCURRENCY, INLINE_BODY_BYTES, ServingService  # noqa: F401
 from cnnapp.serving.work import Work
 
 log = logging.getLogger(__name__)
