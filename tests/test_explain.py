@@ -218,9 +218,15 @@ def test_every_registered_model_explains(name, options):
             assert cam.shape == (len(raw), 16, 16) and np.isfinite(cam).all() and 0 <= cam.min() <= cam.max() <= 1
     else:
         out = explainer.fn(raw)
-        features = sum(b["filters"] for b in explainer.metadata["branches"])
-        assert out["contribution"].shape == (len(raw), features, CLASSES)
-        lead, length = explainer.metadata["edge_padding"], out["token_ids"].shape[1]
+        length = out["token_ids"].shape[1]
+        if explainer.metadata.get("family") == "ngrams":   # one contribution per n-gram position
+            assert out["contribution"].shape == (len(raw), length, CLASSES)
+            assert (out["ngram_width"].numpy() >= 1).all() and (out["ngram_width"].numpy() <= explainer.metadata["ngrams"]).all()
+            lead = 0
+        else:
+            features = sum(b["filters"] for b in explainer.metadata["branches"])
+            assert out["contribution"].shape == (len(raw), features, CLASSES)
+            lead = explainer.metadata["edge_padding"]
         assert (out["ngram_start"].numpy() >= -lead).all() and (out["ngram_start"].numpy() < length).all()
     np.testing.assert_allclose(out["scores"].numpy(), expected, rtol=1e-4, atol=1e-6)
 

@@ -244,10 +244,10 @@ def test_export_reload_in_fresh_process_gives_same_probabilities(tmp_path):
 
     # the predict command on the export: arguments, --file and stdin; odd sentences included
     result = run_cli(["predict", outcome.export_dir, *ODD_SENTENCES, "--json", "--top-k", "1"])
-    predictions = json.loads(result.output)["predictions"]
+    predictions = json.loads(result.stdout)["predictions"]   # stdout alone: a note on a cut sentence is stderr's
     assert len(predictions) == len(ODD_SENTENCES)
     from_stdin = run_cli(["predict", outcome.export_dir, "--json"], input="great\nun film très réussi\n")
-    assert len(json.loads(from_stdin.output)["predictions"]) == 2
+    assert len(json.loads(from_stdin.stdout)["predictions"]) == 2
 
 
 def test_one_word_empty_and_non_ascii_sentences_predict_in_memory():

@@ -43,6 +43,8 @@ def _open(data: bytes):
         except (Image.DecompressionBombWarning, Image.DecompressionBombError):
             raise DecodeError(f"image too large to decode (over {MAX_PIXELS:,} pixels)") from None
         except Exception:
+            if data[:3] == b"\xff\xd8\xff":   # a JPEG that Pillow cannot even identify: cut short or damaged
+                raise DecodeError(f"cannot decode the JPEG (truncated or corrupt, {len(data)} bytes)") from None
             raise DecodeError("Unknown image file format. One of JPEG, PNG, GIF, BMP or WebP required.") from None
     if image.format not in ("PNG", "JPEG", "GIF", "BMP", "WEBP"):
         raise DecodeError(f"Unknown image file format ({image.format}). One of JPEG, PNG, GIF, BMP or WebP required.")
