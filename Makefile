@@ -38,7 +38,7 @@ demo: $(STAMP)
 readme: $(STAMP)
 	$(PY) docs/readme_outputs.py
 
-## The test suite (fast contract tests; real training on shared data is opt-in via test-slow).
+## The test suite (~8 minutes on 2 cores); test-slow: the longest integration runs and real-data trainings (CI runs both).
 test: $(STAMP)
 	$(PY) -m pytest -q
 

@@ -58,6 +58,7 @@ def test_patch_refuses_a_keras_version_it_was_not_checked_on():
 
 
 @pytest.mark.parametrize("kind", ["image", "text"])
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_two_workers_train_identical_models_and_only_the_chief_exports(tmp_path, kind):
     if kind == "image":
         from test_image import write_image_folder
@@ -125,6 +126,7 @@ def test_two_workers_train_identical_models_and_only_the_chief_exports(tmp_path,
     np.testing.assert_allclose(got.numpy(), keras.ops.convert_to_numpy(expected), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_a_killed_worker_stops_the_job_and_the_rerun_resumes_from_the_backups(tmp_path):
     args = launch(tmp_path, IMAGE, name="r", epochs=40) + ["--patience", "40"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)

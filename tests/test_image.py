@@ -122,6 +122,7 @@ def test_summary_text_shows_each_branch():
 
 # ---------------------------------------------------------------------------- sources
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_image_folder_trains_exports_and_numbers_versions(tmp_path):
     data = write_image_folder(tmp_path / "shapes")
     base, runs = tmp_path / "models", tmp_path / "runs"
@@ -144,6 +145,7 @@ def test_image_folder_trains_exports_and_numbers_versions(tmp_path):
     assert meta["class_names"] == ["circle", "square"] and meta["kind"] == "image"
 
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_image_folder_uses_train_and_validation_subfolders(tmp_path):
     write_image_folder(tmp_path / "set" / "train", per_class=10)
     write_image_folder(tmp_path / "set" / "validation", per_class=4)
@@ -204,6 +206,7 @@ def test_embedded_digits_default_needs_no_network(tmp_path):
 
 # ---------------------------------------------------------------------------- export and predict
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_export_reloaded_in_a_fresh_process_matches_the_in_memory_model(tmp_path):
     """Raw PNG bytes through the SavedModel in a new process == the Keras model on the same pixels."""
     import keras
@@ -325,6 +328,7 @@ def test_bad_input_gets_one_line_error(tmp_path, case):
     assert not (tmp_path / "models").exists()
 
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_skip_bad_images_skips_and_counts(tmp_path):
     data = write_image_folder(tmp_path / "d")
     (data / "square" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
@@ -361,6 +365,7 @@ def test_tfds_dataset_offline_fails_fast_with_one_line(tmp_path):
                              "downloaded (no network); prepare it elsewhere and pass --data-dir. Received: mnist\n")
 
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_seed_makes_runs_repeatable(tmp_path):
     def history(seed, run):
         run_cli(["train-image", "--dataset", "digits", "--name", "s", *TINY, "--epochs", "2", "--seed", seed,
@@ -389,6 +394,7 @@ def test_default_batch_size_gives_small_data_enough_steps(num_train, batch):
     assert default_batch_size(num_train) == batch
 
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_a_sweep_on_a_photo_folder_chooses_on_train_never_on_the_validation_folder(tmp_path):
     """Trials are chosen on their validation score, so a sweep holds that out of train/ even where a single
     run that keeps its last epoch would show the validation/ folder as its curve."""
@@ -488,6 +494,7 @@ def test_png_and_jpeg_decode_bit_for_bit_as_decode_image():
             np.testing.assert_array_equal(pixels, expected.astype(np.float32))
 
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_a_grayscale_model_trains_on_gif_bmp_and_webp_files(tmp_path):
     data = tmp_path / "d"
     rng = np.random.default_rng(0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import subprocess
 import sys
@@ -11,6 +13,7 @@ import numpy as np
 from conftest import png_bytes, run_cli
 
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_inspect_image_run_writes_filters_and_feature_maps(tmp_path):
     runs = tmp_path / "runs"
     run_cli(["train-image", "--dataset", "digits", "--name", "d", "--epochs", "1", "--filters", "4,8",

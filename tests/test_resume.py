@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import csv
 import os
 import re
@@ -10,6 +12,7 @@ import subprocess
 import sys
 
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_killed_run_resumes_instead_of_restarting(tmp_path):
     args = [sys.executable, "-m", "cnnapp", "train-image", "--dataset", "digits", "--name", "r",
             "--epochs", "40", "--patience", "40", "--batch-size", "16", "--filters", "8,16", "--dense-units", "16",

@@ -53,6 +53,7 @@ def one_error_line(out: str) -> str:
     return errors[0]
 
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_a_rerun_with_other_options_is_refused_and_fresh_starts_over(tmp_path):
     base = cnnapp("train-image", *TINY, "--name", "kc", "--epochs", "40", "--patience", "40",
                   "--run-dir", tmp_path / "runs", "--export-base", tmp_path / "models")
@@ -115,6 +116,7 @@ def limited_run(args, file_size_limit: int, cwd: Path) -> subprocess.CompletedPr
     (60_000, "--run-dir", "kept the backup of epoch 1"),   # the backup fits, best.keras (~70 kB) does not
     (100_000, "--export-base", "the training finished and is kept"),   # training fits, the SavedModel does not
 ])
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_a_full_disk_is_one_line_naming_the_full_folder_and_what_was_kept(tmp_path, limit, folder, kept):
     args = cnnapp("train-image", *TINY, "--filters", "4,8", "--epochs", "1", "--name", "df")
     done = limited_run(args, limit, tmp_path)
@@ -195,6 +197,7 @@ def assert_locked_by(folder: Path, pid: int, command: str) -> None:
     assert f"is in use by another run (pid {pid}: {command}" in message and "\n" not in message, message
 
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_a_second_run_with_the_same_name_is_one_line_naming_the_first(tmp_path):
     runs = tmp_path / "runs"
     holder = hold_lock(runs / "x")
@@ -231,6 +234,7 @@ def test_a_killed_holder_leaves_no_stale_lock_and_workers_lock_their_own_file(tm
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_class_names_reach_metrics_plots_the_export_and_predict(tmp_path):
     from conftest import png_bytes, run_cli
     from sklearn.datasets import load_digits
@@ -286,6 +290,7 @@ def test_an_export_left_half_written_by_a_killed_process_is_removed(tmp_path):
     assert sorted(p.name for p in (tmp_path / "tiny_image").iterdir()) == ["1"]
 
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_cross_validation_logs_fold_k_of_n_with_an_eta(tmp_path, caplog):
     import logging
     from conftest import run_cli

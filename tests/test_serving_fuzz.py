@@ -18,6 +18,7 @@ from hostile import hostile_grpc_calls, hostile_requests
 pytest.importorskip("httpx")
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_fuzz_hostile_requests_never_5xx(model_base):
     from starlette.testclient import TestClient
     from cnnapp.serving import BatchingParameters, ServerConfig, create_app, discover_models

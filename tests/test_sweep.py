@@ -71,6 +71,7 @@ def test_a_spec_sweep_writes_its_table_and_a_best_command_that_trains_and_export
     assert config["model"]["options"]["region_sizes"] == best["values"]["region_sizes"]
 
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_a_killed_sweep_resumes_without_running_finished_trials_again(tmp_path):
     spec = write_spec(tmp_path, {"params": {"region_sizes": ["1", "2", "3"]}})
     args = sweep_args(tmp_path, "killed", "--spec", spec)
@@ -114,6 +115,7 @@ def test_a_rerun_with_other_settings_is_refused_in_one_line(tmp_path):
     assert "--fresh" in errors[0]
 
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_two_local_workers_share_one_sweep_and_run_each_trial_once(tmp_path):
     spec = write_spec(tmp_path, {"params": {"region_sizes": ["1", "2", "3"]}})
     result = run_cli(sweep_args(tmp_path, "shared", "--spec", spec, "--workers", "2"))
