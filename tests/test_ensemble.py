@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 import numpy as np
@@ -16,6 +18,7 @@ def _load_members(run_dir):
     return [keras.saving.load_model(f"{m}/best.keras", compile=False) for m in config["resolved"]["members"]]
 
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_text_ensemble_exports_the_average_of_its_members(tmp_path):
     import tensorflow as tf
     runs, models = tmp_path / "runs", tmp_path / "models"
@@ -51,6 +54,7 @@ def test_text_ensemble_exports_the_average_of_its_members(tmp_path):
     assert res["tokens"] == ["dull"]
 
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_image_ensemble_shares_the_training_path(tmp_path):
     import tensorflow as tf
     runs, models = tmp_path / "runs", tmp_path / "models"

@@ -70,6 +70,7 @@ def classes_of(response) -> list[str]:
     return [c.decode() for c in tf.make_ndarray(response.outputs["classes"])[0]]
 
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_predict_raw_image_bytes_and_sentences_match_rest(setup):
     import httpx
     import tensorflow as tf

@@ -37,6 +37,7 @@ def test_inspect_rejects_a_folder_that_is_not_a_run(tmp_path):
     assert result.output.startswith("Error: RUN_DIR: no best.keras checkpoint") and str(tmp_path) in result.output
 
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_inspect_text_run_shows_the_winning_ngrams(tmp_path):
     runs = tmp_path / "runs"
     run_cli(["train-text", "--name", "t", "--epochs", "2", "--feature-maps", "8", "--embedding-dim", "16",
@@ -54,6 +55,7 @@ def test_inspect_text_run_shows_the_winning_ngrams(tmp_path):
                                                                reverse=True)
 
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_inspect_text_run_in_a_fresh_process(tmp_path):
     """`cnnapp inspect` loads the checkpoint with cnnapp's own layers registered, even in a process
     that never built a model (in-process tests import them through training)."""

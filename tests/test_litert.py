@@ -100,6 +100,7 @@ def _scores(predictions) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", ["digits", "photos", "demo"])
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_litert_agrees_with_the_savedmodel_on_the_test_part(trained, name):
     from cnnapp.inference.litert import LiteRTPredictor
     from cnnapp.inference.predictor import Predictor
@@ -310,6 +311,7 @@ def test_an_undecodable_image_is_an_error_row_in_both_runtimes(model_base, tmp_p
             len(result.stderr.strip().splitlines()) == 1, (runtime, result.stderr)
 
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_train_text_litert_int8_and_none(tmp_path):
     """`--litert int8` reaches the export through the one run path; `--litert none` writes no LiteRT folder
     and predict then answers with the SavedModel."""

@@ -67,6 +67,7 @@ def test_save_and_reload_give_the_same_outputs(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", registered())
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_export_reloaded_in_a_fresh_process_answers_raw_inputs_like_the_model(name, tmp_path):
     import tensorflow as tf
     from cnnapp.models import registry

@@ -130,6 +130,7 @@ def _digit_png(tmp_path) -> Path:
     return path
 
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_upload_a_png_type_a_sentence_and_screenshot(browser, server, tmp_path):
     _open(browser, server, "digits")
     rows = browser.find_elements("css selector", "#layers tbody tr")

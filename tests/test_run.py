@@ -13,6 +13,7 @@ from conftest import run_cli
 TINY = ["--filters", "4,8", "--dense-units", "8", "--batch-size", "64"]
 
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_image_cross_validation_on_the_embedded_digits(tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         result = run_cli(["train-image", "--cv", "2", "--epochs", "1", *TINY, "--name", "cvd",
@@ -61,6 +62,7 @@ def test_a_failed_run_does_not_leak_its_precision_policy(tmp_path):
     assert keras.layers.Dense(2).dtype_policy.name == "float32"
 
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_flip_tta_is_what_the_run_reports_and_what_the_export_answers(tmp_path):
     """With --tta flip the held-out accuracy and the export both average the model over the image and
     its mirror: the export's scores equal that average of the kept checkpoint, not the plain model."""
@@ -84,6 +86,7 @@ def test_flip_tta_is_what_the_run_reports_and_what_the_export_answers(tmp_path):
     assert "No such option '--tta'" in result.output
 
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_a_fold_on_the_shared_compiled_model_trains_as_a_fresh_model_would(tmp_path):
     """CompiledModel (the folds of --cv share one compiled model): after a run on other data with another
     seed, a run on the shared model ends with the very weights a freshly built and compiled one does."""

@@ -76,6 +76,7 @@ def _numbers(doc) -> list[float]:
 
 # ---------------------------------------------------------------------------- a real server: REST and gRPC
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_fuzz_real_server_rest_and_grpc(model_base):
     grpc = pytest.importorskip("grpc")
     pytest.importorskip("tensorflow_serving.apis")

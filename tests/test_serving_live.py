@@ -156,6 +156,7 @@ def live(model_base):
     server.stop()
 
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_huge_requests_are_refused_or_bounded_and_status_stays_live(live):
     with httpx.Client(base_url=live.rest, timeout=120) as http:
         assert http.post("/v1/models/tiny_text:predict", json={"instances": ["warm up"] * 300}).status_code == 200

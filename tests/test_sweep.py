@@ -44,6 +44,7 @@ def record(sweep_dir: Path, trial: str) -> dict:
     return json.loads((sweep_dir / "trials" / trial / "sweep_trial.json").read_text())
 
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_a_spec_sweep_writes_its_table_and_a_best_command_that_trains_and_exports(tmp_path):
     spec = write_spec(tmp_path, {"method": "grid", "params": {"region_sizes": ["2", "2,3"]}})
     result = run_cli(sweep_args(tmp_path, "tiny", "--spec", spec, "--export-best"))
@@ -190,6 +191,7 @@ def test_zhang_wallace_stages_are_built_from_the_previous_winners():
             parse_region_range(bad)
 
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_the_zhang_wallace_region_stage_runs_and_plots(tmp_path):
     result = run_cli(sweep_args(tmp_path, "zw", "--plan", "zhang-wallace", "--stages", "region",
                                 "--region-range", "1-2"))

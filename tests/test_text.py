@@ -185,6 +185,7 @@ def test_static_mode_without_embeddings_is_a_one_line_error(tmp_path):
 
 # ---------------------------------------------------------------------------- training, CV, export
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_cv_with_repeats_reports_mean_min_max_and_exports_the_chosen_fold(tmp_path):
     glove = write_glove(tmp_path / "tiny.glove.txt")
     result = run_cli(["train-text", "--cv", "2", "--repeats", "2", "--export-fold", "2", "--name", "cvdemo",
@@ -214,6 +215,7 @@ def test_cv_refuses_fixed_test_split(tmp_path):
     assert "--cv: the data has fixed dev/test splits" in result.output
 
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_export_reload_in_fresh_process_gives_same_probabilities(tmp_path):
     import tensorflow as tf
     from cnnapp.config import ModelChoice, TrainConfig
@@ -326,6 +328,7 @@ def test_standardize_rules_tokenise_as_documented(name, expected):
     assert [vocabulary[i] for i in ids if i] == expected
 
 
+@pytest.mark.slow   # make test-slow (CI runs it): make test stays near 8 minutes
 def test_balanced_class_weights_lift_the_rare_class(tmp_path):
     """--class-weight balanced: weights n / (k * n_c) reach the loss. On data with 10x more positive
     than negative lines, the weighted model gives the negative class more probability than the same
