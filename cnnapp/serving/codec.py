@@ -241,8 +241,8 @@ def decode_predict(doc: dict, specs: dict[str, InputSpec],
     return inputs, "columnar"
 
 
-def decode_classify(doc: dict, specs: dict[str, InputSpec], max_instances: int | None = None) -> dict[str, np.ndarray]:
-    """A :classify body `{"examples": [{feature: value}], "context"?: {...}}` -> inputs by name."""
+def _examples_and_context(doc: dict, max_instances: int | None) -> tuple[list, dict]:
+    """The `examples` list and the `context` object of a :classify/:regress body, checked."""
     examples = doc.get("examples")
     if not isinstance(examples, list) or not examples:
         raise ServingError(f"'examples' must be a non-empty list of objects. Received: {_clip(examples)}")
@@ -250,6 +250,12 @@ def decode_classify(doc: dict, specs: dict[str, InputSpec], max_instances: int |
     context = doc.get("context", {})
     if not isinstance(context, dict):
         raise ServingError(f"'context' must be an object. Received: {_clip(context)}")
+    return examples, context
+
+
+def decode_classify(doc: dict, specs: dict[str, InputSpec], max_instances: int | None = None) -> dict[str, np.ndarray]:
+    """A :classify body `{"examples": [{feature: value}], "context"?: {...}}` -> inputs by name."""
+    examples, context = _examples_and_context(doc, max_instances)
     rows = []
     for ex in examples:
         if not isinstance(ex, dict):
@@ -286,13 +292,7 @@ def decode_examples(doc: dict, max_instances: int | None = None) -> np.ndarray:
     -> the serialized tf.Examples, one per example, each with the `context` features (which must
     not appear in the examples themselves, as TF Serving requires)."""
     from tensorflow.core.example import example_pb2
-    examples = doc.get("examples")
-    if not isinstance(examples, list) or not examples:
-        raise ServingError(f"'examples' must be a non-empty list of objects. Received: {_clip(examples)}")
-    check_instances(len(examples), max_instances, "examples")
-    context = doc.get("context", {})
-    if not isinstance(context, dict):
-        raise ServingError(f"'context' must be an object. Received: {_clip(context)}")
+    examples, context = _examples_and_context(doc, max_instances)
     serialized = np.empty(len(examples), dtype=object)
     for i, ex in enumerate(examples):
         if not isinstance(ex, dict):
