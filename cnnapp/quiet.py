@@ -71,12 +71,21 @@ class _QuietLoader(importlib.abc.Loader):
     def exec_module(self, module):
         # The module keeps TensorFlow's own loader (importlib.resources and friends ask it).
         module.__loader__ = module.__spec__.loader = self.loader
-        with _stderr_filtered():
+        with fd2_filtered():
             self.loader.exec_module(module)
 
 
-class _stderr_filtered:
-    """fd 2 -> a temporary file for the duration; then what is not start-up noise goes to stderr."""
+class fd2_filtered:
+    """fd 2 -> a temporary file for the duration; then every line that `noise` does not match goes on to
+    stderr (C/C++ libraries write there past Python: TensorFlow's start-up log, the LiteRT converter's
+    and runtime's info lines).
+
+    >>> with fd2_filtered(lambda line: line.startswith("INFO: ")):
+    ...     interpreter.allocate_tensors()
+    """
+
+    def __init__(self, noise=None):
+        self.noise = noise or is_startup_noise
 
     def __enter__(self):
         sys.stderr.flush()
@@ -94,7 +103,7 @@ class _stderr_filtered:
         self.log.seek(0)
         text = self.log.read().decode("utf-8", errors="replace")
         self.log.close()
-        kept = [line for line in text.splitlines(keepends=True) if not is_startup_noise(line)]
+        kept = [line for line in text.splitlines(keepends=True) if not self.noise(line)]
         if kept:
             sys.stderr.write("".join(kept))
             sys.stderr.flush()

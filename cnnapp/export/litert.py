@@ -20,12 +20,8 @@ activations): about a quarter of the size.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import sys
-import tempfile
 from pathlib import Path
 
 import keras
@@ -94,27 +90,11 @@ def convert(scores_fn, input_spec: tf.TensorSpec, *, quantize: str = "float") ->
             logger.setLevel(level)
 
 
-@contextlib.contextmanager
 def _converter_log_filtered():
     """The converter's C++ info and warning lines on fd 2 ("Ignored output_format.", "Starting new session",
     "Number of eligible GPUs") are dropped; anything else it writes there (an error) still reaches stderr."""
-    from cnnapp.quiet import is_startup_noise
-    sys.stderr.flush()
-    saved, log_file = os.dup(2), tempfile.TemporaryFile()
-    os.dup2(log_file.fileno(), 2)
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        log_file.seek(0)
-        kept = [line for line in log_file.read().decode("utf-8", "replace").splitlines(keepends=True)
-                if not is_startup_noise(line)]
-        log_file.close()
-        if kept:
-            sys.stderr.write("".join(kept))
-            sys.stderr.flush()
+    from cnnapp.quiet import fd2_filtered
+    return fd2_filtered()
 
 
 def write_litert(version_dir: Path, *, model: keras.Model, scores_fn, class_names, metadata: dict, preprocessor,

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -28,24 +25,10 @@ FORMATS = (1,)   # meta.json layouts this runtime reads
 _STARTUP_NOISE = re.compile(r"^INFO: (Created TensorFlow Lite .*delegate|Initialized TensorFlow Lite runtime)")
 
 
-@contextlib.contextmanager
 def _startup_lines_dropped():
-    """fd 2 -> a temporary file while the interpreter starts; then what is not its start-up line goes back."""
-    sys.stderr.flush()
-    saved, log = os.dup(2), tempfile.TemporaryFile()
-    os.dup2(log.fileno(), 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        log.seek(0)
-        kept = [line for line in log.read().decode("utf-8", "replace").splitlines(keepends=True)
-                if not _STARTUP_NOISE.match(line)]
-        log.close()
-        if kept:
-            sys.stderr.write("".join(kept))
-            sys.stderr.flush()
+    """fd 2 filtered while the interpreter starts: its start-up line dropped, anything else kept."""
+    from cnnapp.quiet import fd2_filtered
+    return fd2_filtered(lambda line: bool(_STARTUP_NOISE.match(line)))
 
 
 def has_litert(version_dir: str | Path) -> bool:
