@@ -108,6 +108,8 @@ def test_two_workers_train_identical_models_and_only_the_chief_exports(tmp_path,
     import tensorflow as tf
 
     import cnnapp.training.recipe  # noqa: F401  (registers OneCycle, which best.keras's optimizer names)
+    from cnnapp.models import import_models
+    import_models()  # registers cnnapp's own layers (ZeroPaddingTokens), which a text checkpoint names
     model = keras.models.load_model(run_dir / "best.keras")  # the architecture
     model.load_weights(dump / "worker-0.weights.h5")         # the chief's final weights
     export = tf.saved_model.load(str(tmp_path / "models" / kind / "1"))
