@@ -113,6 +113,59 @@ def test_slots_are_shared_by_event_loops_and_passed_on_by_a_cancelled_waiter():
     assert slots.free() == 0
 
 
+
+def test_the_intake_answers_a_drained_group_in_one_wake_up_and_keeps_errors_apart(monkeypatch):
+    """The intake thread (small bodies of a batching server) answers every job it drained in one
+    call_soon_threadsafe, gives each job its own result or error, runs no job whose request is
+    already cancelled, and hands the result of a job nobody waits for to `dispose`."""
+    from cnnapp.serving import work as work_module
+    from cnnapp.serving.errors import DeadlineExceeded
+    from cnnapp.serving.work import Intake, Work, WorkStats
+    wake_ups = []
+    real_settle = work_module.settle
+    monkeypatch.setattr(work_module, "settle", lambda items: (wake_ups.append(len(items)), real_settle(items)))
+    intake, stats = None, WorkStats()
+    gate, ran, disposed = threading.Event(), [], []
+
+    def job(i):
+        def fn(w):
+            if i == 0:
+                gate.wait(30)           # holds the thread while the others queue up
+            ran.append(i)
+            if i % 5 == 3:
+                raise ValueError(f"bad body {i}")
+            return i * 10
+        return fn
+
+    async def main():
+        first = intake.submit(job(0), Work())
+        futures = [intake.submit(job(i), Work()) for i in range(1, 21)]
+        gone = Work()
+        gone.cancel("its client left")
+        refused = intake.submit(job(99), gone)
+        orphan = intake.submit(job(21), Work(), dispose=disposed.append)
+        orphan.cancel()                 # the request timed out while its body waited
+        gate.set()
+        assert await first == 0
+        for i, f in enumerate(futures, 1):
+            if i % 5 == 3:
+                with pytest.raises(ValueError, match=f"bad body {i}"):
+                    await f
+            else:
+                assert await f == i * 10
+        with pytest.raises(DeadlineExceeded):
+            await refused
+        assert orphan.cancelled()       # settled in the same wake-up as the others: disposed by now
+
+    intake = Intake(stats)
+    asyncio.run(asyncio.wait_for(main(), 60))
+    intake.close()
+    assert disposed == [210] and 99 not in ran and sorted(ran) == list(range(22))
+    # job 0 alone (or with the rest, had they queued before the thread woke), then the 22 behind it
+    assert sum(wake_ups) == 23 and len(wake_ups) <= 2, wake_ups
+    assert stats.wait_idle(10)
+
+
 def test_explain_goes_through_the_same_limits_slots_and_timeout(model_base, bomb):
     from cnnapp.serving.app import HEAVY_CONCURRENCY
     from cnnapp.serving.explain import MAX_INSTANCES

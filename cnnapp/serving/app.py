@@ -20,7 +20,8 @@ Before any of that, serving/guard.py refuses requests for another Host (DNS rebi
 browser POSTs and non-JSON browser bodies; every answer carries `X-Content-Type-Options: nosniff`.
 
 The event loop only reads bodies and routes: every body is parsed, decoded, run and encoded in a
-worker thread (`run_work`), so a status GET is never stuck behind a 50 MB request. A large body
+worker thread (`run_work`; with batching, a small body is parsed by the service's intake thread,
+which queues it in the batcher), so a status GET is never stuck behind a 50 MB request. A large body
 (or an :explain) first takes one of `HEAVY_CONCURRENCY` heavy-request slots (serving/work.py). A
 request over `max_instances_per_request` examples is refused before decoding, and what is accepted
 runs through the model a chunk at a time (`chunk_examples`, and encoded images by decoded size).
@@ -311,34 +312,45 @@ class ServingApp:
                        "metadata": metadata})
 
     async def run(self, verb: str, servable: Servable, body: bytes, work: Work) -> bytes:
-        """One :predict/:classify/:regress body -> the answer's bytes. Parsed, decoded, run and
-        encoded in workers (a large body holding a heavy slot); a small request that fits one batch
-        goes to the batcher from the loop."""
+        """One :predict/:classify/:regress body -> the answer's bytes, never parsed on the loop. A large
+        body is parsed, decoded, run and encoded in a worker holding a heavy slot; without batching,
+        a small one in a worker too. With batching, a small body is parsed and decoded by the
+        service's intake thread, which queues it in the batcher itself (serving/work.py Intake): the
+        loop is woken once per drained group and once per batch, not once per request."""
         service, limit = self.service, self.config.max_instances_per_request
 
         def decode(w):
             return decode_request(verb, servable, service.parse(body), limit)
 
-        if len(body) > INLINE_BODY_BYTES:
-            def whole(w):
-                sig, inputs, form = decode(w)
-                return encode_reply(service.infer_blocking(servable, sig, inputs, w), form)
-            return await service.run_work(whole, work=work, heavy=True)
-
-        def small(w):
+        def whole(w):
             sig, inputs, form = decode(w)
-            if service.batch_now(servable, inputs):
-                return sig, inputs, form        # batched: submitted from the loop below
             return encode_reply(service.infer_blocking(servable, sig, inputs, w), form)
 
-        done = await service.run_work(small, work=work)
-        if isinstance(done, bytes):
-            return done
-        sig, inputs, form = done
-        return encode_reply(await service.infer(servable, sig, inputs, work), form)
+        if len(body) > INLINE_BODY_BYTES:
+            return await service.run_work(whole, work=work, heavy=True)
+        if servable.batcher is None:
+            return await service.run_work(whole, work=work)
+        loop = asyncio.get_running_loop()
+
+        def queue(w):       # in the intake thread
+            sig, inputs, form = decode(w)
+            queued = servable.batcher.submit(sig, inputs, loop=loop) if service.batch_now(servable, inputs) else None
+            return sig, inputs, form, queued
+
+        sig, inputs, form, queued = await service.intake.submit(queue, work, dispose=_drop_queued)
+        if queued is None:      # more examples than one batch (or the batcher closing): a chunk at a time
+            return encode_reply(await service.infer(servable, sig, inputs, work), form)
+        # The deadline is handle_models' timeout around this coroutine: its cancellation cancels `queued`.
+        return encode_reply(await queued, form)
 
     def close(self) -> None:
         self.service.close()
+
+
+def _drop_queued(decoded) -> None:
+    """A request that timed out while its body was in the intake: its batch answer is not awaited."""
+    if decoded[3] is not None:
+        decoded[3].cancel()
 
 
 async def _with_timeout(coro, seconds: float | None):

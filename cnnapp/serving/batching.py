@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 from cnnapp.serving.codec import ServingError
+from cnnapp.serving.work import settle
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +36,6 @@ class _Task:
     def __init__(self, inputs, size, loop=None):
         self.inputs, self.size, self.loop = inputs, size, loop
         self.future = loop.create_future() if loop is not None else Future()
-
-
-def _deliver(outcomes) -> None:
-    """On the event loop: settle the asyncio futures of one batch (a timed-out one is already done)."""
-    for future, result, error in outcomes:
-        if future.done():
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
 
 
 class _Batch:
@@ -158,7 +148,7 @@ class Batcher:
                 by_loop.setdefault(task.loop, []).append((task.future, result, error))
         for loop, items in by_loop.items():
             try:
-                loop.call_soon_threadsafe(_deliver, items)
+                loop.call_soon_threadsafe(settle, items)
             except RuntimeError:        # that loop has closed: nobody is waiting any more
                 pass
 

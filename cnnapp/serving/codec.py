@@ -18,7 +18,7 @@ import numpy as np
 
 from cnnapp.serving import json_parse
 from cnnapp.serving.errors import NotFound, ServingError  # noqa: F401 - re-exported
-from cnnapp.serving.json_floats import tf_serving_float32
+from cnnapp.serving.json_floats import _nest, tf_serving_floats
 
 
 def clip(value, limit: int = 80) -> str:
@@ -310,22 +310,24 @@ def decode_examples(doc: dict, max_instances: int | None = None) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- outputs
 
+def _bytes_jsonable(b, as_b64: bool):
+    if isinstance(b, bytes):
+        if not as_b64:
+            try:
+                return b.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+        return {"b64": base64.b64encode(b).decode("ascii")}
+    return b
+
+
 def _jsonable(array: np.ndarray, name: str):
     if array.dtype.kind in "OSa":
         as_b64 = name.endswith("_bytes")
-
-        def conv(b):
-            if isinstance(b, bytes):
-                if not as_b64:
-                    try:
-                        return b.decode("utf-8")
-                    except UnicodeDecodeError:
-                        pass
-                return {"b64": base64.b64encode(b).decode("ascii")}
-            return b
-        return np.vectorize(conv, otypes=[object])(array).tolist() if array.size else array.tolist()
+        flat = [_bytes_jsonable(b, as_b64) for b in array.ravel().tolist()]
+        return flat[0] if array.ndim == 0 else _nest(flat, array.shape)
     if array.dtype == np.float32:     # TF Serving's digits: 0.934780419, not 0.9347804188728333
-        return tf_serving_float32(array).tolist()
+        return tf_serving_floats(array)
     return array.tolist()
 
 
@@ -357,7 +359,7 @@ def classifications(outputs: dict[str, np.ndarray], signature: str = "") -> tupl
 
 def encode_classify(outputs: dict[str, np.ndarray], signature: str = "") -> dict:
     scores, labels = classifications(outputs, signature)
-    rows = tf_serving_float32(scores).tolist() if scores.dtype == np.float32 else scores.tolist()
+    rows = tf_serving_floats(scores) if scores.dtype == np.float32 else scores.tolist()
     # "results": TF Serving's kClassifyRegressResponseKey (util/json_tensor.cc; api_rest.md's "result" is a typo)
     return {"results": [[[label, float(s)] for label, s in zip(row_labels, row)]
                        for row_labels, row in zip(labels, rows)]}
@@ -371,4 +373,4 @@ def encode_regress(outputs: dict[str, np.ndarray]) -> dict:
         got = "no 'outputs' tensor" if values is None else f"'outputs' of shape {list(values.shape)}"
         raise ServingError(f"a regression signature needs one value per example in 'outputs'; it has {got}")
     values = values.reshape(-1)
-    return {"results": tf_serving_float32(values).tolist() if values.dtype == np.float32 else values.tolist()}
+    return {"results": tf_serving_floats(values) if values.dtype == np.float32 else values.tolist()}

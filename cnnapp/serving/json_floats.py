@@ -4,6 +4,7 @@ TF Serving writes a DT_FLOAT value as printf `%g` (6 significant digits) when th
 the same float32, else as `%.9g`; NaN and +-Infinity as `NaN`, `Infinity`, `-Infinity`. So a score
 is `0.934780419`, not the float64 repr of the float32 (`0.9347804188728333`), and `0.5` stays `0.5`.
 
+`tf_serving_floats(array)` returns them as nested lists for JSON (what the codec calls);
 `tf_serving_float32(array)` returns float64 values whose Python repr (what `json.dumps` prints)
 has exactly those digits: the float64 nearest to the decimal TF Serving prints. The text is then
 TF Serving's character for character for |x| < 1e6; above, Python writes the same number without
@@ -58,20 +59,48 @@ def _round_significant(x: np.ndarray, exponent: np.ndarray, digits: int) -> np.n
     return n / scale
 
 
+_unpack_float32 = struct.Struct("f").unpack
+
+
+def _printf_values(values: list[float]) -> list[float]:
+    """printf's choice value by value: `%g` when it reads back as the same float32, else `%.9g`."""
+    out = []
+    for v in values:
+        if v - v != 0.0:            # NaN or an infinity: JSON's spellings of them, as they are
+            out.append(v)
+            continue
+        six = float("%g" % v)
+        out.append(six if _unpack_float32(_as_float32(six))[0] == v else float("%.9g" % v))
+    return out
+
+
 def _printf_value(v: float) -> float:
-    if v != v or v in (float("inf"), float("-inf")):
-        return v
-    text = "%g" % v
-    if _as_float32(float(text)) != _as_float32(v):
-        text = "%.9g" % v
-    return float(text)
+    return _printf_values([v])[0]
+
+
+def _nest(flat: list, shape: tuple) -> list:
+    """A flat list -> nested lists of `shape` (what ndarray.tolist() gives, without the array)."""
+    if len(shape) <= 1:
+        return flat
+    step = len(flat) // shape[0] if shape[0] else 0
+    return [_nest(flat[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])]
+
+
+def tf_serving_floats(array: np.ndarray) -> list | float:
+    """A float32 array -> nested lists of floats whose reprs are TF Serving's JSON digits: what
+    `tf_serving_float32(array).tolist()` gives, without building arrays for a few values."""
+    x = np.asarray(array, dtype=np.float32)
+    if x.size > SMALL:
+        return tf_serving_float32(x).tolist()
+    flat = _printf_values(x.ravel().tolist())
+    return flat[0] if x.ndim == 0 else _nest(flat, x.shape)
 
 
 def tf_serving_float32(array: np.ndarray) -> np.ndarray:
     """A float32 array -> float64 array of the same shape whose reprs are TF Serving's JSON digits."""
     x = np.asarray(array, dtype=np.float32).astype(np.float64)
     if x.size <= SMALL:
-        return np.array([_printf_value(v) for v in x.ravel().tolist()], dtype=np.float64).reshape(x.shape)
+        return np.array(_printf_values(x.ravel().tolist()), dtype=np.float64).reshape(x.shape)
     flat = x.ravel()
     magnitude = np.abs(flat)
     vectorised = (magnitude >= _POW10[0]) & (magnitude < _POW10[-1])

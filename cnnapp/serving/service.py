@@ -25,7 +25,7 @@ from cnnapp.serving.errors import DeadlineExceeded, ServingError
 from cnnapp.serving.manager import ModelManager
 from cnnapp.serving.metrics import UNKNOWN_MODEL, Metrics
 from cnnapp.serving.servable import Servable
-from cnnapp.serving.work import Slots, Work, WorkStats, pause_gc, resume_gc
+from cnnapp.serving.work import Intake, Slots, Work, WorkStats, pause_gc, resume_gc
 
 # Bodies larger than this are parsed by serving/json_parse.py (sharing the GIL), and are heavy:
 # they take one of HEAVY_CONCURRENCY slots (each may take ~10x its size in Python objects while
@@ -54,6 +54,8 @@ class ServingService:
         # the worker when it really stops (serving/work.py).
         self.slots = Slots(HEAVY_CONCURRENCY)
         self.work = WorkStats()
+        # Small bodies of a batching server are parsed here, between the loop and the batcher.
+        self.intake = Intake(self.work)
         if load:
             self.manager.poll()
 
@@ -141,13 +143,18 @@ class ServingService:
         if self.batch_now(servable, inputs):
             future = servable.batcher.submit(signature, inputs, loop=asyncio.get_running_loop())
             if future is not None:
-                remaining = work.remaining()
-                try:
-                    return await (asyncio.wait_for(future, remaining) if remaining is not None else future)
-                except asyncio.TimeoutError:
-                    raise DeadlineExceeded("Deadline exceeded while waiting for the batch") from None
+                return await self.batched(future, work)
         return await self.run_work(lambda w: self.infer_blocking(servable, signature, inputs, w),
                                    work=work, heavy=heavy)
+
+    @staticmethod
+    async def batched(future: asyncio.Future, work: Work) -> dict[str, np.ndarray]:
+        """The outputs of a request queued in a batcher (its asyncio future), within `work`'s deadline."""
+        remaining = work.remaining()
+        try:
+            return await (asyncio.wait_for(future, remaining) if remaining is not None else future)
+        except asyncio.TimeoutError:
+            raise DeadlineExceeded("Deadline exceeded while waiting for the batch") from None
 
     def infer_blocking(self, servable: Servable, signature: str, inputs: dict[str, np.ndarray],
                        work: Work) -> dict[str, np.ndarray]:
@@ -177,4 +184,5 @@ class ServingService:
 
     def close(self) -> None:
         self.manager.stop()
+        self.intake.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
