@@ -6,6 +6,7 @@ load with no failed call. One real server process (REST and gRPC, batching on) f
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import threading
@@ -411,6 +412,77 @@ def test_both_transports_over_one_service_and_a_grpc_deadline_stops_the_work(mod
         assert service.work.wait_idle(60)
         assert service.work.chunks - before < 2000, "the work went on past the client's deadline"
         assert service.slots.free() == service.slots.count       # its heavy-request slot came back
+    finally:
+        channel.close()
+        server.stop(grace=1)
+        service.close()
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_grpc_classify_and_regress_on_tf_example_signatures_answer_as_rest(tmp_path):
+    """TF Serving's own signature kinds over gRPC, as REST answers them on the same service:
+    Regress runs a `tensorflow/serving/regress` signature (tf.Examples in, one value each; the
+    context reaches every example), Classify feeds serialized tf.Examples to a
+    `tensorflow/serving/classify` one, and Regress on a predict signature is refused, naming the
+    method it needs."""
+    from starlette.testclient import TestClient
+    from tensorflow.core.example import example_pb2
+    from cnnapp.serving import ServerConfig, ServingApp, ServingService, discover_models
+    from cnnapp.serving.grpc_server import start_grpc_server
+    from tensorflow_serving.apis import regression_pb2
+    from test_serving_conformance import CLASSIFY_EXAMPLE, REGRESS, _export_models
+    from test_serving_live import free_port
+    _export_models(tmp_path)
+    config = ServerConfig(models=discover_models(tmp_path), poll_seconds=0)
+    service = ServingService(config)
+    rest = TestClient(ServingApp(config, service=service).app, base_url="http://localhost")
+    port = free_port()
+    server = start_grpc_server(service, "127.0.0.1", port)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+
+    def example(**features) -> example_pb2.Example:
+        ex = example_pb2.Example()
+        for name, value in features.items():
+            if isinstance(value, float):
+                ex.features.feature[name].float_list.value.append(value)
+            else:
+                ex.features.feature[name].bytes_list.value.append(value)
+        return ex
+
+    try:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        request = regression_pb2.RegressionRequest()
+        request.model_spec.name, request.model_spec.signature_name = "half_plus_three", REGRESS
+        request.input.example_list.examples.extend([example(x=1.0), example(x=2.0)])
+        response = stub.Regress(request, timeout=30)
+        grpc_values = [r.value for r in response.result.regressions]
+        rest_values = rest.post("/v1/models/half_plus_three:regress",
+                                json={"signature_name": REGRESS, "examples": [{"x": 1.0}, {"x": 2.0}]}).json()
+        assert grpc_values == rest_values["results"] == [3.5, 4.0]
+        assert (response.model_spec.name, response.model_spec.version.value,
+                response.model_spec.signature_name) == ("half_plus_three", 123, REGRESS)
+
+        with_context = regression_pb2.RegressionRequest()
+        with_context.model_spec.name, with_context.model_spec.signature_name = "half_plus_three", REGRESS
+        with_context.input.example_list_with_context.context.CopyFrom(example(x=4.0))
+        with_context.input.example_list_with_context.examples.extend([example(), example()])
+        assert [r.value for r in stub.Regress(with_context, timeout=30).result.regressions] == [5.0, 5.0]
+
+        request.model_spec.signature_name = ""          # serving_default: a predict signature
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Regress(request, timeout=30)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "tensorflow/serving/regress" in e.value.details()
+
+        classify = classification_pb2.ClassificationRequest()
+        classify.model_spec.name, classify.model_spec.signature_name = "objects_examples", "classify_objects"
+        for ex in CLASSIFY_EXAMPLE["examples"]:
+            classify.input.example_list.examples.append(example(image=base64.b64decode(ex["image"]["b64"]),
+                                                                caption=ex["caption"].encode()))
+        rows = stub.Classify(classify, timeout=30).result.classifications
+        grpc_rows = [[[c.label, c.score] for c in row.classes] for row in rows]
+        assert grpc_rows == rest.post("/v1/models/objects_examples:classify", json=CLASSIFY_EXAMPLE).json()["results"]
+        assert grpc_rows == [[["image", 2.75], ["caption", 1.75]], [["image", 4.75], ["caption", 2.25]]]
     finally:
         channel.close()
         server.stop(grace=1)

@@ -54,7 +54,7 @@ from cnnapp.serving.explain import explain  # cnnapp's :explain extension
 from cnnapp.serving.guard import RequestGuard
 from cnnapp.serving.page import page_routes  # the web page at /
 from cnnapp.serving.servable import Servable
-from cnnapp.serving.service import CLASSIFY_METHOD, HEAVY_CONCURRENCY, INLINE_BODY_BYTES, ServingService  # noqa: F401
+from cnnapp.serving.service import HEAVY_CONCURRENCY, INLINE_BODY_BYTES, ServingService  # noqa: F401
 from cnnapp.serving.work import Work
 
 log = logging.getLogger(__name__)
@@ -95,12 +95,12 @@ def decode_request(verb: str, servable: Servable, doc: dict, max_instances: int)
     if verb == "regress":
         sig = ServingService.regress_signature(servable, sig)
         return sig, {"inputs": decode_examples(doc, max_instances)}, "regress"
-    sig, specs = servable.signature(sig)
     if verb == "classify":
-        if servable.signature_defs[sig].method_name == CLASSIFY_METHOD and set(specs) == {"inputs"}:
-            # TF Serving's classification signature: serialized tf.Examples in
+        sig, specs, serialized = ServingService.classify_signature(servable, sig)
+        if serialized:      # TF Serving's classification signature: serialized tf.Examples in
             return sig, {"inputs": decode_examples(doc, max_instances)}, "classify"
         return sig, decode_classify(doc, specs, max_instances), "classify"
+    sig, specs = servable.signature(sig)
     inputs, form = decode_predict(doc, specs, max_instances)
     return sig, inputs, form
 

@@ -365,12 +365,18 @@ def encode_classify(outputs: dict[str, np.ndarray], signature: str = "") -> dict
                        for row_labels, row in zip(labels, rows)]}
 
 
-def encode_regress(outputs: dict[str, np.ndarray]) -> dict:
-    """TF Serving's :regress answer: one value per example under "results" (json_tensor.cc's
-    kClassifyRegressResponseKey), from the signature's `outputs` tensor ([batch] or [batch, 1])."""
+def regressions(outputs: dict[str, np.ndarray]) -> np.ndarray:
+    """One value per example (Regress, REST and gRPC) from a regression signature's `outputs`
+    tensor ([batch] or [batch, 1]), or ServingError."""
     values = outputs.get("outputs")
     if values is None or values.ndim not in (1, 2) or values.ndim == 2 and values.shape[1] != 1:
         got = "no 'outputs' tensor" if values is None else f"'outputs' of shape {list(values.shape)}"
         raise ServingError(f"a regression signature needs one value per example in 'outputs'; it has {got}")
-    values = values.reshape(-1)
+    return values.reshape(-1)
+
+
+def encode_regress(outputs: dict[str, np.ndarray]) -> dict:
+    """TF Serving's :regress answer: one value per example under "results" (json_tensor.cc's
+    kClassifyRegressResponseKey)."""
+    values = regressions(outputs)
     return {"results": tf_serving_floats(values) if values.dtype == np.float32 else values.tolist()}

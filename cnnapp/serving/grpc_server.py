@@ -1,8 +1,9 @@
 """TF Serving's gRPC API on grpcio, from tensorflow-serving-api's own protos (port 8500 by convention).
 
-PredictionService: Predict, Classify, Regress (refused: cnnapp models are classifiers),
-GetModelMetadata; ModelService: GetModelStatus. Same models, versions, labels, batching, instance
-cap, chunking, deadlines and heavy-request slots as REST: both take the one ServingService
+PredictionService: Predict, Classify (on the examples' features, or on serialized tf.Examples for a
+tensorflow/serving/classify signature), Regress (a tensorflow/serving/regress signature; refused for
+cnnapp's classifiers, as TF Serving refuses it), GetModelMetadata; ModelService: GetModelStatus.
+Same models, versions, labels, batching, instance cap, chunking, deadlines and heavy-request slots as REST: both take the one ServingService
 (serving/service.py) and only translate requests and answers. TF Serving's status codes:
 NOT_FOUND for an unknown model/version/label, INVALID_ARGUMENT for a bad request, UNAVAILABLE when
 the batch queue is full, DEADLINE_EXCEEDED past the client's deadline.
@@ -24,7 +25,8 @@ from cnnapp.errors import CnnappError
 from cnnapp.serving.codec import NotFound, ServingError, clip
 from cnnapp.serving.metrics import UNKNOWN_MODEL
 from cnnapp.serving.servable import Servable
-from cnnapp.serving.proto_codec import array_to_tensor_proto, declared_bytes, examples_to_inputs, tensor_to_array
+from cnnapp.serving.proto_codec import (array_to_tensor_proto, declared_bytes, examples_to_inputs,
+                                        serialized_examples, tensor_to_array)
 from cnnapp.serving.work import Work
 
 log = logging.getLogger(__name__)
@@ -161,8 +163,11 @@ class _Servicer:
 
     def _classify_inputs(self, request):
         servable = self._servable(request.model_spec)
-        sig, specs = servable.signature(request.model_spec.signature_name or None)
-        return servable, sig, examples_to_inputs(request.input, specs, self.config.max_instances_per_request)
+        sig, specs, serialized = self.service.classify_signature(servable, request.model_spec.signature_name or None)
+        limit = self.config.max_instances_per_request
+        if serialized:      # TF Serving's classification signature: it parses the tf.Examples itself
+            return servable, sig, {"inputs": serialized_examples(request.input, limit)}
+        return servable, sig, examples_to_inputs(request.input, specs, limit)
 
     def _classify_response(self, servable, sig, outputs):
         scores, labels = self.service.classifications(outputs, sig)
@@ -175,10 +180,27 @@ class _Servicer:
         return response
 
     async def Regress(self, request, context):
-        async def refuse(request, context):
-            servable = self._servable(request.model_spec)
-            self.service.refuse_regress(servable, request.model_spec.signature_name or None)
-        return await self._handle("Regress", request, context, refuse)
+        return await self._handle("Regress", request, context, self._regress)
+
+    async def _regress(self, request, context):
+        big = request.ByteSize() > INLINE_BYTES
+        servable, sig, inputs = await self._offload(big, self._regress_inputs, request)
+        outputs = await self._infer(servable, sig, inputs, context, big)
+        return await self._offload(big or _examples(outputs) > 64, self._regress_response, servable, sig, outputs)
+
+    def _regress_inputs(self, request):
+        """A tensorflow/serving/regress signature (serialized tf.Examples in); any other is refused
+        as TF Serving refuses it."""
+        servable = self._servable(request.model_spec)
+        sig = self.service.regress_signature(servable, request.model_spec.signature_name or None)
+        return servable, sig, {"inputs": serialized_examples(request.input, self.config.max_instances_per_request)}
+
+    def _regress_response(self, servable, sig, outputs):
+        response = self.pb["regress"].RegressionResponse()
+        self._fill_spec(response.model_spec, servable, sig)
+        for value in self.service.regressions(outputs).tolist():
+            response.result.regressions.add(value=value)
+        return response
 
     async def MultiInference(self, request, context):
         await context.abort(self.grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not served by cnnapp; use Predict")

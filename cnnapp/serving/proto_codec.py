@@ -250,8 +250,7 @@ def _example_values(feature, spec: InputSpec):
     return values[0] if not per_example else np.asarray(values).reshape(per_example).tolist()
 
 
-def examples_to_inputs(input_proto, specs: dict[str, InputSpec], max_instances: int) -> dict[str, np.ndarray]:
-    """tensorflow.serving.Input (tf.Examples, optional context) -> numpy inputs by signature input name."""
+def _examples_and_context(input_proto, max_instances: int):
     which = input_proto.WhichOneof("kind")
     if which == "example_list":
         examples, context = list(input_proto.example_list.examples), None
@@ -263,6 +262,23 @@ def examples_to_inputs(input_proto, specs: dict[str, InputSpec], max_instances: 
     if not examples:
         raise ServingError("Input has no examples")
     check_instances(len(examples), max_instances, "examples")
+    return examples, context
+
+
+def serialized_examples(input_proto, max_instances: int) -> np.ndarray:
+    """tensorflow.serving.Input -> the serialized tf.Examples a tensorflow/serving/classify or regress
+    signature takes as `inputs`. With a context, each is the context's bytes then the example's, as
+    TF Serving writes them (parsed as one message: the example's features win over the context's)."""
+    examples, context = _examples_and_context(input_proto, max_instances)
+    prefix = context.SerializeToString() if context is not None else b""
+    out = np.empty(len(examples), dtype=object)
+    out[:] = [prefix + ex.SerializeToString() for ex in examples]
+    return out
+
+
+def examples_to_inputs(input_proto, specs: dict[str, InputSpec], max_instances: int) -> dict[str, np.ndarray]:
+    """tensorflow.serving.Input (tf.Examples, optional context) -> numpy inputs by signature input name."""
+    examples, context = _examples_and_context(input_proto, max_instances)
     columns: dict[str, list] = {n: [] for n in specs}
     for ex in examples:
         features = dict(context.features.feature) if context is not None else {}

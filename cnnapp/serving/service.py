@@ -3,8 +3,9 @@
 `ServingService(config)` owns the model manager, the metrics, the worker threads, the heavy-request
 slots and the work counters, and offers: `resolve`, `status` / `version_states`, `metadata`,
 `infer` (batched or chunked in a worker, under the request's deadline), `run_work` (any blocking
-step, cancellable), `parse` (a JSON body, in a worker), `classifications`, `refuse_regress` and
-`record` (metrics). REST (serving/app.py), gRPC (serving/grpc_server.py), the page and `:explain`
+step, cancellable), `intake` (small bodies of a batching server), `parse` (a JSON body, in a
+worker), `classify_signature` / `classifications`, `regress_signature` / `regressions` /
+`refuse_regress` and `record` (metrics). REST (serving/app.py), gRPC (serving/grpc_server.py), the page and `:explain`
 take the service; none reaches into another. A new transport (say KServe's v2 REST) is one module
 that decodes its requests, calls these, and encodes the answers.
 
@@ -19,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from cnnapp.serving.codec import classifications, decode_body, parse_json
+from cnnapp.serving.codec import classifications, decode_body, parse_json, regressions
 from cnnapp.serving.config import ServerConfig
 from cnnapp.serving.errors import DeadlineExceeded, ServingError
 from cnnapp.serving.manager import ModelManager
@@ -164,6 +165,16 @@ class ServingService:
     # ------------------------------------------------------------------ APIs
     # (scores, labels per row) for Classify, or ServingError without [batch, classes] 'scores'
     classifications = staticmethod(classifications)
+    # one value per example for Regress, or ServingError without a [batch] or [batch, 1] 'outputs'
+    regressions = staticmethod(regressions)
+
+    @staticmethod
+    def classify_signature(servable: Servable, signature_name: str | None) -> tuple[str, dict, bool]:
+        """(signature, its input specs, whether it takes serialized tf.Examples) for Classify: TF
+        Serving's classification signature (method_name tensorflow/serving/classify, one `inputs`)
+        parses tf.Examples itself; any other takes the examples' features as its inputs."""
+        sig, specs = servable.signature(signature_name)
+        return sig, specs, servable.signature_defs[sig].method_name == CLASSIFY_METHOD and set(specs) == {"inputs"}
 
     @staticmethod
     def regress_signature(servable: Servable, signature_name: str | None) -> str:
