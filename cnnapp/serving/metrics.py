@@ -31,13 +31,19 @@ class Metrics:
         self._help: dict[str, tuple[str, str]] = {}
 
     def inc(self, name: str, help_text: str, value: float = 1, **labels) -> None:
-        key = (name, tuple(sorted(labels.items())))
+        self._inc(name, help_text, tuple(sorted(labels.items())), value)
+
+    def observe(self, name: str, help_text: str, value: float, buckets: tuple, **labels) -> None:
+        self._observe(name, help_text, tuple(sorted(labels.items())), value, buckets)
+
+    def _inc(self, name: str, help_text: str, labels: tuple, value: float = 1) -> None:
+        key = (name, labels)
         with self._lock:
             self._help.setdefault(name, ("counter", help_text))
             self._counters[key] = self._counters.get(key, 0) + value
 
-    def observe(self, name: str, help_text: str, value: float, buckets: tuple, **labels) -> None:
-        key = (name, tuple(sorted(labels.items())), buckets)
+    def _observe(self, name: str, help_text: str, labels: tuple, value: float, buckets: tuple) -> None:
+        key = (name, labels, buckets)
         with self._lock:
             self._help.setdefault(name, ("histogram", help_text))
             h = self._histograms.setdefault(key, [0] * (len(buckets) + 2))
@@ -49,14 +55,14 @@ class Metrics:
 
     def request(self, model: str, api: str, status, latency_us: float, entrypoint: str = "REST") -> None:
         """`status`: an HTTP code (REST) or a gRPC status name; `model` a served name or UNKNOWN_MODEL."""
-        self.inc(":tensorflow:serving:request_count", "The total number of requests.",
-                 model_name=model, API=api, entrypoint=entrypoint, status=str(status))
-        self.observe(":tensorflow:serving:request_latency", "Distribution of wall time (in microseconds) "
-                     "for Tensorflow Serving request.", latency_us, LATENCY_BUCKETS_US,
-                     model_name=model, API=api, entrypoint=entrypoint)
+        labels = (("API", api), ("entrypoint", entrypoint), ("model_name", model))     # sorted by name
+        with_status = (*labels, ("status", str(status)))
+        self._inc(":tensorflow:serving:request_count", "The total number of requests.", with_status)
+        self._observe(":tensorflow:serving:request_latency", "Distribution of wall time (in microseconds) "
+                      "for Tensorflow Serving request.", labels, latency_us, LATENCY_BUCKETS_US)
         if status not in (200, "OK"):
-            self.inc(":tensorflow:serving:request_error_count", "The total number of failed requests.",
-                     model_name=model, API=api, entrypoint=entrypoint, status=str(status))
+            self._inc(":tensorflow:serving:request_error_count", "The total number of failed requests.",
+                      with_status)
 
     def batch(self, model: str, size: int) -> None:
         self.observe(":tensorflow:serving:batching_session:processed_batch_size",

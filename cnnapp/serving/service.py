@@ -56,7 +56,7 @@ class ServingService:
         self.slots = Slots(HEAVY_CONCURRENCY)
         self.work = WorkStats()
         # Small bodies of a batching server are parsed here, between the loop and the batcher.
-        self.intake = Intake(self.work)
+        self.intake = Intake()
         if load:
             self.manager.poll()
 

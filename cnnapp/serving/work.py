@@ -44,7 +44,7 @@ class Work:
 
     def __init__(self, deadline: float | None = None):
         self.deadline = deadline
-        self._cancelled = threading.Event()
+        self._cancelled = False     # set by one thread, read by another: a plain flag is enough under the GIL
         self.why = ""
 
     @classmethod
@@ -53,18 +53,18 @@ class Work:
 
     def cancel(self, why: str = "cancelled") -> None:
         self.why = why
-        self._cancelled.set()
+        self._cancelled = True
 
     @property
     def cancelled(self) -> bool:
-        return self._cancelled.is_set()
+        return self._cancelled
 
     def remaining(self) -> float | None:
         return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
 
     def check(self) -> None:
         """DeadlineExceeded once cancelled or past the deadline: the rest of the request is dropped."""
-        if self._cancelled.is_set() or (self.deadline is not None and time.monotonic() > self.deadline):
+        if self._cancelled or (self.deadline is not None and time.monotonic() > self.deadline):
             raise DeadlineExceeded("Deadline exceeded: the request took longer than the server's timeout "
                                    "(--rest_api_timeout_in_ms) or the client's deadline"
                                    + (f" ({self.why})" if self.why else ""))
@@ -171,8 +171,7 @@ class Intake:
     a small request's cost. Only for work of microseconds: a job that may run long (a model call,
     a large body) belongs in the executor."""
 
-    def __init__(self, stats: WorkStats, name: str = "intake"):
-        self.stats = stats
+    def __init__(self, name: str = "intake"):
         self._cond = threading.Condition()
         self._jobs: collections.deque = collections.deque()
         self._closed = False
@@ -184,10 +183,8 @@ class Intake:
         the loop for a result nobody waits for any more."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self.stats.add("running")
         with self._cond:
             if self._closed:
-                self.stats.add("running", -1)
                 raise RuntimeError("the server is shutting down")
             self._jobs.append((fn, work, future, loop, dispose))
             self._cond.notify()
@@ -214,8 +211,6 @@ class Intake:
                     result, error = fn(work), None
                 except BaseException as e:  # noqa: BLE001 - it is the request's answer, not this thread's end
                     result, error = None, e
-                finally:
-                    self.stats.add("running", -1)
                 by_loop.setdefault(loop, []).append((future, result, error, dispose))
             for loop, items in by_loop.items():
                 try:
