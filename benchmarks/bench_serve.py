@@ -18,6 +18,8 @@ CNN), untrained: speed does not depend on the weights. The client is a minimal a
 client so it costs the shared 2 cores as little as possible.
 
     make bench-serve            # or: .venv/bin/python benchmarks/bench_serve.py [--seconds 3]
+    git worktree add /tmp/old <commit> && .venv/bin/python benchmarks/bench_serve.py --against /tmp/old
+                                # an A/B: the other checkout's servers in the same interleaved rounds
 """
 
 from __future__ import annotations
@@ -202,8 +204,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(cmd: list[str], port: int, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "wb"), cwd=ROOT)
+def start(cmd: list[str], port: int, log: Path, cwd: Path = ROOT) -> subprocess.Popen:
+    """A server process (cwd: the checkout whose `cnnapp` package `python -m cnnapp` runs), once it answers."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "wb"), cwd=cwd)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -264,6 +267,10 @@ def main():
     parser.add_argument("--costs", action="store_true",
                         help="instead: in-process cost of each step of one request (decode, signature call at "
                              "batch 1 and 32, encode), no HTTP")
+    parser.add_argument("--against", default=None, metavar="DIR",
+                        help="also run the batching off/on servers from another checkout of cnnapp (say a `git "
+                             "worktree` of an older commit), their rounds interleaved with this one's: an A/B under "
+                             "the same load")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve-latest.json"))
     args = parser.parse_args()
     if args.naive_server is not None:
@@ -301,6 +308,12 @@ def main():
     if args.profile:
         return profile(serve + ["--enable_batching", *batching], requests[("rest", "text")], work, args.seconds)
     servers = {"batching off": serve, "batching on": serve + ["--enable_batching", *batching]}
+    cwds = {}
+    if args.against:
+        against = Path(args.against).resolve()
+        for label in list(servers):
+            servers[f"{label} ({against.name})"] = servers[label]
+            cwds[f"{label} ({against.name})"] = against
     if args.naive:
         servers["naive keras predict"] = [sys.executable, __file__, "--naive-server"]
     if args.ceiling:
@@ -321,7 +334,8 @@ def main():
                 cmd = cmd + ([str(ports[label]), str(grpc_ports[label]), str(work / "models")]
                              if label == "model answered instantly"
                              else ["--rest_api_port", str(ports[label]), "--port", str(grpc_ports[label])])
-            procs[label] = start(cmd, ports[label], work / f"{label.replace(' ', '_')}.log")
+            procs[label] = start(cmd, ports[label], work / f"{label.replace(' ', '_').replace('/', '_')}.log",
+                                 cwds.get(label, ROOT))
         for protocol in protocols:
             for model in ("image", "text"):
                 for clients in clients_list:
@@ -431,6 +445,16 @@ def markdown(results) -> str:
             instant = by.get((protocol, model, clients, "model answered instantly"))
             ratios.append(f"| {protocol} | {model} | {clients} | {rps / off:.2f}x |"
                           + (f" {instant / off:.2f}x |" if ceiling and instant else (" - |" if ceiling else "")))
+    against = [(key, rps) for key, rps in by.items() if key[3].startswith("batching") and key[3].endswith(")")]
+    if against:
+        ratios += ["", "| protocol | server | model | clients | this checkout | against | this / against |",
+                   "|---|---|---|---:|---:|---:|---:|"]
+        for (protocol, model, clients, server), rps in against:
+            label = server.rsplit(" (", 1)[0]
+            this = by.get((protocol, model, clients, label))
+            if this:
+                ratios.append(f"| {protocol} | {label} | {model} | {clients} | {this:.0f} | {rps:.0f} | "
+                              f"{this / rps:.2f}x |")
     return "\n".join(lines + ratios)
 
 
