@@ -267,6 +267,8 @@ def main():
     parser.add_argument("--costs", action="store_true",
                         help="instead: in-process cost of each step of one request (decode, signature call at "
                              "batch 1 and 32, encode), no HTTP")
+    parser.add_argument("--batching", choices=["off", "on", "both"], default="both",
+                        help="which cnnapp servers to run: batching off, on, or both (default)")
     parser.add_argument("--against", default=None, metavar="DIR",
                         help="also run the batching off/on servers from another checkout of cnnapp (say a `git "
                              "worktree` of an older commit), their rounds interleaved with this one's: an A/B under "
@@ -308,6 +310,8 @@ def main():
     if args.profile:
         return profile(serve + ["--enable_batching", *batching], requests[("rest", "text")], work, args.seconds)
     servers = {"batching off": serve, "batching on": serve + ["--enable_batching", *batching]}
+    if args.batching != "both":
+        servers = {f"batching {args.batching}": servers[f"batching {args.batching}"]}
     cwds = {}
     if args.against:
         against = Path(args.against).resolve()
@@ -364,7 +368,7 @@ def main():
                               f"rounds {[round(x['rps']) for x in rs]}  load {load_before}->{load_after}"
                               + (f"  ({r['first_error'][:100]!r})" if r["errors"] else ""), flush=True)
         load_before = load1()
-        r = run_client(drive(ports["batching on"], http_request("GET", "/v1/models/text"), 32, args.seconds))
+        r = run_client(drive(ports[next(iter(servers))], http_request("GET", "/v1/models/text"), 32, args.seconds))
         results.append({"server": "HTTP ceiling (GET status)", "protocol": "rest", "model": "-", **r,
                         "load1_before": load_before, "load1_after": load1()})
         print(f"HTTP ceiling: GET status, 32 clients: {r['rps']:.1f} req/s p50 {r['p50_ms']:.1f} ms", flush=True)
