@@ -114,55 +114,62 @@ def test_slots_are_shared_by_event_loops_and_passed_on_by_a_cancelled_waiter():
 
 
 
-def test_the_intake_answers_a_drained_group_in_one_wake_up_and_keeps_errors_apart(monkeypatch):
-    """The intake thread (small bodies of a batching server) answers every job it drained in one
-    call_soon_threadsafe, gives each job its own result or error, runs no job whose request is
-    already cancelled, and hands the result of a job nobody waits for to `dispose`."""
-    from cnnapp.serving import work as work_module
-    from cnnapp.serving.errors import DeadlineExceeded
-    from cnnapp.serving.work import Intake, Work
+def test_unparsed_bodies_are_parsed_by_the_batch_thread_and_answered_one_wake_up_per_batch(monkeypatch):
+    """A batching server's small bodies are queued unparsed: the batch thread parses them before it
+    forms its next batch, so bodies that arrive while a batch runs become one batch, answered in one
+    call_soon_threadsafe; each request gets its own outputs or its own error; one too large for a
+    batch comes back UNBATCHED; and a body whose request is already gone is not parsed."""
+    from types import SimpleNamespace
+    from cnnapp.serving import batching
+    from cnnapp.serving.batching import UNBATCHED, Batcher
     wake_ups = []
-    real_settle = work_module.settle
-    monkeypatch.setattr(work_module, "settle", lambda items: (wake_ups.append(len(items)), real_settle(items)))
-    intake = None
-    gate, ran, disposed = threading.Event(), [], []
+    real_settle = batching.settle
+    monkeypatch.setattr(batching, "settle", lambda items: (wake_ups.append(len(items)), real_settle(items)))
+    started, gate, batches, parsed = threading.Event(), threading.Event(), [], []
 
-    def job(i):
-        def fn(w):
-            if i == 0:
-                gate.wait(30)           # holds the thread while the others queue up
-            ran.append(i)
-            if i % 5 == 3:
+    def call(signature, inputs):
+        x = inputs["x"]
+        batches.append(len(x))
+        if len(batches) == 1:
+            started.set()
+            gate.wait(30)           # the first batch runs while the others queue up, unparsed
+        return {"y": x * 10}
+
+    params = SimpleNamespace(max_batch_size=64, batch_timeout_micros=0, num_batch_threads=1, max_enqueued_batches=100)
+    batcher = Batcher(call, params)
+
+    def body(i, n=1):
+        def prepare():
+            parsed.append(i)
+            if i % 7 == 3:
                 raise ValueError(f"bad body {i}")
-            return i * 10
-        return fn
+            return None if n > 64 else ("serving_default", {"x": np.full(n, i, np.float32)})
+        return prepare
 
     async def main():
-        first = intake.submit(job(0), Work())
-        futures = [intake.submit(job(i), Work()) for i in range(1, 21)]
-        gone = Work()
-        gone.cancel("its client left")
-        refused = intake.submit(job(99), gone)
-        orphan = intake.submit(job(21), Work(), dispose=disposed.append)
-        orphan.cancel()                 # the request timed out while its body waited
+        loop = asyncio.get_running_loop()
+        first = batcher.submit("serving_default", {"x": np.zeros(1, np.float32)}, loop=loop)
+        assert await loop.run_in_executor(None, started.wait, 30)    # the batch thread runs the first batch
+        futures = {i: batcher.submit_unparsed(body(i), loop) for i in range(1, 21)}
+        large = batcher.submit_unparsed(body(30, n=100), loop)
+        gone = batcher.submit_unparsed(body(99), loop)
+        gone.cancel()               # its request timed out before the thread got to it
         gate.set()
-        assert await first == 0
-        for i, f in enumerate(futures, 1):
-            if i % 5 == 3:
+        assert (await first)["y"].tolist() == [0.0]
+        for i, f in futures.items():
+            if i % 7 == 3:
                 with pytest.raises(ValueError, match=f"bad body {i}"):
                     await f
             else:
-                assert await f == i * 10
-        with pytest.raises(DeadlineExceeded):
-            await refused
-        assert orphan.cancelled()       # settled in the same wake-up as the others: disposed by now
+                assert (await f)["y"].tolist() == [i * 10.0]
+        assert await large is UNBATCHED
 
-    intake = Intake()
     asyncio.run(asyncio.wait_for(main(), 60))
-    intake.close()
-    assert disposed == [210] and 99 not in ran and sorted(ran) == list(range(22))
-    # job 0 alone (or with the rest, had they queued before the thread woke), then the 22 behind it
-    assert sum(wake_ups) == 23 and len(wake_ups) <= 2, wake_ups
+    batcher.close()
+    assert 99 not in parsed and sorted(parsed) == [*range(1, 21), 30]
+    assert batches == [1, 17], batches      # the 17 good bodies that came in meanwhile: one batch
+    # the first batch; the 3 bad bodies and the large one; the second batch
+    assert sorted(wake_ups) == [1, 4, 17], wake_ups
 
 
 def test_explain_goes_through_the_same_limits_slots_and_timeout(model_base, bomb):

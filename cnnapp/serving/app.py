@@ -20,8 +20,8 @@ Before any of that, serving/guard.py refuses requests for another Host (DNS rebi
 browser POSTs and non-JSON browser bodies; every answer carries `X-Content-Type-Options: nosniff`.
 
 The event loop only reads bodies and routes: every body is parsed, decoded, run and encoded in a
-worker thread (`run_work`; with batching, a small body is parsed by the service's intake thread,
-which queues it in the batcher), so a status GET is never stuck behind a 50 MB request. A large body
+worker thread (`run_work`; with batching, a small body is parsed by the batch thread just before it
+forms its next batch), so a status GET is never stuck behind a 50 MB request. A large body
 (or an :explain) first takes one of `HEAVY_CONCURRENCY` heavy-request slots (serving/work.py). A
 request over `max_instances_per_request` examples is refused before decoding, and what is accepted
 runs through the model a chunk at a time (`chunk_examples`, and encoded images by decoded size).
@@ -48,6 +48,7 @@ from starlette.routing import Route
 
 from cnnapp.serving.codec import (ServingError, decode_classify, decode_examples, decode_predict, encode_classify,
                                   encode_predict, encode_regress)
+from cnnapp.serving.batching import UNBATCHED
 from cnnapp.serving.config import ServerConfig
 from cnnapp.serving.errors import DeadlineExceeded
 from cnnapp.serving.explain import explain  # cnnapp's :explain extension
@@ -314,9 +315,9 @@ class ServingApp:
     async def run(self, verb: str, servable: Servable, body: bytes, work: Work) -> bytes:
         """One :predict/:classify/:regress body -> the answer's bytes, never parsed on the loop. A large
         body is parsed, decoded, run and encoded in a worker holding a heavy slot; without batching,
-        a small one in a worker too. With batching, a small body is parsed and decoded by the
-        service's intake thread, which queues it in the batcher itself (serving/work.py Intake): the
-        loop is woken once per drained group and once per batch, not once per request."""
+        a small one in a worker too. With batching, a small body is queued unparsed and the batch
+        thread parses it just before forming its next batch (serving/batching.py submit_unparsed):
+        one hand-off each way, and the loop is woken once per batch."""
         service, limit = self.service, self.config.max_instances_per_request
 
         def decode(w):
@@ -330,27 +331,26 @@ class ServingApp:
             return await service.run_work(whole, work=work, heavy=True)
         if servable.batcher is None:
             return await service.run_work(whole, work=work)
-        loop = asyncio.get_running_loop()
+        decoded: dict = {}
 
-        def queue(w):       # in the intake thread
-            sig, inputs, form = decode(w)
-            queued = servable.batcher.submit(sig, inputs, loop=loop) if service.batch_now(servable, inputs) else None
-            return sig, inputs, form, queued
+        def prepare():      # in the batch thread, just before it forms its next batch
+            work.check()
+            sig, inputs, form = decode(work)
+            decoded.update(sig=sig, inputs=inputs, form=form)
+            return (sig, inputs) if service.batch_now(servable, inputs) else None
 
-        sig, inputs, form, queued = await service.intake.submit(queue, work, dispose=_drop_queued)
-        if queued is None:      # more examples than one batch (or the batcher closing): a chunk at a time
-            return encode_reply(await service.infer(servable, sig, inputs, work), form)
         # The deadline is handle_models' timeout around this coroutine: its cancellation cancels `queued`.
-        return encode_reply(await queued, form)
+        queued = servable.batcher.submit_unparsed(prepare, asyncio.get_running_loop())
+        outputs = UNBATCHED if queued is None else await queued
+        if outputs is UNBATCHED:    # more examples than one batch (or the batcher closing): a chunk at a time
+            if not decoded:
+                return await service.run_work(whole, work=work)
+            return await service.run_work(lambda w: encode_reply(service.infer_blocking(
+                servable, decoded["sig"], decoded["inputs"], w), decoded["form"]), work=work)
+        return encode_reply(outputs, decoded["form"])
 
     def close(self) -> None:
         self.service.close()
-
-
-def _drop_queued(decoded) -> None:
-    """A request that timed out while its body was in the intake: its batch answer is not awaited."""
-    if decoded[3] is not None:
-        decoded[3].cancel()
 
 
 async def _with_timeout(coro, seconds: float | None):

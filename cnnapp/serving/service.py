@@ -3,8 +3,7 @@
 `ServingService(config)` owns the model manager, the metrics, the worker threads, the heavy-request
 slots and the work counters, and offers: `resolve`, `status` / `version_states`, `metadata`,
 `infer` (batched or chunked in a worker, under the request's deadline), `run_work` (any blocking
-step, cancellable), `intake` (small bodies of a batching server), `parse` (a JSON body, in a
-worker), `classify_signature` / `classifications`, `regress_signature` / `regressions` /
+step, cancellable), `parse` (a JSON body, in a worker or a batch thread), `classify_signature` / `classifications`, `regress_signature` / `regressions` /
 `refuse_regress` and `record` (metrics). REST (serving/app.py), gRPC (serving/grpc_server.py), the page and `:explain`
 take the service; none reaches into another. A new transport (say KServe's v2 REST) is one module
 that decodes its requests, calls these, and encodes the answers.
@@ -26,7 +25,7 @@ from cnnapp.serving.errors import DeadlineExceeded, ServingError
 from cnnapp.serving.manager import ModelManager
 from cnnapp.serving.metrics import UNKNOWN_MODEL, Metrics
 from cnnapp.serving.servable import Servable
-from cnnapp.serving.work import Intake, Slots, Work, WorkStats, pause_gc, resume_gc
+from cnnapp.serving.work import Slots, Work, WorkStats, pause_gc, resume_gc
 
 # Bodies larger than this are parsed by serving/json_parse.py (sharing the GIL), and are heavy:
 # they take one of HEAVY_CONCURRENCY slots (each may take ~10x its size in Python objects while
@@ -55,8 +54,6 @@ class ServingService:
         # the worker when it really stops (serving/work.py).
         self.slots = Slots(HEAVY_CONCURRENCY)
         self.work = WorkStats()
-        # Small bodies of a batching server are parsed here, between the loop and the batcher.
-        self.intake = Intake()
         if load:
             self.manager.poll()
 
@@ -195,5 +192,4 @@ class ServingService:
 
     def close(self) -> None:
         self.manager.stop()
-        self.intake.close()
         self.executor.shutdown(wait=False, cancel_futures=True)

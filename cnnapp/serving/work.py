@@ -164,61 +164,6 @@ def settle(outcomes) -> None:
             future.set_result(result)
 
 
-class Intake:
-    """One thread that runs short jobs (parsing and decoding a small request body) off the event
-    loop and answers everything it drained in ONE `call_soon_threadsafe` per loop. A thread pool
-    hand-off wakes the loop once per request; at 32 batched clients that wake-up was a sixth of
-    a small request's cost. Only for work of microseconds: a job that may run long (a model call,
-    a large body) belongs in the executor."""
-
-    def __init__(self, name: str = "intake"):
-        self._cond = threading.Condition()
-        self._jobs: collections.deque = collections.deque()
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def submit(self, fn, work: Work, *, dispose=None) -> "asyncio.Future":
-        """An asyncio future of `fn(work)`, run in the intake thread. `dispose(result)` is called on
-        the loop for a result nobody waits for any more."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        with self._cond:
-            if self._closed:
-                raise RuntimeError("the server is shutting down")
-            self._jobs.append((fn, work, future, loop, dispose))
-            self._cond.notify()
-        return future
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._jobs and not self._closed:
-                    self._cond.wait()
-                if not self._jobs:
-                    return
-                jobs = list(self._jobs)
-                self._jobs.clear()
-            by_loop: dict = {}
-            for fn, work, future, loop, dispose in jobs:
-                try:
-                    work.check()
-                    result, error = fn(work), None
-                except BaseException as e:  # noqa: BLE001 - it is the request's answer, not this thread's end
-                    result, error = None, e
-                by_loop.setdefault(loop, []).append((future, result, error, dispose))
-            for loop, items in by_loop.items():
-                try:
-                    loop.call_soon_threadsafe(settle, items)
-                except RuntimeError:        # that loop has closed: nobody waits there any more
-                    pass
-
-
 _gc_lock = threading.Lock()
 _gc_state = {"holders": 0, "was_enabled": False}
 
