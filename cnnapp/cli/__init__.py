@@ -39,8 +39,13 @@ def cli(verbose: bool):
 
 
 def main():
-    configure_allocators()   # before TensorFlow and its thread pools exist (cli/allocator.py)
-    if not {"-v", "--verbose"} & set(_group_options(sys.argv[1:])):
+    group_options = _group_options(sys.argv[1:])
+    if sys.argv[1 + len(group_options):][:1] != ["serve"]:
+        # Before TensorFlow and its thread pools exist (cli/allocator.py). Not for `serve`: its request
+        # threads each call the model, and two malloc arenas made them wait on each other (REST text,
+        # batching off, 32 clients: 0.88x of the default allocators' requests/s; docs/bench/serve.md).
+        configure_allocators()
+    if not {"-v", "--verbose"} & set(group_options):
         # libjpeg prints its warnings ("Corrupt JPEG data: ...") to fd 2 from inside TensorFlow's decoder,
         # past any log level; cnnapp names the files it cannot read itself (cnnapp.quiet).
         drop_libjpeg_lines()

@@ -11,7 +11,8 @@ climbs to the sum of every arena's high-water mark. So the CLI asks for:
 Measured (docs/bench/data.md): two epochs of 5,000 of the generated 320-500 px photos at 128 px, the
 tiny image_cnn, disk cache: peak RSS 1,389 -> 1,059 MB and CPU 76.1 -> 70.4 s; reading the disk cache of
 22,500 photos for two epochs, no model: 1,352 -> 807 MB. A value the user sets for either environment
-variable wins.
+variable wins. `cnnapp serve` keeps the defaults: its request threads each call the model, and with
+two arenas they waited on each other (docs/bench/serve.md).
 """
 
 from __future__ import annotations
