@@ -75,17 +75,27 @@ class _QuietLoader(importlib.abc.Loader):
             self.loader.exec_module(module)
 
 
+_show_everything = False
+
+
+def show_everything() -> None:
+    """`--verbose`: from now on `fd2_filtered` passes every line on (the LiteRT converter's and
+    runtime's info lines included)."""
+    global _show_everything
+    _show_everything = True
+
+
 class fd2_filtered:
     """fd 2 -> a temporary file for the duration; then every line that `noise` does not match goes on to
     stderr (C/C++ libraries write there past Python: TensorFlow's start-up log, the LiteRT converter's
-    and runtime's info lines).
+    and runtime's info lines). After `show_everything()` (`--verbose`) every line goes on.
 
     >>> with fd2_filtered(lambda line: line.startswith("INFO: ")):
     ...     interpreter.allocate_tensors()
     """
 
     def __init__(self, noise=None):
-        self.noise = noise or is_startup_noise
+        self.noise = (lambda line: False) if _show_everything else (noise or is_startup_noise)
 
     def __enter__(self):
         sys.stderr.flush()

@@ -91,3 +91,18 @@ def test_no_tensorflow_import_where_none_is_needed(case, argv, exit_code, tmp_pa
     state = json.loads(line[-1].split(" ", 1)[1])
     assert state == {"code": exit_code, "tensorflow": False, "keras": False}, result.stdout[-1000:] + result.stderr[-2000:]
     assert "Traceback" not in result.stderr, result.stderr[-2000:]
+
+
+def test_fd2_filter_drops_noise_and_verbose_lets_it_through(capfd, monkeypatch):
+    """What C/C++ code writes to fd 2 inside `fd2_filtered` (the LiteRT converter's and runtime's info
+    lines) is dropped when it is noise and kept otherwise; after `show_everything()` (`--verbose`)
+    every line goes on."""
+    from cnnapp import quiet
+    monkeypatch.setattr(quiet, "_show_everything", False)
+    with quiet.fd2_filtered(lambda line: line.startswith("INFO: ")):
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\nan error line\n")
+    assert capfd.readouterr().err == "an error line\n"
+    quiet.show_everything()
+    with quiet.fd2_filtered(lambda line: line.startswith("INFO: ")):
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+    assert "XNNPACK delegate" in capfd.readouterr().err

@@ -18,7 +18,7 @@ import click
 from cnnapp import __version__
 from cnnapp.cli.allocator import configure_allocators
 from cnnapp.cli import inspect, launch, predict, serve, sweep, train
-from cnnapp.quiet import drop_libjpeg_lines, hide_tensorflow_startup_log
+from cnnapp.quiet import drop_libjpeg_lines, hide_tensorflow_startup_log, show_everything
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -29,7 +29,9 @@ def cli(verbose: bool):
     """Train, inspect and serve convolutional classifiers for images and sentences."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s")
-    if not verbose:
+    if verbose:
+        show_everything()       # the LiteRT converter's and runtime's C++ lines too
+    else:
         # Before TensorFlow is imported: its start-up lines (oneDNN, absl) are printed before it reads
         # any environment variable, so they are filtered at the file descriptor (cnnapp.quiet); the
         # rest of its C++ info log (and libjpeg's error lines: cnnapp reports bad files itself, by
