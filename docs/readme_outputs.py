@@ -6,6 +6,8 @@ A code block is regenerated when the line before its opening fence is a marker:
                                        lines) is run; what it prints replaces the lines under it
     <!-- output: COMMAND -->           the whole block becomes what COMMAND prints
     <!-- output: COMMAND | abridge 3 6 -->   ... only its first 3 and last 6 lines, with `...` between
+    <!-- output: bash $README_EXAMPLES/X.sh -->   a script of docs/readme_examples/ that makes what its
+                                       commands need, then prints each `$ command` and its output
 
 Everything runs with bash (stdout and stderr together, as a terminal shows them) in a fresh scratch
 folder, so exports are version 1 as on a fresh clone, with the virtual environment first on PATH and
@@ -34,6 +36,10 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# Scripts for blocks that need files made first or a run killed part-way (a truncated JPEG, a killed
+# training): each prints its `$ command` lines and their real output; a marker names one as
+# `<!-- output: bash $README_EXAMPLES/NAME.sh -->`.
+EXAMPLES = ROOT / "docs" / "readme_examples"
 SETUP = ["cnnapp train-image --name digits",
          "python -m cnnapp.data.image.digits --write-samples runs/digits-samples",
          "python -m cnnapp.data.image.digits --write-samples samples",
@@ -52,7 +58,7 @@ class Runner:
     def __init__(self, work: Path):
         self.work = work
         self.env = {**os.environ, "PATH": f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-                    "COLUMNS": "100", "PYTHONUNBUFFERED": "1"}
+                    "COLUMNS": "100", "PYTHONUNBUFFERED": "1", "README_EXAMPLES": str(EXAMPLES)}
         self.env.pop("TF_CPP_MIN_LOG_LEVEL", None)       # what a user's shell has: the CLI quiets TensorFlow itself
         self.cache: dict[str, str] = {}
         self.servers: list[subprocess.Popen] = []

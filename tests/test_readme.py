@@ -23,6 +23,7 @@ import importlib.util
 import json
 import re
 import shlex
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,8 +213,18 @@ def check_cd(args: list[str]) -> None:
         "a command changes into ../shared: runs/ and saved_models/ would be written into the shared data"
 
 
+def check_bash(args: list[str]) -> None:
+    """`bash $README_EXAMPLES/NAME.sh` (a make readme marker): a script of docs/readme_examples/ that bash
+    can parse; the `$ ` commands it prints are in the block below the marker, checked as any others."""
+    assert len(args) == 1 and args[0].startswith("$README_EXAMPLES/"), f"bash {args}: only make readme's example scripts"
+    script = ROOT / "docs" / "readme_examples" / args[0].split("/", 1)[1]
+    assert script.is_file(), f"{script}: no such script"
+    parsed = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert parsed.returncode == 0, parsed.stderr
+
+
 CHECKS = {"cnnapp": check_cnnapp, "python": check_python, "python3": check_python, "make": check_make,
-          "saved_model_cli": check_saved_model_cli, "curl": check_curl, "cd": check_cd}
+          "saved_model_cli": check_saved_model_cli, "curl": check_curl, "cd": check_cd, "bash": check_bash}
 
 
 def check(text: str) -> None:
