@@ -155,11 +155,16 @@ class _Servicer:
     async def Classify(self, request, context):
         return await self._handle("Classify", request, context, self._classify)
 
-    async def _classify(self, request, context):
+    async def _examples_call(self, request, context, decode, encode):
+        """Classify and Regress: decode(request) -> (servable, signature, inputs), run, encode(servable,
+        signature, outputs); a large request (or answer) is decoded (encoded) in a worker thread."""
         big = request.ByteSize() > INLINE_BYTES
-        servable, sig, inputs = await self._offload(big, self._classify_inputs, request)
+        servable, sig, inputs = await self._offload(big, decode, request)
         outputs = await self._infer(servable, sig, inputs, context, big)
-        return await self._offload(big or _examples(outputs) > 64, self._classify_response, servable, sig, outputs)
+        return await self._offload(big or _examples(outputs) > 64, encode, servable, sig, outputs)
+
+    async def _classify(self, request, context):
+        return await self._examples_call(request, context, self._classify_inputs, self._classify_response)
 
     def _classify_inputs(self, request):
         servable = self._servable(request.model_spec)
@@ -183,10 +188,7 @@ class _Servicer:
         return await self._handle("Regress", request, context, self._regress)
 
     async def _regress(self, request, context):
-        big = request.ByteSize() > INLINE_BYTES
-        servable, sig, inputs = await self._offload(big, self._regress_inputs, request)
-        outputs = await self._infer(servable, sig, inputs, context, big)
-        return await self._offload(big or _examples(outputs) > 64, self._regress_response, servable, sig, outputs)
+        return await self._examples_call(request, context, self._regress_inputs, self._regress_response)
 
     def _regress_inputs(self, request):
         """A tensorflow/serving/regress signature (serialized tf.Examples in); any other is refused
