@@ -27,9 +27,19 @@ from typing import Callable
 import numpy as np
 
 from cnnapp.serving.codec import ServingError
-from cnnapp.serving.work import settle
 
 log = logging.getLogger(__name__)
+
+
+def settle(outcomes) -> None:
+    """On the event loop: settle the asyncio futures of one batch (a timed-out one is already done)."""
+    for future, result, error in outcomes:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
 
 
 UNBATCHED = object()    # submit_unparsed: the request is more than one batch; the caller runs it

@@ -3,10 +3,11 @@
 `ServingService(config)` owns the model manager, the metrics, the worker threads, the heavy-request
 slots and the work counters, and offers: `resolve`, `status` / `version_states`, `metadata`,
 `infer` (batched or chunked in a worker, under the request's deadline), `run_work` (any blocking
-step, cancellable), `parse` (a JSON body, in a worker or a batch thread), `classify_signature` / `classifications`, `regress_signature` / `regressions` /
-`refuse_regress` and `record` (metrics). REST (serving/app.py), gRPC (serving/grpc_server.py), the page and `:explain`
-take the service; none reaches into another. A new transport (say KServe's v2 REST) is one module
-that decodes its requests, calls these, and encodes the answers.
+step, cancellable), `parse` (a JSON body, in a worker or a batch thread), `classify_signature` /
+`classifications`, `regress_signature` / `regressions` / `refuse_regress` and `record` (metrics).
+REST (serving/app.py), gRPC (serving/grpc_server.py), the page and `:explain` take the service; none
+reaches into another. A new transport (say KServe's v2 REST) is one module that decodes its requests,
+calls these, and encodes the answers.
 
 >>> service = ServingService(config); servable = service.resolve("digits", None, None)
 >>> outputs = await service.infer(servable, "serving_default", inputs, Work.within(30))
@@ -141,18 +142,13 @@ class ServingService:
         if self.batch_now(servable, inputs):
             future = servable.batcher.submit(signature, inputs, loop=asyncio.get_running_loop())
             if future is not None:
-                return await self.batched(future, work)
+                remaining = work.remaining()
+                try:
+                    return await (asyncio.wait_for(future, remaining) if remaining is not None else future)
+                except asyncio.TimeoutError:
+                    raise DeadlineExceeded("Deadline exceeded while waiting for the batch") from None
         return await self.run_work(lambda w: self.infer_blocking(servable, signature, inputs, w),
                                    work=work, heavy=heavy)
-
-    @staticmethod
-    async def batched(future: asyncio.Future, work: Work) -> dict[str, np.ndarray]:
-        """The outputs of a request queued in a batcher (its asyncio future), within `work`'s deadline."""
-        remaining = work.remaining()
-        try:
-            return await (asyncio.wait_for(future, remaining) if remaining is not None else future)
-        except asyncio.TimeoutError:
-            raise DeadlineExceeded("Deadline exceeded while waiting for the batch") from None
 
     def infer_blocking(self, servable: Servable, signature: str, inputs: dict[str, np.ndarray],
                        work: Work) -> dict[str, np.ndarray]:

@@ -149,21 +149,6 @@ class WorkStats:
         return self.wait(lambda stats: stats.running == 0, timeout)
 
 
-
-def settle(outcomes) -> None:
-    """On an event loop: settle (future, result, error) triples; a future already done (its request
-    timed out or its client left) is skipped, and its result handed to `dispose` when one is given."""
-    for future, result, error, *dispose in outcomes:
-        if future.done():
-            if dispose and dispose[0] is not None and error is None:
-                dispose[0](result)
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-
-
 _gc_lock = threading.Lock()
 _gc_state = {"holders": 0, "was_enabled": False}
 
